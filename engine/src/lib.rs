@@ -1,0 +1,16 @@
+//! The numeric and text core of Hangar. It knows nothing of gRPC or wgpu: services drive it,
+//! families describe models to it, and backends (the CPU reference here, wgpu in `kernels/`)
+//! execute its graph.
+
+pub mod backend;
+pub mod chat;
+pub mod cpu;
+pub mod family;
+pub mod generate;
+pub mod gguf;
+pub mod graph;
+pub mod perplexity;
+pub mod quant;
+pub mod sampling;
+pub mod spec;
+pub mod tokenizer;
