@@ -1,1 +1,108 @@
-//! TODO
+//! The `Backend` trait: the primitive ops the engine's graph is written in. The CPU reference
+//! (`cpu/`) executes them eagerly; the wgpu backend records them into one submission per step.
+//!
+//! Activations are `[rows, cols]` row-major f32 matrices (rows = tokens) named by `Act`
+//! handles that live until the next `begin_step`. Weights stay in their file's format and are
+//! named by `WeightId`.
+
+use std::sync::Arc;
+
+use crate::gguf::GgufFile;
+use crate::quant::GgmlType;
+use crate::spec::{Activation, NormKind, RopeConfig};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WeightId(pub u32);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Act(pub u32);
+
+/// One sequence's KV cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SeqId(pub u32);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("tensor {0:?} is not in the file")]
+    MissingTensor(String),
+    #[error("tensor {name:?}: type {ty} is not supported by the {backend} backend")]
+    UnsupportedType { name: String, ty: GgmlType, backend: &'static str },
+    #[error("shape mismatch in {op}: {detail}")]
+    Shape { op: &'static str, detail: String },
+    #[error("token id {id} is outside the vocabulary of {n_vocab}")]
+    TokenOutOfRange { id: u32, n_vocab: usize },
+    #[error("context full: position {pos} + {n} tokens exceeds the KV cache of {n_ctx}")]
+    ContextFull { pos: usize, n: usize, n_ctx: usize },
+    #[error("unknown handle {0}")]
+    BadHandle(String),
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+    #[error("device error: {0}")]
+    Device(String),
+}
+
+/// How `norm` normalizes: each run of `group` elements of a row separately (per-head norms),
+/// or the whole row when `group` equals the row width.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NormParams {
+    pub kind: NormKind,
+    pub eps: f32,
+    /// Multiply by (1 + w) instead of w (Gemma).
+    pub add_one: bool,
+    pub group: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttnParams {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+    pub softcap: Option<f32>,
+    pub window: Option<usize>,
+}
+
+pub trait Backend: Send {
+    fn name(&self) -> &'static str;
+
+    /// Makes a tensor of `file` available to kernels, in its stored format.
+    fn load_weight(&mut self, file: &Arc<GgufFile>, name: &str) -> Result<WeightId, BackendError>;
+
+    /// Allocates a KV cache of `n_ctx` positions for `n_layer` layers of `kv_dim` values.
+    fn new_sequence(&mut self, n_layer: usize, kv_dim: usize, n_ctx: usize) -> Result<SeqId, BackendError>;
+    fn free_sequence(&mut self, seq: SeqId);
+
+    /// Starts a step; every `Act` of the previous step becomes invalid.
+    fn begin_step(&mut self);
+
+    /// Rows of an embedding table, dequantized: `[tokens.len(), n_embd]`.
+    fn embed(&mut self, table: WeightId, tokens: &[u32]) -> Result<Act, BackendError>;
+    /// `x · Wᵀ (+ b)`: `[n, k] -> [n, m]` for a weight of m rows of k.
+    fn linear(&mut self, x: Act, w: WeightId, bias: Option<WeightId>) -> Result<Act, BackendError>;
+    fn norm(&mut self, x: Act, w: Option<WeightId>, b: Option<WeightId>, p: NormParams) -> Result<Act, BackendError>;
+    /// Rotates every `head_dim` run of each row; row r is at position `pos0 + r`.
+    fn rope(&mut self, x: Act, head_dim: usize, pos0: usize, rope: &RopeConfig) -> Result<Act, BackendError>;
+    /// Writes k and v at positions `pos0..pos0+n` of `layer`'s cache, then attends causally.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &mut self,
+        seq: SeqId,
+        layer: usize,
+        pos0: usize,
+        q: Act,
+        k: Act,
+        v: Act,
+        p: &AttnParams,
+    ) -> Result<Act, BackendError>;
+    /// `act(gate) * up`, or `act(up)` for non-gated activations (`gate` = None).
+    fn ffn_act(&mut self, gate: Option<Act>, up: Act, act: Activation) -> Result<Act, BackendError>;
+    fn add(&mut self, a: Act, b: Act) -> Result<Act, BackendError>;
+    fn scale(&mut self, x: Act, s: f32) -> Result<Act, BackendError>;
+    /// `cap * tanh(x / cap)`.
+    fn softcap(&mut self, x: Act, cap: f32) -> Result<Act, BackendError>;
+    /// Splits columns into consecutive blocks of the given widths (fused QKV).
+    fn split_cols(&mut self, x: Act, widths: &[usize]) -> Result<Vec<Act>, BackendError>;
+    fn last_row(&mut self, x: Act) -> Result<Act, BackendError>;
+    /// Copies an activation back to the host.
+    fn read(&mut self, x: Act) -> Result<Vec<f32>, BackendError>;
+}

@@ -5,12 +5,18 @@
 pub mod backend;
 pub mod chat;
 pub mod cpu;
+pub mod error;
 pub mod family;
 pub mod generate;
 pub mod gguf;
 pub mod graph;
+pub mod model;
 pub mod perplexity;
 pub mod quant;
 pub mod sampling;
 pub mod spec;
 pub mod tokenizer;
+
+pub use error::EngineError;
+pub use generate::{GenerateOutput, GenerateParams, Session, StopReason, Timings};
+pub use model::Model;

@@ -1,0 +1,87 @@
+//! A loaded model: its file, spec, tokenizer, chat template and weights on a backend.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::backend::Backend;
+use crate::chat::ChatTemplate;
+use crate::error::EngineError;
+use crate::family::Registry;
+use crate::generate::Session;
+use crate::gguf::GgufFile;
+use crate::graph::Weights;
+use crate::spec::ModelSpec;
+use crate::tokenizer::Tokenizer;
+
+pub struct Model {
+    pub file: Arc<GgufFile>,
+    pub spec: ModelSpec,
+    pub tokenizer: Tokenizer,
+    /// `None` when the file carries no `tokenizer.chat_template`.
+    pub chat: Option<ChatTemplate>,
+    pub(crate) backend: Box<dyn Backend>,
+    pub(crate) weights: Weights,
+}
+
+impl Model {
+    /// Opens `path`, resolves its family, builds the tokenizer and loads the weights onto
+    /// `backend`, reporting `progress(done, total)` per tensor.
+    pub fn load(
+        path: impl AsRef<Path>,
+        registry: &Registry,
+        backend: Box<dyn Backend>,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Model, EngineError> {
+        let file = Arc::new(GgufFile::open(path)?);
+        Self::from_file(file, registry, backend, progress)
+    }
+
+    pub fn from_file(
+        file: Arc<GgufFile>,
+        registry: &Registry,
+        mut backend: Box<dyn Backend>,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Model, EngineError> {
+        let spec = registry.build_spec(&file)?;
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        if tokenizer.n_vocab() > spec.hparams.n_vocab {
+            return Err(EngineError::InvalidArgument(format!(
+                "tokenizer has {} tokens but the embedding table only {}",
+                tokenizer.n_vocab(),
+                spec.hparams.n_vocab
+            )));
+        }
+        let chat = match file.get_str("tokenizer.chat_template") {
+            None => None,
+            Some(t) => Some(ChatTemplate::from_gguf_template(t, &tokenizer)?),
+        };
+        let weights = Weights::load(&spec, &file, backend.as_mut(), progress)?;
+        Ok(Model { file, spec, tokenizer, chat, backend, weights })
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// A fresh sequence with a KV cache of `n_ctx` positions (clamped to the trained context).
+    pub fn session(&mut self, n_ctx: usize) -> Result<Session<'_>, EngineError> {
+        let n_ctx = n_ctx.clamp(1, self.spec.hparams.n_ctx_train.max(1));
+        Session::new(self, n_ctx)
+    }
+}
+
+impl Model {
+    /// Renders `messages` with the chat template (generation prompt appended) and tokenizes
+    /// the result with special tokens parsed, as llama.cpp's server does.
+    pub fn encode_chat(&self, messages: &[crate::chat::ChatMessage]) -> Result<Vec<u32>, EngineError> {
+        let chat = self.chat.as_ref().ok_or(crate::chat::ChatError::NoTemplate)?;
+        let text = chat.render(messages, true)?;
+        // Templates that emit the BOS text themselves must not get a second BOS.
+        let bos_in_text = self
+            .tokenizer
+            .bos()
+            .and_then(|b| self.tokenizer.token_bytes(b))
+            .is_some_and(|b| !b.is_empty() && text.as_bytes().starts_with(b));
+        Ok(self.tokenizer.encode(&text, !bos_in_text, true)?)
+    }
+}

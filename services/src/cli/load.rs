@@ -1,0 +1,32 @@
+//! Model loading shared by the subcommands: backend choice and a progress bar.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use hangar_engine::cpu::CpuBackend;
+use hangar_engine::Model;
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum BackendKind {
+    Cpu,
+    Gpu,
+}
+
+pub fn load_model(path: &Path, backend: BackendKind, quiet: bool) -> anyhow::Result<Model> {
+    let backend: Box<dyn hangar_engine::backend::Backend> = match backend {
+        BackendKind::Cpu => Box::new(CpuBackend::new()),
+        BackendKind::Gpu => bail!("the GPU backend is not built yet; use --backend cpu"),
+    };
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    bar.set_style(ProgressStyle::with_template("loading {msg} [{bar:30}] {pos}/{len} tensors").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_message(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    let registry = hangar_families::registry();
+    let model = Model::load(path, &registry, backend, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .with_context(|| format!("loading {}", path.display()))?;
+    bar.finish_and_clear();
+    Ok(model)
+}
