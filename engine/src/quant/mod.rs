@@ -26,3 +26,6 @@ pub use error::QuantError;
 pub use matvec::{dot_f32, matmul, matvec};
 pub use quantize::{quantize, supports_quantize};
 pub use types::{GgmlType, QK_K};
+
+#[cfg(test)]
+mod tests;
