@@ -152,7 +152,7 @@ fn vec_dot_matches_dequantized_dot_on_quantized_gaussian_rows() {
 fn vec_dot_of_a_readable_q8_0_block() {
     // d = 0.5, q = 1..=32, x = 1: 0.5 * (32 * 33 / 2) = 264.
     let mut block = half::f16::from_f32(0.5).to_bits().to_le_bytes().to_vec();
-    block.extend((1..=32u8).map(|q| q));
+    block.extend(1..=32u8);
     for isa in [Isa::Scalar, Isa::Avx2] {
         assert_eq!(vec_dot_with(isa, GgmlType::Q8_0, &block, &[1.0; 32]), 264.0);
     }
