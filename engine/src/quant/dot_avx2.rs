@@ -16,6 +16,27 @@ use std::arch::x86_64::*;
 use super::kquants::{layout::*, scale_min_k4};
 use super::GgmlType;
 
+/// [`vec_dot`] for Q4_1 and Q4_K with `sums[j]`, the sum of `x[32 j..32 j + 32]`, computed
+/// once per activation vector by the caller; `None` for other types.
+///
+/// # Safety
+/// As [`vec_dot`], and `sums` holds one entry per 32 elements of `x` used.
+pub(crate) unsafe fn vec_dot_presummed(
+    ty: GgmlType,
+    row: &[u8],
+    x: &[f32],
+    sums: &[f32],
+    n_blocks: usize,
+) -> Option<f32> {
+    debug_assert!(sums.len() * 32 >= n_blocks * ty.block_size());
+    let (r, xp, sp) = (row.as_ptr(), x.as_ptr(), sums.as_ptr());
+    match ty {
+        GgmlType::Q4_1 => Some(dot_q4_1_presummed(r, xp, sp, n_blocks)),
+        GgmlType::Q4K => Some(dot_q4k_presummed(r, xp, sp, n_blocks)),
+        _ => None,
+    }
+}
+
 /// Dispatches to the kernel of `ty`; `None` when the type has no dot product.
 ///
 /// # Safety
@@ -294,6 +315,22 @@ unsafe fn dot_q4_1(r: *const u8, x: *const f32, nb: usize) -> f32 {
     sum_blocks!(nb, |i| block_q4_1(r.add(20 * i), x.add(32 * i)))
 }
 
+/// Q4_1 with the per-block sums of `x` given: `sums[i]` is the sum of block `i`'s activations.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_1_presummed(r: *const u8, x: *const f32, sums: *const f32, nb: usize) -> f32 {
+    let zero = _mm256_setzero_si256();
+    let mut offsets = 0.0f32;
+    let scaled = sum_blocks!(nb, |i| {
+        let b = r.add(20 * i);
+        offsets += f16_to_f32(b.add(2)) * *sums.add(i);
+        _mm256_mul_ps(
+            _mm256_set1_ps(f16_to_f32(b)),
+            nibble_block(b.add(4), x.add(32 * i), [zero; 4], zero),
+        )
+    });
+    scaled + offsets
+}
+
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn block_q5_0(b: *const u8, x: *const f32) -> __m256 {
@@ -351,6 +388,47 @@ unsafe fn block_q4k(b: *const u8, x: *const f32, acc: &mut __m256, acc_m: &mut _
         *acc_m = _mm256_fmadd_ps(_mm256_set1_ps(dmin * mn[2 * c] as f32), sl, *acc_m);
         *acc_m = _mm256_fmadd_ps(_mm256_set1_ps(dmin * mn[2 * c + 1] as f32), sh, *acc_m);
     }
+}
+
+/// One Q4_K super-block with the 32-element sums of `x` given; returns the min term.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block_q4k_presummed(
+    b: *const u8,
+    x: *const f32,
+    sums: *const f32,
+    acc: &mut __m256,
+) -> f32 {
+    let d = f16_to_f32(b.add(Q4K_D));
+    let dmin = f16_to_f32(b.add(Q4K_DMIN));
+    let (sc, mn) = scale_min_k4(std::slice::from_raw_parts(b.add(Q4K_SCALES), 12));
+    let qs = b.add(Q4K_QS);
+    let m4 = splat(0x0F);
+    let mut mins = 0.0f32;
+    for c in 0..4 {
+        let (xl, xh) = (x.add(64 * c), x.add(64 * c + 32));
+        let (mut pl, mut ph) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for g in 0..4 {
+            let v = u8x8(qs.add(32 * c + 8 * g));
+            pl = _mm256_fmadd_ps(cvt(_mm256_and_si256(v, m4)), ld(xl.add(8 * g)), pl);
+            ph = _mm256_fmadd_ps(cvt(_mm256_srli_epi32::<4>(v)), ld(xh.add(8 * g)), ph);
+        }
+        *acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc[2 * c] as f32), pl, *acc);
+        *acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc[2 * c + 1] as f32), ph, *acc);
+        mins += dmin * mn[2 * c] as f32 * *sums.add(2 * c)
+            + dmin * mn[2 * c + 1] as f32 * *sums.add(2 * c + 1);
+    }
+    mins
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4k_presummed(r: *const u8, x: *const f32, sums: *const f32, nb: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut mins = 0.0f32;
+    for i in 0..nb {
+        mins += block_q4k_presummed(r.add(144 * i), x.add(256 * i), sums.add(8 * i), &mut acc);
+    }
+    hsum(acc) - mins
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
