@@ -139,3 +139,43 @@ fn vec_dot_scalar(ty: GgmlType, row: &[u8], x: &[f32], n_blocks: usize) -> f32 {
         },
     }
 }
+
+/// An activation vector prepared for a product with many rows of one type: it caches what
+/// every row's dot product would otherwise recompute, the sums of `x` over each 32 elements,
+/// which the affine formats need for their offset term.
+pub(crate) struct PreparedX<'a> {
+    ty: GgmlType,
+    x: &'a [f32],
+    isa: Isa,
+    sums: Vec<f32>,
+}
+
+impl<'a> PreparedX<'a> {
+    pub(crate) fn new(ty: GgmlType, x: &'a [f32]) -> PreparedX<'a> {
+        let isa = Isa::detected();
+        let presummed = isa == Isa::Avx2 && matches!(ty, GgmlType::Q4_1 | GgmlType::Q4K);
+        let sums = if presummed {
+            x.chunks_exact(32).map(|c| c.iter().sum()).collect()
+        } else {
+            Vec::new()
+        };
+        PreparedX { ty, x, isa, sums }
+    }
+
+    /// `row · x`, equal to [`vec_dot`] up to rounding.
+    pub(crate) fn dot(&self, row: &[u8]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if !self.sums.is_empty() {
+            let ty = self.ty;
+            let n_blocks = (row.len() / ty.type_size()).min(self.x.len() / ty.block_size());
+            // SAFETY: `sums` is only filled when AVX2/FMA/F16C were detected; `n_blocks` whole
+            // blocks fit in `row` and `x`, and `sums` has an entry per 32 elements of `x`.
+            if let Some(v) =
+                unsafe { super::dot_avx2::vec_dot_presummed(ty, row, self.x, &self.sums, n_blocks) }
+            {
+                return v;
+            }
+        }
+        vec_dot_with(self.isa, self.ty, row, self.x)
+    }
+}

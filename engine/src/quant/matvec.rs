@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::dequant::{dequantize, supports_dequantize};
-use super::dot::{dot_f32_scalar, vec_dot, Isa};
+use super::dot::{dot_f32_scalar, Isa, PreparedX};
 use super::{GgmlType, QuantError};
 
 /// Weight bytes below which a product runs on the calling thread: rayon's fork/join costs
@@ -56,7 +56,8 @@ fn rows_per_task(row_bytes: usize) -> usize {
 }
 
 /// `out[r] = weights[r] · x` for each of the `n_rows` rows; `x.len()` is the row length `k`.
-/// Uses [`vec_dot`] per row, in parallel over chunks of rows.
+/// Each row is a [`super::vec_dot`] (up to rounding: per-32-element sums of `x` are computed
+/// once here rather than per row), in parallel over chunks of rows.
 pub fn matvec(
     ty: GgmlType,
     weights: &[u8],
@@ -78,9 +79,10 @@ pub fn matvec(
         return Ok(());
     }
     let rows = weights.chunks_exact(row_bytes);
+    let px = PreparedX::new(ty, x);
     if weights.len() < SERIAL_BYTES || rayon::current_num_threads() == 1 {
         for (o, row) in out.iter_mut().zip(rows) {
-            *o = vec_dot(ty, row, x);
+            *o = px.dot(row);
         }
         return Ok(());
     }
@@ -89,7 +91,7 @@ pub fn matvec(
         .zip(weights.par_chunks(per_task * row_bytes))
         .for_each(|(o, w)| {
             for (o, row) in o.iter_mut().zip(w.chunks_exact(row_bytes)) {
-                *o = vec_dot(ty, row, x);
+                *o = px.dot(row);
             }
         });
     Ok(())

@@ -5,7 +5,12 @@
 //! - [`quantize`]: f32 to F32, F16, BF16, the 32-element types (byte-identical to gguf-py) and
 //!   Q4_K, Q5_K, Q6_K (ggml's reference quantizers).
 //! - [`vec_dot`], [`matvec`], [`matmul`]: products of packed weight rows with f32
-//!   activations for the CPU backend, on AVX2 when the CPU has it.
+//!   activations for the CPU backend, on AVX2+FMA+F16C when the CPU has it (detected once,
+//!   see [`Isa`]) and portable scalar code otherwise. They agree with dequantize-then-f64-dot
+//!   to 1e-6 of `sum |w x|`; activations are never quantized.
+//!
+//! Oracle goldens: `scripts/gen_quant_goldens.py` -> `tests/golden/quant/`, checked by
+//! `engine/tests/quant_parity.rs`.
 
 mod dequant;
 mod dot;
@@ -26,3 +31,6 @@ pub use error::QuantError;
 pub use matvec::{dot_f32, matmul, matvec};
 pub use quantize::{quantize, supports_quantize};
 pub use types::{GgmlType, QK_K};
+
+#[cfg(test)]
+mod tests;
