@@ -108,7 +108,13 @@ impl GgmlType {
     pub const fn is_float_or_quant(self) -> bool {
         !matches!(
             self,
-            GgmlType::I8 | GgmlType::I16 | GgmlType::I32 | GgmlType::I64 | GgmlType::F64 | GgmlType::Q8_1 | GgmlType::Q8K
+            GgmlType::I8
+                | GgmlType::I16
+                | GgmlType::I32
+                | GgmlType::I64
+                | GgmlType::F64
+                | GgmlType::Q8_1
+                | GgmlType::Q8K
         )
     }
 
@@ -141,7 +147,10 @@ impl GgmlType {
 
     /// Parses a type name, case-insensitively ("Q4_K", "q4_k", "f16").
     pub fn parse(s: &str) -> Option<GgmlType> {
-        GgmlType::ALL.iter().copied().find(|t| t.name().eq_ignore_ascii_case(s))
+        GgmlType::ALL
+            .iter()
+            .copied()
+            .find(|t| t.name().eq_ignore_ascii_case(s))
     }
 }
 
