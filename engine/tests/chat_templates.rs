@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use hangar_engine::chat::{strftime_utc, ChatError, ChatMessage, ChatTemplate, RenderOptions};
+use hangar_engine::gguf::GgufFile;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -57,8 +58,12 @@ fn golden_dir() -> PathBuf {
 
 fn load<T: for<'de> Deserialize<'de>>(file: &str) -> T {
     let path = golden_dir().join(file);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e} (regenerate with scripts/gen_chat_goldens.py)", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "read {}: {e} (regenerate with scripts/gen_chat_goldens.py)",
+            path.display()
+        )
+    });
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
 }
 
@@ -78,7 +83,9 @@ fn check(file: &str) {
         let got = tmpl.render_with(&case.messages, &opts);
         let ok = match (&case.expected, &case.error, &got) {
             (Some(want), None, Ok(out)) => out == want,
-            (None, Some(want), Err(ChatError::Raised(msg))) => want.kind == "raised" && *msg == want.message,
+            (None, Some(want), Err(ChatError::Raised(msg))) => {
+                want.kind == "raised" && *msg == want.message
+            }
             (None, Some(want), Err(ChatError::Render(_))) => want.kind == "render",
             _ => false,
         };
@@ -88,11 +95,20 @@ fn check(file: &str) {
                 (_, Some(e)) => format!("{} error: {:?}", e.kind, e.message),
                 _ => "nothing".to_owned(),
             };
-            failures.push(format!("case {}:\n  want {want}\n  got  {got:?}", case.name));
+            failures.push(format!(
+                "case {}:\n  want {want}\n  got  {got:?}",
+                case.name
+            ));
         }
     }
-    assert!(failures.is_empty(), "{}: {} of {} cases differ from jinja2\n{}", golden.name,
-        failures.len(), golden.cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{}: {} of {} cases differ from jinja2\n{}",
+        golden.name,
+        failures.len(),
+        golden.cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -162,7 +178,10 @@ fn strftime_matches_python_datetime() {
     for c in &misc.strftime {
         let got = strftime_utc(&c.format, c.unix);
         if got != c.expected {
-            failures.push(format!("{:?} at {}: want {:?} got {:?}", c.format, c.unix, c.expected, got));
+            failures.push(format!(
+                "{:?} at {}: want {:?} got {:?}",
+                c.format, c.unix, c.expected, got
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -202,22 +221,98 @@ fn raise_exception_inside_a_macro_is_still_raised() {
 
 #[test]
 fn missing_template_is_a_typed_error() {
-    assert!(matches!(ChatTemplate::from_optional(None, "<s>", "</s>"), Err(ChatError::NoTemplate)));
+    assert!(matches!(
+        ChatTemplate::from_optional(None, "<s>", "</s>"),
+        Err(ChatError::NoTemplate)
+    ));
 }
 
 #[test]
 fn runaway_template_is_stopped_by_the_work_budget() {
-    let src = "{% for i in range(10000) %}{% for j in range(10000) %}{{ j }}{% endfor %}{% endfor %}";
+    let src =
+        "{% for i in range(10000) %}{% for j in range(10000) %}{{ j }}{% endfor %}{% endfor %}";
     let t = ChatTemplate::new(src, "", "").unwrap();
     assert!(matches!(t.render(&[], false), Err(ChatError::OutOfFuel(_))));
 }
 
 #[test]
 fn extra_variables_override_the_standard_ones() {
-    let t = ChatTemplate::new("{{ bos_token }}|{{ tools is none }}|{{ enable_thinking }}", "<s>", "").unwrap();
+    let t = ChatTemplate::new(
+        "{{ bos_token }}|{{ tools is none }}|{{ enable_thinking }}",
+        "<s>",
+        "",
+    )
+    .unwrap();
     let mut extra = serde_json::Map::new();
     extra.insert("bos_token".into(), "<B>".into());
     extra.insert("enable_thinking".into(), true.into());
-    let out = t.render_with(&[], &RenderOptions { extra, ..Default::default() }).unwrap();
+    let out = t
+        .render_with(
+            &[],
+            &RenderOptions {
+                extra,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(out, "<B>|True|True");
+}
+
+fn model_path(file: &str) -> PathBuf {
+    let dir = std::env::var_os("HANGAR_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/hangar/models")
+        });
+    let path = dir.join(file);
+    assert!(
+        path.exists(),
+        "model {} is missing: fetch it with fetch-models.sh into $HANGAR_MODEL_DIR",
+        path.display()
+    );
+    path
+}
+
+/// Reading the template out of the real model file gives exactly what gguf-py read for the
+/// goldens, special-token texts included, and renders the same.
+fn check_model(model: &str, golden_file: &str) {
+    let file = GgufFile::open(model_path(model)).unwrap_or_else(|e| panic!("open {model}: {e}"));
+    let tmpl = ChatTemplate::from_gguf(&file).unwrap_or_else(|e| panic!("{model}: {e}"));
+    let golden: Golden = load(golden_file);
+    assert_eq!(tmpl.source(), golden.template, "{model}: template text");
+    assert_eq!(
+        (tmpl.bos_token(), tmpl.eos_token()),
+        (golden.bos_token.as_str(), golden.eos_token.as_str())
+    );
+    let case = golden
+        .cases
+        .iter()
+        .find(|c| c.name == "multi_turn/gen")
+        .expect("multi_turn/gen case");
+    let out = tmpl
+        .render(&case.messages, true)
+        .unwrap_or_else(|e| panic!("{model}: {e}"));
+    assert_eq!(Some(out), case.expected);
+}
+
+#[test]
+fn smollm2_gguf_template_is_read_and_rendered() {
+    check_model("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2.json");
+}
+
+#[test]
+fn qwen25_coder_gguf_template_is_read_and_rendered() {
+    check_model(
+        "qwen2.5-coder-0.5b-instruct.Q4_K_M-mix.gguf",
+        "qwen2.5-coder.json",
+    );
+}
+
+#[test]
+fn gemma3_base_model_has_no_template() {
+    let file = GgufFile::open(model_path("gemma-3-270m-q4_k_m.gguf")).expect("open gemma-3");
+    assert!(matches!(
+        ChatTemplate::from_gguf(&file),
+        Err(ChatError::NoTemplate)
+    ));
 }

@@ -19,6 +19,8 @@ use minijinja::value::Value;
 use minijinja::{Environment, Error, ErrorKind};
 use serde::{Deserialize, Serialize};
 
+use crate::gguf::{GgufFile, MetaArray};
+
 pub use strftime::strftime_utc;
 
 /// The name the template is registered under. Its lack of an `.html` extension is what keeps
@@ -40,7 +42,10 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        ChatMessage { role: role.into(), content: content.into() }
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -147,6 +152,28 @@ impl ChatTemplate {
         }
     }
 
+    /// The template of a GGUF model (`tokenizer.chat_template`), with the texts of its BOS and
+    /// EOS tokens looked up in `tokenizer.ggml.tokens`. `NoTemplate` when the key is absent.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self, ChatError> {
+        let source = file
+            .get_str("tokenizer.chat_template")
+            .ok_or(ChatError::NoTemplate)?;
+        let token_text = |key: &str| -> &str {
+            let id = file.get_u32(key);
+            match (id, file.get_array("tokenizer.ggml.tokens")) {
+                (Some(id), Some(MetaArray::String(tokens))) => {
+                    tokens.get(id as usize).map(String::as_str).unwrap_or("")
+                }
+                _ => "",
+            }
+        };
+        Self::new(
+            source,
+            token_text("tokenizer.ggml.bos_token_id"),
+            token_text("tokenizer.ggml.eos_token_id"),
+        )
+    }
+
     pub fn source(&self) -> &str {
         &self.source
     }
@@ -164,7 +191,13 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, ChatError> {
-        self.render_with(messages, &RenderOptions { add_generation_prompt, ..Default::default() })
+        self.render_with(
+            messages,
+            &RenderOptions {
+                add_generation_prompt,
+                ..Default::default()
+            },
+        )
     }
 
     pub fn render_with(
@@ -184,15 +217,23 @@ impl ChatTemplate {
         let mut env = (*self.env).clone();
         env.set_fuel(Some(fuel));
         let now = opts.now_unix.unwrap_or_else(system_now);
-        env.add_function("strftime_now", move |format: &str| strftime_utc(format, now));
+        env.add_function("strftime_now", move |format: &str| {
+            strftime_utc(format, now)
+        });
 
         // transformers always passes `tools` and `documents`, as None when there are none;
         // templates test `tools is not none`, which an undefined value would pass.
         let mut ctx: Vec<(String, Value)> = vec![
-            ("messages".into(), messages.iter().map(message_value).collect()),
+            (
+                "messages".into(),
+                messages.iter().map(message_value).collect(),
+            ),
             ("tools".into(), Value::from(())),
             ("documents".into(), Value::from(())),
-            ("add_generation_prompt".into(), Value::from(opts.add_generation_prompt)),
+            (
+                "add_generation_prompt".into(),
+                Value::from(opts.add_generation_prompt),
+            ),
             ("bos_token".into(), Value::from(self.bos_token.as_str())),
             ("eos_token".into(), Value::from(self.eos_token.as_str())),
         ];
@@ -205,13 +246,16 @@ impl ChatTemplate {
         }
         let ctx = Value::from_pairs(ctx);
 
-        let tmpl = env.get_template(TEMPLATE_NAME).map_err(|e| ChatError::Render(describe(&e)))?;
+        let tmpl = env
+            .get_template(TEMPLATE_NAME)
+            .map_err(|e| ChatError::Render(describe(&e)))?;
         tmpl.render(ctx).map_err(classify_render_error)
     }
 }
 
 fn raise_exception(message: String) -> Result<Value, Error> {
-    Err(Error::new(ErrorKind::InvalidOperation, message.clone()).with_source(RaisedByTemplate(message)))
+    Err(Error::new(ErrorKind::InvalidOperation, message.clone())
+        .with_source(RaisedByTemplate(message)))
 }
 
 fn system_now() -> i64 {
@@ -222,7 +266,10 @@ fn system_now() -> i64 {
 }
 
 fn message_value(m: &ChatMessage) -> Value {
-    Value::from_pairs([("role", Value::from(m.role.as_str())), ("content", Value::from(m.content.as_str()))])
+    Value::from_pairs([
+        ("role", Value::from(m.role.as_str())),
+        ("content", Value::from(m.content.as_str())),
+    ])
 }
 
 /// JSON to template value, keeping object key order: `tojson` and `items()` print keys in the
@@ -242,9 +289,10 @@ fn json_value(v: &serde_json::Value) -> Value {
         }
         serde_json::Value::String(s) => Value::from(s.as_str()),
         serde_json::Value::Array(a) => a.iter().map(json_value).collect(),
-        serde_json::Value::Object(o) => {
-            Value::from_pairs(o.iter().map(|(k, v)| (Value::from(k.as_str()), json_value(v))))
-        }
+        serde_json::Value::Object(o) => Value::from_pairs(
+            o.iter()
+                .map(|(k, v)| (Value::from(k.as_str()), json_value(v))),
+        ),
     }
 }
 

@@ -19,13 +19,18 @@ pub(super) fn is_py_space(c: char) -> bool {
 }
 
 fn write_out(out: &mut Output, s: &str) -> Result<(), Error> {
-    out.write_str(s).map_err(|_| Error::new(ErrorKind::WriteFailure, "formatting failed"))
+    out.write_str(s)
+        .map_err(|_| Error::new(ErrorKind::WriteFailure, "formatting failed"))
 }
 
 /// Prints `{{ value }}` as jinja2 does, i.e. as Python's `str(value)`: `True`, `None`, `1e+16`,
 /// `['a', 1]`. Strings and undefined values keep minijinja's handling (no escaping: templates
 /// are registered without an HTML extension).
-pub(super) fn format_value(out: &mut Output, state: &mut State, value: &Value) -> Result<(), Error> {
+pub(super) fn format_value(
+    out: &mut Output,
+    state: &mut State,
+    value: &Value,
+) -> Result<(), Error> {
     match value.kind() {
         ValueKind::None | ValueKind::Bool | ValueKind::Number | ValueKind::Seq | ValueKind::Map => {
             let mut s = String::new();
@@ -49,7 +54,10 @@ fn py_str(value: &Value, out: &mut String, depth: usize) -> Result<(), Error> {
 
 fn py_repr(value: &Value, out: &mut String, depth: usize) -> Result<(), Error> {
     if depth > MAX_DEPTH {
-        return Err(Error::new(ErrorKind::InvalidOperation, "value nested too deeply to print"));
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "value nested too deeply to print",
+        ));
     }
     match value.kind() {
         ValueKind::Undefined => {}
@@ -92,7 +100,11 @@ fn py_repr(value: &Value, out: &mut String, depth: usize) -> Result<(), Error> {
 
 /// Python's `repr(str)`: single quotes unless the text has a single quote and no double one.
 fn push_str_repr(s: &str, out: &mut String) {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     out.push(quote);
     for c in s.chars() {
         match c {
@@ -204,7 +216,11 @@ pub(super) fn push_float(x: f64, out: &mut String, json: bool) {
             out.push('.');
             out.push_str(&digits[1..]);
         }
-        out.push_str(&format!("e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.unsigned_abs()));
+        out.push_str(&format!(
+            "e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.unsigned_abs()
+        ));
     }
 }
 
@@ -235,9 +251,19 @@ pub(super) fn tojson(value: &Value, kwargs: Kwargs) -> Result<Value, Error> {
     kwargs.assert_all_used()?;
     // Python drops the space after the comma when indenting, since a newline follows anyway.
     let (item_sep, key_sep) = separators.unwrap_or_else(|| {
-        (if indent.is_some() { "," } else { ", " }.to_owned(), ": ".to_owned())
+        (
+            if indent.is_some() { "," } else { ", " }.to_owned(),
+            ": ".to_owned(),
+        )
     });
-    let mut w = JsonWriter { item_sep, key_sep, indent, ensure_ascii, sort_keys, out: String::new() };
+    let mut w = JsonWriter {
+        item_sep,
+        key_sep,
+        indent,
+        ensure_ascii,
+        sort_keys,
+        out: String::new(),
+    };
     w.value(value, 0)?;
     Ok(Value::from(w.out))
 }
@@ -277,12 +303,16 @@ impl JsonWriter {
         }
         match v.kind() {
             ValueKind::None => self.out.push_str("null"),
-            ValueKind::Bool => self.out.push_str(if v.is_true() { "true" } else { "false" }),
+            ValueKind::Bool => self
+                .out
+                .push_str(if v.is_true() { "true" } else { "false" }),
             ValueKind::Number => push_number(v, &mut self.out, true),
             ValueKind::String => self.string(v.as_str().unwrap_or_default()),
             ValueKind::Seq => {
                 let items: Vec<Value> = v.try_iter()?.collect();
-                self.container('[', ']', items.len(), level, |w, i, level| w.value(&items[i], level))?;
+                self.container('[', ']', items.len(), level, |w, i, level| {
+                    w.value(&items[i], level)
+                })?;
             }
             ValueKind::Map => {
                 let mut entries = Vec::new();
@@ -300,7 +330,9 @@ impl JsonWriter {
                 })?;
             }
             kind => {
-                return Err(bad_arg(&format!("Object of type {kind} is not JSON serializable")));
+                return Err(bad_arg(&format!(
+                    "Object of type {kind} is not JSON serializable"
+                )));
             }
         }
         Ok(())
@@ -376,7 +408,9 @@ fn json_key(key: &Value) -> Result<String, Error> {
         ValueKind::Bool => s.push_str(if key.is_true() { "true" } else { "false" }),
         ValueKind::None => s.push_str("null"),
         kind => {
-            return Err(bad_arg(&format!("keys must be str, int, float, bool or None, not {kind}")));
+            return Err(bad_arg(&format!(
+                "keys must be str, int, float, bool or None, not {kind}"
+            )));
         }
     }
     Ok(s)
@@ -408,7 +442,10 @@ pub(super) fn unknown_method(
 
 /// jinja2's `sequence` test asks for `len()` and `[]`, which strings and dicts also have.
 pub(super) fn is_sequence(value: &Value) -> bool {
-    matches!(value.kind(), ValueKind::String | ValueKind::Seq | ValueKind::Map)
+    matches!(
+        value.kind(),
+        ValueKind::String | ValueKind::Seq | ValueKind::Map
+    )
 }
 
 #[cfg(test)]

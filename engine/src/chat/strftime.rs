@@ -2,10 +2,28 @@
 //! 2024"). The output follows Python's `datetime.strftime` on glibc in the C locale for a naive
 //! datetime, so `%Z` and `%z` print nothing.
 
-const DAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+const DAYS: [&str; 7] = [
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+];
 const MONTHS: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-    "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ];
 
 /// A broken-down UTC time.
@@ -85,7 +103,11 @@ pub fn strftime_utc(format: &str, unix: i64) -> String {
             }
             out.push_str(&s);
         };
-        let hour12 = if t.hour % 12 == 0 { 12 } else { t.hour % 12 };
+        let hour12 = if t.hour.is_multiple_of(12) {
+            12
+        } else {
+            t.hour % 12
+        };
         match spec {
             'Y' => num(&mut out, t.year, 1, '0'),
             'y' => num(&mut out, t.year.rem_euclid(100), 2, '0'),
@@ -98,7 +120,12 @@ pub fn strftime_utc(format: &str, unix: i64) -> String {
             'I' => num(&mut out, hour12.into(), 2, '0'),
             'M' => num(&mut out, t.minute.into(), 2, '0'),
             'S' => num(&mut out, t.second.into(), 2, '0'),
-            'u' => num(&mut out, if t.weekday == 0 { 7 } else { t.weekday.into() }, 1, '0'),
+            'u' => num(
+                &mut out,
+                if t.weekday == 0 { 7 } else { t.weekday.into() },
+                1,
+                '0',
+            ),
             'w' => num(&mut out, t.weekday.into(), 1, '0'),
             'p' => out.push_str(if t.hour < 12 { "AM" } else { "PM" }),
             'a' => out.push_str(&DAYS[t.weekday as usize][..3]),
@@ -133,8 +160,14 @@ mod tests {
     #[test]
     fn civil_dates_cross_leap_days_and_centuries() {
         let c = civil_from_unix(951_782_400); // 2000-02-29
-        assert_eq!((c.year, c.month, c.day, c.yday, c.weekday), (2000, 2, 29, 60, 2));
+        assert_eq!(
+            (c.year, c.month, c.day, c.yday, c.weekday),
+            (2000, 2, 29, 60, 2)
+        );
         let c = civil_from_unix(-1); // 1969-12-31 23:59:59
-        assert_eq!((c.year, c.month, c.day, c.hour, c.second, c.weekday), (1969, 12, 31, 23, 59, 3));
+        assert_eq!(
+            (c.year, c.month, c.day, c.hour, c.second, c.weekday),
+            (1969, 12, 31, 23, 59, 3)
+        );
     }
 }

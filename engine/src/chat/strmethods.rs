@@ -41,7 +41,11 @@ pub(super) fn call(s: &str, method: &str, args: &[Value]) -> Result<Option<Value
             if sep.is_empty() {
                 return Err(value_error("empty separator"));
             }
-            let found = if method == "partition" { s.find(sep) } else { s.rfind(sep) };
+            let found = if method == "partition" {
+                s.find(sep)
+            } else {
+                s.rfind(sep)
+            };
             let (a, b, c) = match (found, method) {
                 (Some(i), _) => (&s[..i], sep, &s[i + sep.len()..]),
                 (None, "partition") => (s, "", ""),
@@ -51,7 +55,11 @@ pub(super) fn call(s: &str, method: &str, args: &[Value]) -> Result<Option<Value
         }
         "index" | "rindex" => {
             let (sub,): (&str,) = from_args(args)?;
-            let found = if method == "index" { s.find(sub) } else { s.rfind(sub) };
+            let found = if method == "index" {
+                s.find(sub)
+            } else {
+                s.rfind(sub)
+            };
             match found {
                 // Python indexes by code point, not byte.
                 Some(i) => Value::from(s[..i].chars().count()),
@@ -79,9 +87,19 @@ pub(super) fn call(s: &str, method: &str, args: &[Value]) -> Result<Option<Value
         "zfill" | "center" | "ljust" | "rjust" => {
             let (width, fill): (i64, Option<&str>) = from_args(args)?;
             let fill = match fill.map(|f| f.chars().collect::<Vec<_>>()) {
-                None => if method == "zfill" { '0' } else { ' ' },
+                None => {
+                    if method == "zfill" {
+                        '0'
+                    } else {
+                        ' '
+                    }
+                }
                 Some(f) if f.len() == 1 && method != "zfill" => f[0],
-                Some(_) => return Err(type_error("the fill character must be exactly one character long")),
+                Some(_) => {
+                    return Err(type_error(
+                        "the fill character must be exactly one character long",
+                    ))
+                }
             };
             Value::from(pad(s, method, width, fill)?)
         }
@@ -173,7 +191,10 @@ fn pad(s: &str, method: &str, width: i64, fill: char) -> Result<String, Error> {
     }
     let total = width - len;
     if total > MAX_PAD {
-        return Err(Error::new(ErrorKind::InvalidOperation, "padding width is too large"));
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "padding width is too large",
+        ));
     }
     let fill_n = |n: usize| std::iter::repeat_n(fill, n).collect::<String>();
     Ok(match method {
