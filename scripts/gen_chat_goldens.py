@@ -33,9 +33,23 @@ class RaisedByTemplate(jinja2.exceptions.TemplateError):
     pass
 
 
+class GenerationTag(jinja2.ext.Extension):
+    """transformers' AssistantTracker as it behaves when rendering (not tracking): the
+    `{% generation %}` block prints its body unchanged."""
+
+    tags = {"generation"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return jinja2.nodes.CallBlock(self.call_method("_render", []), [], [], body).set_lineno(lineno)
+
+    def _render(self, caller):
+        return caller()
+
+
 def make_env(now_unix):
-    """The environment of transformers' chat_template_utils._compile_jinja_template (minus its
-    AssistantTracker extension, which only adds the `{% generation %}` tag)."""
+    """The environment of transformers' chat_template_utils._compile_jinja_template."""
 
     def raise_exception(message):
         raise RaisedByTemplate(message)
@@ -48,7 +62,8 @@ def make_env(now_unix):
         naive = datetime.datetime.fromtimestamp(now_unix, tz=datetime.timezone.utc).replace(tzinfo=None)
         return naive.strftime(fmt)
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[GenerationTag, jinja2.ext.loopcontrols])
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = strftime_now
@@ -213,6 +228,22 @@ MISTRAL = """{%- if messages[0]['role'] == 'system' %}
 {%- endfor %}
 """
 
+# A training-style template with transformers' `{% generation %}` block (as in SmolLM3's).
+GENERATION_TAG = """{%- for message in messages -%}
+{%- if message.role == 'assistant' %}
+<|im_start|>assistant
+{% generation -%}
+{{ message.content }}<|im_end|>
+{%- endgeneration %}
+
+{% else %}<|im_start|>{{ message.role }}
+{{ message.content }}<|im_end|>
+{% endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt %}<|im_start|>assistant
+{% endif -%}
+"""
+
 # Not a model's template: the Python behaviours a chat template may lean on, printed in one place.
 PY_SEMANTICS = """{%- set ns = namespace(n=0, s='') -%}
 {%- for m in messages -%}
@@ -345,6 +376,7 @@ def main():
         ("llama3.1-tools", LLAMA31, "<|begin_of_text|>", "<|eot_id|>", ("tools",)),
         ("gemma3-style", GEMMA3, "<bos>", "<eos>", ()),
         ("mistral-style", MISTRAL, "<s>", "</s>", ()),
+        ("generation-tag", GENERATION_TAG, "<|im_start|>", "<|im_end|>", ()),
         ("python-semantics", PY_SEMANTICS, "<s>", "</s>", ()),
     ]
     for name, template, bos, eos, extras in handwritten:

@@ -167,6 +167,11 @@ fn mistral_style_template_renders_and_raises_like_jinja2() {
 }
 
 #[test]
+fn generation_block_template_renders_like_jinja2() {
+    check("generation-tag.json");
+}
+
+#[test]
 fn python_printing_methods_and_tojson_match_jinja2() {
     check("python-semantics.json");
 }

@@ -8,6 +8,7 @@
 //! methods, and values printed the way Python's `str()` prints them. The golden tests in
 //! `engine/tests/chat_templates.rs` compare the output with jinja2's byte for byte.
 
+mod generation_tag;
 mod python;
 mod strftime;
 mod strmethods;
@@ -130,7 +131,8 @@ impl ChatTemplate {
         env.add_filter("trim", python::trim_filter);
         env.add_test("sequence", python::is_sequence);
         env.add_function("raise_exception", raise_exception);
-        env.add_template_owned(TEMPLATE_NAME, source.to_owned())
+        let compiled_source = generation_tag::rewrite(source).unwrap_or_else(|| source.to_owned());
+        env.add_template_owned(TEMPLATE_NAME, compiled_source)
             .map_err(|e| ChatError::Syntax(describe(&e)))?;
         Ok(ChatTemplate {
             env: Arc::new(env),
