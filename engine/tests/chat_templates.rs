@@ -321,3 +321,22 @@ fn gemma3_base_model_has_no_template() {
         Err(ChatError::NoTemplate)
     ));
 }
+
+#[test]
+fn long_conversations_fit_the_work_budget() {
+    // 400 turns of 4 KiB through the heaviest template here (gemma-4: split, trim, macros).
+    let golden: Golden = load("gemma-4.json");
+    let t = ChatTemplate::new(&golden.template, &golden.bos_token, &golden.eos_token).unwrap();
+    let text = "word ".repeat(800) + "<|channel>thinking<channel|>tail";
+    let messages: Vec<ChatMessage> = (0..400)
+        .map(|i| ChatMessage::new(if i % 2 == 0 { "user" } else { "assistant" }, text.clone()))
+        .collect();
+    let out = t.render(&messages, true).expect("a long but ordinary conversation renders");
+    assert!(out.len() > 400 * 3000);
+}
+
+#[test]
+fn templates_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<ChatTemplate>();
+}
