@@ -35,6 +35,7 @@
 
 mod bpe;
 mod detok;
+mod fxhash;
 mod pretok;
 mod special;
 mod spm;
@@ -157,6 +158,7 @@ impl Tokenizer {
             }
             Engine::Bpe { pre, bpe } => {
                 let mut buf = String::new();
+                let mut scratch = bpe::Scratch::default();
                 for f in frags {
                     match f {
                         Frag::Token(id) => out.push(id),
@@ -168,7 +170,7 @@ impl Tokenizer {
                                 frag = &buf;
                             }
                             for w in pre.split(frag)? {
-                                bpe.encode_word(v, &frag[w], &mut out);
+                                bpe.encode_word(v, &frag[w], &mut scratch, &mut out);
                             }
                         }
                     }

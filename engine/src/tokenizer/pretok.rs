@@ -249,18 +249,52 @@ fn collapse_semantics(re: &str) -> String {
     out.replace(r"\p{S}", r"[\p{S}&&[^~]]")
 }
 
+/// How a trailing `\s+(?!\S)` was rewritten for the `regex` crate, which has no look-ahead.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WsTail {
+    /// `...|\s+(?!\S)|\s+` became `...|\s+`.
+    WithFallback,
+    /// `...|\s+(?!\S)` (GPT-2) became `...|\s+`.
+    NoFallback,
+}
+
+enum Matcher {
+    /// The `regex` crate (a DFA, several times faster) with the look-ahead emulated.
+    Fast { re: regex::Regex, tail: Option<WsTail> },
+    /// Backtracking, for regexes with other look-arounds.
+    Fancy(Regex),
+}
+
 pub(crate) struct PreTokenizer {
-    regexes: Vec<Regex>,
+    matchers: Vec<Matcher>,
+}
+
+fn compile(re: &str, allow_fast: bool) -> Result<Matcher, TokenizerError> {
+    let re = collapse_semantics(re);
+    let err = |e: String| TokenizerError::Regex(format!("{re}: {e}"));
+    if allow_fast {
+        let (base, tail) = if let Some(b) = re.strip_suffix(r"|\s+(?!\S)|\s+") {
+            (format!(r"{b}|\s+"), Some(WsTail::WithFallback))
+        } else if let Some(b) = re.strip_suffix(r"|\s+(?!\S)") {
+            (format!(r"{b}|\s+"), Some(WsTail::NoFallback))
+        } else {
+            (re.clone(), None)
+        };
+        if let Ok(fast) = regex::Regex::new(&base) {
+            return Ok(Matcher::Fast { re: fast, tail });
+        }
+    }
+    Regex::new(&re).map(Matcher::Fancy).map_err(|e| err(e.to_string()))
 }
 
 impl PreTokenizer {
     pub fn new(kind: PreKind) -> Result<PreTokenizer, TokenizerError> {
-        let regexes = kind
-            .regexes()
-            .iter()
-            .map(|r| Regex::new(&collapse_semantics(r)).map_err(|e| TokenizerError::Regex(format!("{r}: {e}"))))
-            .collect::<Result<_, _>>()?;
-        Ok(PreTokenizer { regexes })
+        Self::build(kind, true)
+    }
+
+    fn build(kind: PreKind, allow_fast: bool) -> Result<PreTokenizer, TokenizerError> {
+        let matchers = kind.regexes().iter().map(|r| compile(r, allow_fast)).collect::<Result<_, _>>()?;
+        Ok(PreTokenizer { matchers })
     }
 
     /// Splits `text` into words, returned as byte ranges of `text` in order and covering it.
@@ -288,28 +322,75 @@ impl PreTokenizer {
 
     fn split_plain(&self, text: &str) -> Result<Vec<Range<usize>>, TokenizerError> {
         let mut parts = vec![0..text.len()];
-        for re in &self.regexes {
-            let mut next = Vec::with_capacity(parts.len() * 2);
-            for r in parts {
+        let mut next = Vec::new();
+        for m in &self.matchers {
+            next.clear();
+            for r in &parts {
                 let frag = &text[r.clone()];
+                let mut push_match = |last: &mut usize, s: usize, e: usize| {
+                    if s > *last {
+                        next.push(r.start + *last..r.start + s);
+                    }
+                    if e > s {
+                        next.push(r.start + s..r.start + e);
+                    }
+                    *last = e;
+                };
                 let mut last = 0;
-                for m in re.find_iter(frag) {
-                    let m = m.map_err(|e| TokenizerError::Regex(e.to_string()))?;
-                    if m.start() > last {
-                        next.push(r.start + last..r.start + m.start());
+                match m {
+                    Matcher::Fancy(re) => {
+                        for mt in re.find_iter(frag) {
+                            let mt = mt.map_err(|e| TokenizerError::Regex(e.to_string()))?;
+                            push_match(&mut last, mt.start(), mt.end());
+                        }
                     }
-                    if m.end() > m.start() {
-                        next.push(r.start + m.start()..r.start + m.end());
+                    Matcher::Fast { re, tail } => {
+                        let mut pos = 0;
+                        while let Some(mt) = re.find_at(frag, pos) {
+                            let (s, mut e) = (mt.start(), mt.end());
+                            if let Some(tail) = tail {
+                                e = ws_lookahead_end(frag, s, e, *tail);
+                            }
+                            push_match(&mut last, s, e);
+                            pos = if e > s { e } else { next_char(frag, e) };
+                            if pos > frag.len() {
+                                break;
+                            }
+                        }
                     }
-                    last = m.end();
                 }
                 if last < frag.len() {
                     next.push(r.start + last..r.end);
                 }
             }
-            parts = next;
+            std::mem::swap(&mut parts, &mut next);
         }
         Ok(parts)
+    }
+}
+
+fn next_char(s: &str, i: usize) -> usize {
+    i + s[i..].chars().next().map_or(1, char::len_utf8)
+}
+
+/// Where `\s+(?!\S)` would have ended a match that the rewritten `\s+` ended at `e`.
+///
+/// A whitespace-only match comes from the rewritten tail, except that `\s*[\r\n]+` (which
+/// precedes it in the Llama-3 family) also yields whitespace, always holding a CR or LF; the
+/// tail is only reached for runs without one. A run followed by more text gives back its last
+/// character, as the look-ahead forces; a single character followed by text keeps its match,
+/// which splits the same as the unmatched gap llama.cpp would leave.
+fn ws_lookahead_end(frag: &str, s: usize, e: usize, tail: WsTail) -> usize {
+    let m = &frag[s..e];
+    if e >= frag.len() || !m.chars().all(char::is_whitespace) {
+        return e;
+    }
+    if tail == WsTail::WithFallback && m.bytes().any(|b| b == b'\r' || b == b'\n') {
+        return e;
+    }
+    match m.char_indices().next_back() {
+        Some((last, _)) if last > 0 => s + last,
+        _ => e,
     }
 }
 
@@ -332,6 +413,32 @@ mod tests {
         ] {
             let kind = PreKind::from_name(name).expect(name);
             PreTokenizer::new(kind).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    /// The `regex`-crate rewrite of `\s+(?!\S)` must split exactly as the backtracking original.
+    #[test]
+    fn fast_matchers_split_like_backtracking_ones() {
+        let pieces = [" ", "  ", "\t", "\n", "\r\n", " \n ", "\u{3000}", "\u{A0}", "a", "Ab", "12", "1234", "'s", "'LL", "!?", "é", "中文", "🦙", "~", "__"];
+        let mut texts: Vec<String> = Vec::new();
+        let mut x = 12345u32;
+        for _ in 0..3000 {
+            let mut t = String::new();
+            for _ in 0..(x % 9) {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                t.push_str(pieces[(x % pieces.len() as u32) as usize]);
+            }
+            texts.push(t);
+        }
+        for name in ["default", "llama3", "deepseek-v3", "falcon", "starcoder", "gpt-2", "qwen2", "qwen35", "chameleon", "bailingmoe", "seed-coder", "ufakzeka", "laguna", "exaone-moe", "minicpm5", "spark2_5"] {
+            let kind = PreKind::from_name(name).expect(name);
+            let fast = PreTokenizer::build(kind, true).expect("fast");
+            let slow = PreTokenizer::build(kind, false).expect("slow");
+            for t in &texts {
+                assert_eq!(fast.split(t).expect("fast split"), slow.split(t).expect("slow split"), "{name}: {t:?}");
+            }
         }
     }
 
@@ -360,3 +467,4 @@ mod tests {
         assert_eq!(words(PreKind::Deepseek3, "~é"), ["~é"]);
     }
 }
+

@@ -2,7 +2,7 @@
 //! per-token attributes (with llama.cpp's name-based fix-ups), special ids, the end-of-generation
 //! set and the flags that steer encoding and decoding.
 
-use std::collections::HashMap;
+use super::fxhash::FxHashMap as HashMap;
 
 use crate::gguf::{GgufFile, MetaArray, MetaValue};
 
@@ -242,7 +242,7 @@ impl Vocab {
         }
 
         let mut texts = cfg.tokens;
-        let mut token_to_id = HashMap::with_capacity(n);
+        let mut token_to_id = HashMap::with_capacity_and_hasher(n, Default::default());
         for (i, t) in texts.iter_mut().enumerate() {
             if t.is_empty() {
                 *t = format!("[EMPTY_{i}]");
