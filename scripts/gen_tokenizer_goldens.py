@@ -123,6 +123,7 @@ def make_strings():
         "Pneumonoultramicroscopicsilicovolcanoconiosis", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!",
         "........", "!!!!!!", "??", "...", "–—―", "“curly” ‘quotes’", "«guillemets»", "„German“", "…", "•", "™®©", "→←↑↓",
         "\\n is not a newline", "tab\\there", "zero\u200bwidth", "soft\u00adhyphen", "A\u0332", "🏽", "a\x1cb\x1fc", "~~tilde~~ ~/.bashrc",
+        "\U00040000\U00050000 plane 4 and 5",
     ]
     # Deterministic mixtures, so the set keeps growing with combinations no list above covers.
     rng = random.Random(20240601)

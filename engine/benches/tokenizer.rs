@@ -17,7 +17,8 @@ const MODELS: [(&str, &str); 3] = [
     ("qwen05", "qwen2.5-coder-0.5b-instruct.Q4_K_M-mix.gguf"),
 ];
 
-const PROSE: &str = "The quick brown fox jumps over the lazy dog. It's a sentence that has been used \
+const PROSE: &str =
+    "The quick brown fox jumps over the lazy dog. It's a sentence that has been used \
 for more than a century to show every letter of the alphabet; typists, font designers and \
 programmers still reach for it. Numbers like 3.14159, 2024 and 1,000,000 appear too, as do \
 contractions (don't, we've, they'll) and punctuation: commas, semicolons -- and dashes!\n";
@@ -25,17 +26,29 @@ contractions (don't, we've, they'll) and punctuation: commas, semicolons -- and 
 fn model_file(file: &str) -> GgufFile {
     let dir = std::env::var_os("HANGAR_MODEL_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/hangar/models"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/hangar/models")
+        });
     let path = dir.join(file);
-    GgufFile::open(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (fetch it with scripts/fetch-models.sh {})", path.display(), dir.display()))
+    GgufFile::open(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (fetch it with scripts/fetch-models.sh {})",
+            path.display(),
+            dir.display()
+        )
+    })
 }
 
 fn mixed_text() -> String {
     let json: serde_json::Value =
-        serde_json::from_str(include_str!("../../tests/golden/tokenizer/strings.json")).expect("strings.json");
+        serde_json::from_str(include_str!("../../tests/golden/tokenizer/strings.json"))
+            .expect("strings.json");
     let strings = json["strings"].as_array().expect("strings");
-    strings.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join("\n")
+    strings
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn bench(c: &mut Criterion) {
@@ -46,7 +59,9 @@ fn bench(c: &mut Criterion) {
         let tok = Tokenizer::from_gguf(&f).expect("tokenizer");
 
         let mut g = c.benchmark_group(format!("tokenizer/{name}"));
-        g.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_millis(500)).sample_size(20);
+        g.measurement_time(Duration::from_secs(3))
+            .warm_up_time(Duration::from_millis(500))
+            .sample_size(20);
         for (label, text) in [("prose", &prose), ("mixed", &mixed)] {
             g.throughput(Throughput::Bytes(text.len() as u64));
             g.bench_with_input(BenchmarkId::new("encode", label), text, |b, t| {
@@ -68,7 +83,9 @@ fn bench(c: &mut Criterion) {
         });
         g.throughput(Throughput::Elements(tok.n_vocab() as u64));
         g.sample_size(10);
-        g.bench_function("build_from_gguf", |b| b.iter(|| Tokenizer::from_gguf(black_box(&f)).expect("build")));
+        g.bench_function("build_from_gguf", |b| {
+            b.iter(|| Tokenizer::from_gguf(black_box(&f)).expect("build"))
+        });
         g.finish();
     }
 }

@@ -20,7 +20,8 @@ pub(crate) fn byte_to_char() -> [char; 256] {
     let mut t = ['\0'; 256];
     let mut n = 0u32;
     for b in 0..256u32 {
-        let printable = (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        let printable =
+            (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
         let cp = if printable {
             b
         } else {
@@ -58,13 +59,15 @@ struct Sym {
     next: Option<u32>,
 }
 
+/// A queued merge: (rank, left, right, left len, right len), smallest first.
+type Pending = Reverse<(u32, u32, u32, u32, u32)>;
+
 /// Buffers reused across the words of one `encode` call.
 #[derive(Default)]
 pub(crate) struct Scratch {
     encoded: String,
     syms: Vec<Sym>,
-    /// (rank, left, right, left len, right len), smallest first.
-    heap: BinaryHeap<Reverse<(u32, u32, u32, u32, u32)>>,
+    heap: BinaryHeap<Pending>,
 }
 
 impl Bpe {
@@ -109,7 +112,9 @@ impl Bpe {
         for (b, c) in byte_char.iter().enumerate() {
             byte_part[b] = part_ids.get(c.encode_utf8(&mut [0; 4]) as &str).copied();
         }
-        let hex_bytes = (0..=255u8).map(|b| vocab.token_to_id.get(&format!("<0x{b:02X}>")).copied()).collect();
+        let hex_bytes = (0..=255u8)
+            .map(|b| vocab.token_to_id.get(&format!("<0x{b:02X}>")).copied())
+            .collect();
         Bpe {
             part_ids,
             ranks,
@@ -128,7 +133,11 @@ impl Bpe {
         if raw.is_empty() {
             return;
         }
-        let Scratch { encoded, syms, heap } = sc;
+        let Scratch {
+            encoded,
+            syms,
+            heap,
+        } = sc;
         syms.clear();
         heap.clear();
         let word: &str = if self.byte_encode {
@@ -137,14 +146,26 @@ impl Bpe {
                 let c = self.byte_char[b as usize];
                 let start = encoded.len() as u32;
                 encoded.push(c);
-                syms.push(Sym { start, len: c.len_utf8() as u32, part: self.byte_part[b as usize], prev: None, next: None });
+                syms.push(Sym {
+                    start,
+                    len: c.len_utf8() as u32,
+                    part: self.byte_part[b as usize],
+                    prev: None,
+                    next: None,
+                });
             }
             encoded
         } else {
             for (start, c) in raw.char_indices() {
                 let len = c.len_utf8();
                 let part = self.part_ids.get(&raw[start..start + len]).copied();
-                syms.push(Sym { start: start as u32, len: len as u32, part, prev: None, next: None });
+                syms.push(Sym {
+                    start: start as u32,
+                    len: len as u32,
+                    part,
+                    prev: None,
+                    next: None,
+                });
             }
             raw
         };
@@ -204,7 +225,9 @@ impl Bpe {
                 None => {
                     for b in piece.bytes() {
                         let id = if self.byte_encode {
-                            std::str::from_utf8(&[b]).ok().and_then(|s| vocab.token_to_id.get(s).copied())
+                            std::str::from_utf8(&[b])
+                                .ok()
+                                .and_then(|s| vocab.token_to_id.get(s).copied())
                         } else {
                             self.hex_bytes[b as usize]
                         };

@@ -70,7 +70,11 @@ fn hex_byte(text: &str) -> u8 {
 
 /// Maps each character of a byte-level token back to its byte; a character outside the table
 /// gives llama.cpp's `[UNK_BYTE_0x..<token>]` marker.
-fn decode_byte_level(text: &str, char_byte: &std::collections::HashMap<char, u8>, out: &mut Vec<u8>) {
+fn decode_byte_level(
+    text: &str,
+    char_byte: &std::collections::HashMap<char, u8>,
+    out: &mut Vec<u8>,
+) {
     for c in text.chars() {
         match char_byte.get(&c) {
             Some(&b) => out.push(b),
@@ -204,7 +208,9 @@ impl ContractionPass {
 
     fn try_resolve(&mut self, last: bool, out: &mut Vec<u8>) {
         let Some(la) = &self.pending else { return };
-        let Some(drop_space) = Self::decide(la, last) else { return };
+        let Some(drop_space) = Self::decide(la, last) else {
+            return;
+        };
         let la = self.pending.take().unwrap_or_default();
         self.held_space = false;
         if !drop_space {
@@ -422,7 +428,9 @@ mod tests {
             let n = t.len();
             if t[i - 1] == b' ' && t[i] == b'\'' && i + 1 < n {
                 let x1 = t[i + 1];
-                if matches!(x1, b's' | b'm') || (i + 2 < n && matches!((x1, t[i + 2]), (b'r', b'e') | (b'v', b'e'))) {
+                if matches!(x1, b's' | b'm')
+                    || (i + 2 < n && matches!((x1, t[i + 2]), (b'r', b'e') | (b'v', b'e')))
+                {
                     *total -= 1;
                 }
             }
@@ -443,8 +451,14 @@ mod tests {
 
     #[test]
     fn clean_up_examples() {
-        assert_eq!(clean_streamed(b"Hello , world . It 's ok ' here ' and they 're", 1), b"Hello, world. It's ok'here'and they're");
-        assert_eq!(clean_streamed(b" ' ' ", 3), clean_reference(b" ' ' ".to_vec()));
+        assert_eq!(
+            clean_streamed(b"Hello , world . It 's ok ' here ' and they 're", 1),
+            b"Hello, world. It's ok'here'and they're"
+        );
+        assert_eq!(
+            clean_streamed(b" ' ' ", 3),
+            clean_reference(b" ' ' ".to_vec())
+        );
     }
 
     proptest! {

@@ -68,11 +68,22 @@ pub enum TokenizerError {
     #[error("{0} tokens is more than llama.cpp's i32 ids allow")]
     TooManyTokens(usize),
     #[error("{key} has {len} entries but the vocabulary has {n_vocab} tokens")]
-    LengthMismatch { key: &'static str, len: usize, n_vocab: usize },
+    LengthMismatch {
+        key: &'static str,
+        len: usize,
+        n_vocab: usize,
+    },
     #[error("duplicate token {text:?} at ids {first} and {second}")]
-    DuplicateToken { text: String, first: u32, second: u32 },
+    DuplicateToken {
+        text: String,
+        first: u32,
+        second: u32,
+    },
     #[error("{flag} is set but {id} is missing or out of range")]
-    MissingSpecial { flag: &'static str, id: &'static str },
+    MissingSpecial {
+        flag: &'static str,
+        id: &'static str,
+    },
     #[error("pre-tokenizer regex: {0}")]
     Regex(String),
     #[error("special-token matcher: {0}")]
@@ -112,20 +123,38 @@ impl Tokenizer {
         let vocab = Vocab::build(cfg)?;
         let byte_char = bpe::byte_to_char();
         let (engine, byte_level) = match vocab.pre_kind {
-            None => (Engine::Spm { byte_fallback: spm::byte_tokens(&vocab) }, false),
+            None => (
+                Engine::Spm {
+                    byte_fallback: spm::byte_tokens(&vocab),
+                },
+                false,
+            ),
             Some(kind) => {
-                let engine = Engine::Bpe { pre: PreTokenizer::new(kind)?, bpe: Box::new(Bpe::new(&vocab, kind)) };
+                let engine = Engine::Bpe {
+                    pre: PreTokenizer::new(kind)?,
+                    bpe: Box::new(Bpe::new(&vocab, kind)),
+                };
                 (engine, !vocab.escape_whitespaces)
             }
         };
         let special = SpecialMatcher::new(&vocab)?;
         let pieces = Pieces::build(&vocab, &byte_char, byte_level);
-        Ok(Tokenizer { vocab, engine, special, pieces })
+        Ok(Tokenizer {
+            vocab,
+            engine,
+            special,
+            pieces,
+        })
     }
 
     /// Token ids of `text`. `add_special` adds BOS/EOS as the model's `add_bos`/`add_eos` say;
     /// `parse_special` lets control-token text (e.g. `<|im_start|>`) become the control token.
-    pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>, TokenizerError> {
+    pub fn encode(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
         let v = &self.vocab;
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         if add_special && v.add_bos {
@@ -192,11 +221,11 @@ impl Tokenizer {
         let v = &self.vocab;
         let mut ids = ids;
         let mut remove_space = v.add_space_prefix;
-        if skip_special && v.add_bos && ids.first().is_some() && ids.first().copied() == v.bos {
+        if skip_special && v.add_bos && v.bos.is_some() && ids.first().copied() == v.bos {
             remove_space = false;
             ids = &ids[1..];
         }
-        if skip_special && v.add_eos && ids.last().is_some() && ids.last().copied() == v.eos {
+        if skip_special && v.add_eos && v.eos.is_some() && ids.last().copied() == v.eos {
             ids = &ids[..ids.len() - 1];
         }
         let mut raw = Vec::new();
@@ -230,7 +259,9 @@ impl Tokenizer {
 
     fn piece(&self, id: u32, render_special: bool) -> &[u8] {
         match self.vocab.attrs.get(id as usize) {
-            Some(&a) if render_special || a & (attr::UNKNOWN | attr::CONTROL) == 0 => self.pieces.get(id).unwrap_or(&[]),
+            Some(&a) if render_special || a & (attr::UNKNOWN | attr::CONTROL) == 0 => {
+                self.pieces.get(id).unwrap_or(&[])
+            }
             _ => &[],
         }
     }
@@ -285,7 +316,10 @@ impl Tokenizer {
     }
     /// Control (or unknown) tokens, which render only when specials are rendered.
     pub fn is_control(&self, id: u32) -> bool {
-        self.vocab.attrs.get(id as usize).is_some_and(|a| a & (attr::CONTROL | attr::UNKNOWN) != 0)
+        self.vocab
+            .attrs
+            .get(id as usize)
+            .is_some_and(|a| a & (attr::CONTROL | attr::UNKNOWN) != 0)
     }
     /// llama.cpp's `llama_token_attr` bits of `id`.
     pub fn token_attr(&self, id: u32) -> Option<u32> {

@@ -66,10 +66,13 @@ pub(crate) struct PreFlags {
 
 const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
 const CONTRACTIONS: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])";
-const LLAMA3_TAIL: &str = r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_TAIL: &str = r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const LLAMA3_TAIL: &str =
+    r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_TAIL: &str =
+    r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const CJK_KANA: &str = r"[\x{4E00}-\x{9FA5}\x{3040}-\x{309F}\x{30A0}-\x{30FF}]+";
-const DS3_WORDS: &str = r##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+"##;
+const DS3_WORDS: &str =
+    r##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+"##;
 /// `[^(\s|.,!?…。，、।۔،)]`, the class Bloom-style pre-tokenizers split on.
 const BLOOM: &str = r" ?[^(\s|.,!?\x{2026}\x{3002}\x{FF0C}\x{3001}\x{0964}\x{06D4}\x{060C})]+";
 const TEKKEN_WORDS: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+";
@@ -102,8 +105,8 @@ impl PreKind {
         use PreKind::*;
         Some(match name {
             "default" => Default,
-            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2"
-            | "jina-v5-nano" => Llama3,
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral"
+            | "midm-2.0" | "lfm2" | "jina-v5-nano" => Llama3,
             "dbrx" | "smaug-bpe" => Dbrx,
             "jais-2" => Jais2,
             "glm4" | "chatglm-bpe" => ChatGlm4,
@@ -112,15 +115,14 @@ impl PreKind {
             "deepseek-v3" | "hunyuan-dense" | "hy_v4" | "joyai-llm" => Deepseek3,
             "spark2_5" => Spark25,
             "falcon" => Falcon,
-            "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone" | "minerva-7b" | "mellum2" => {
-                Starcoder
-            }
-            "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de" | "a.x-4.0"
-            | "mellum" | "modern-bert" | "jina-v1-en" | "jina-v2-code" | "roberta-bpe" | "exaone4" | "mpt" | "olmo"
-            | "jais" | "trillion" | "granite-docling" => Gpt2,
-            "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "stablelm2" | "hunyuan" | "solar-open" | "megrez" => {
-                Qwen2
-            }
+            "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone"
+            | "minerva-7b" | "mellum2" => Starcoder,
+            "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es"
+            | "jina-v2-de" | "a.x-4.0" | "mellum" | "modern-bert" | "jina-v1-en"
+            | "jina-v2-code" | "roberta-bpe" | "exaone4" | "mpt" | "olmo" | "jais" | "trillion"
+            | "granite-docling" => Gpt2,
+            "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "stablelm2" | "hunyuan"
+            | "solar-open" | "megrez" => Qwen2,
             "qwen35" => Qwen35,
             "bloom" | "gpt3-finnish" | "poro-chat" => Bloom,
             "viking" => Viking,
@@ -143,20 +145,51 @@ impl PreKind {
     /// Flags llama.cpp sets per *name*, not per type (e.g. `megrez` keeps clean-up on while
     /// `qwen2` turns it off).
     pub fn flags_for_name(self, name: &str) -> PreFlags {
-        let mut f = PreFlags::default();
-        f.no_clean_spaces = matches!(
+        let no_clean_spaces = matches!(
             name,
-            "deepseek-llm" | "deepseek-coder" | "deepseek-v3" | "spark2_5" | "command-r" | "qwen2"
-                | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "qwen35" | "poro-chat" | "viking" | "tekken" | "smollm"
-                | "chameleon" | "gpt-4o" | "llama4" | "kanana2" | "talkie" | "trillion" | "granite-docling"
-                | "bailingmoe" | "bailingmoe2" | "llada-moe" | "seed-coder" | "hunyuan" | "hunyuan-dense" | "hy_v4"
-                | "joyai-llm" | "ufakzeka" | "grok-2" | "laguna" | "minimax-m2" | "solar-open" | "sarvam-moe"
+            "deepseek-llm"
+                | "deepseek-coder"
+                | "deepseek-v3"
+                | "spark2_5"
+                | "command-r"
+                | "qwen2"
+                | "deepseek-r1-qwen"
+                | "kormo"
+                | "f2llmv2"
+                | "qwen35"
+                | "poro-chat"
+                | "viking"
+                | "tekken"
+                | "smollm"
+                | "chameleon"
+                | "gpt-4o"
+                | "llama4"
+                | "kanana2"
+                | "talkie"
+                | "trillion"
+                | "granite-docling"
+                | "bailingmoe"
+                | "bailingmoe2"
+                | "llada-moe"
+                | "seed-coder"
+                | "hunyuan"
+                | "hunyuan-dense"
+                | "hy_v4"
+                | "joyai-llm"
+                | "ufakzeka"
+                | "grok-2"
+                | "laguna"
+                | "minimax-m2"
+                | "solar-open"
+                | "sarvam-moe"
         );
-        f.ignore_merges = matches!(self, PreKind::Llama3 | PreKind::Tekken | PreKind::MiniCpm5);
-        f.add_bos = matches!(self, PreKind::Llama3 | PreKind::Tekken | PreKind::Chameleon);
-        f.no_bos_default = self == PreKind::ChatGlm4;
-        f.escape_whitespaces = matches!(self, PreKind::Gemma4 | PreKind::SarvamMoe);
-        f
+        PreFlags {
+            no_clean_spaces,
+            ignore_merges: matches!(self, PreKind::Llama3 | PreKind::Tekken | PreKind::MiniCpm5),
+            add_bos: matches!(self, PreKind::Llama3 | PreKind::Tekken | PreKind::Chameleon),
+            no_bos_default: self == PreKind::ChatGlm4,
+            escape_whitespaces: matches!(self, PreKind::Gemma4 | PreKind::SarvamMoe),
+        }
     }
 
     /// Byte-level (GPT-2) encoding of words before merging; the SPM-style BPEs merge raw UTF-8.
@@ -260,7 +293,10 @@ enum WsTail {
 
 enum Matcher {
     /// The `regex` crate (a DFA, several times faster) with the look-ahead emulated.
-    Fast { re: regex::Regex, tail: Option<WsTail> },
+    Fast {
+        re: regex::Regex,
+        tail: Option<WsTail>,
+    },
     /// Backtracking, for regexes with other look-arounds.
     Fancy(Regex),
 }
@@ -284,7 +320,9 @@ fn compile(re: &str, allow_fast: bool) -> Result<Matcher, TokenizerError> {
             return Ok(Matcher::Fast { re: fast, tail });
         }
     }
-    Regex::new(&re).map(Matcher::Fancy).map_err(|e| err(e.to_string()))
+    Regex::new(&re)
+        .map(Matcher::Fancy)
+        .map_err(|e| err(e.to_string()))
 }
 
 impl PreTokenizer {
@@ -293,7 +331,11 @@ impl PreTokenizer {
     }
 
     fn build(kind: PreKind, allow_fast: bool) -> Result<PreTokenizer, TokenizerError> {
-        let matchers = kind.regexes().iter().map(|r| compile(r, allow_fast)).collect::<Result<_, _>>()?;
+        let matchers = kind
+            .regexes()
+            .iter()
+            .map(|r| compile(r, allow_fast))
+            .collect::<Result<_, _>>()?;
         Ok(PreTokenizer { matchers })
     }
 
@@ -310,18 +352,27 @@ impl PreTokenizer {
         let mut t = String::with_capacity(text.len());
         let mut orig = Vec::with_capacity(text.len() + 1);
         for (i, c) in text.char_indices() {
-            let c2 = if c as u32 > 0x7F && c.is_whitespace() { '\u{0B}' } else { c };
+            let c2 = if c as u32 > 0x7F && c.is_whitespace() {
+                '\u{0B}'
+            } else {
+                c
+            };
             for _ in 0..c2.len_utf8() {
                 orig.push(i);
             }
             t.push(c2);
         }
         orig.push(text.len());
-        Ok(self.split_plain(&t)?.into_iter().map(|r| orig[r.start]..orig[r.end]).collect())
+        Ok(self
+            .split_plain(&t)?
+            .into_iter()
+            .map(|r| orig[r.start]..orig[r.end])
+            .collect())
     }
 
     fn split_plain(&self, text: &str) -> Result<Vec<Range<usize>>, TokenizerError> {
-        let mut parts = vec![0..text.len()];
+        let mut parts = Vec::with_capacity(1);
+        parts.push(0..text.len());
         let mut next = Vec::new();
         for m in &self.matchers {
             next.clear();
@@ -400,15 +451,43 @@ mod tests {
 
     fn words(kind: PreKind, text: &str) -> Vec<String> {
         let p = PreTokenizer::new(kind).expect("regexes compile");
-        p.split(text).expect("split").into_iter().map(|r| text[r].to_string()).collect()
+        p.split(text)
+            .expect("split")
+            .into_iter()
+            .map(|r| text[r].to_string())
+            .collect()
     }
 
     #[test]
     fn every_pre_tokenizer_regex_compiles() {
         for name in [
-            "default", "llama3", "dbrx", "jais-2", "glm4", "deepseek-llm", "deepseek-coder", "deepseek-v3", "spark2_5",
-            "falcon", "starcoder", "gpt-2", "qwen2", "qwen35", "bloom", "viking", "tekken", "chameleon", "gpt-4o",
-            "bailingmoe", "seed-coder", "ufakzeka", "grok-2", "laguna", "exaone-moe", "gemma4", "sarvam-moe",
+            "default",
+            "llama3",
+            "dbrx",
+            "jais-2",
+            "glm4",
+            "deepseek-llm",
+            "deepseek-coder",
+            "deepseek-v3",
+            "spark2_5",
+            "falcon",
+            "starcoder",
+            "gpt-2",
+            "qwen2",
+            "qwen35",
+            "bloom",
+            "viking",
+            "tekken",
+            "chameleon",
+            "gpt-4o",
+            "bailingmoe",
+            "seed-coder",
+            "ufakzeka",
+            "grok-2",
+            "laguna",
+            "exaone-moe",
+            "gemma4",
+            "sarvam-moe",
             "minicpm5",
         ] {
             let kind = PreKind::from_name(name).expect(name);
@@ -419,7 +498,10 @@ mod tests {
     /// The `regex`-crate rewrite of `\s+(?!\S)` must split exactly as the backtracking original.
     #[test]
     fn fast_matchers_split_like_backtracking_ones() {
-        let pieces = [" ", "  ", "\t", "\n", "\r\n", " \n ", "\u{3000}", "\u{A0}", "a", "Ab", "12", "1234", "'s", "'LL", "!?", "é", "中文", "🦙", "~", "__"];
+        let pieces = [
+            " ", "  ", "\t", "\n", "\r\n", " \n ", "\u{3000}", "\u{A0}", "a", "Ab", "12", "1234",
+            "'s", "'LL", "!?", "é", "中文", "🦙", "~", "__",
+        ];
         let mut texts: Vec<String> = Vec::new();
         let mut x = 12345u32;
         for _ in 0..3000 {
@@ -432,12 +514,33 @@ mod tests {
             }
             texts.push(t);
         }
-        for name in ["default", "llama3", "deepseek-v3", "falcon", "starcoder", "gpt-2", "qwen2", "qwen35", "chameleon", "bailingmoe", "seed-coder", "ufakzeka", "laguna", "exaone-moe", "minicpm5", "spark2_5"] {
+        for name in [
+            "default",
+            "llama3",
+            "deepseek-v3",
+            "falcon",
+            "starcoder",
+            "gpt-2",
+            "qwen2",
+            "qwen35",
+            "chameleon",
+            "bailingmoe",
+            "seed-coder",
+            "ufakzeka",
+            "laguna",
+            "exaone-moe",
+            "minicpm5",
+            "spark2_5",
+        ] {
             let kind = PreKind::from_name(name).expect(name);
             let fast = PreTokenizer::build(kind, true).expect("fast");
             let slow = PreTokenizer::build(kind, false).expect("slow");
             for t in &texts {
-                assert_eq!(fast.split(t).expect("fast split"), slow.split(t).expect("slow split"), "{name}: {t:?}");
+                assert_eq!(
+                    fast.split(t).expect("fast split"),
+                    slow.split(t).expect("slow split"),
+                    "{name}: {t:?}"
+                );
             }
         }
     }
@@ -450,15 +553,24 @@ mod tests {
 
     #[test]
     fn llama3_groups_digits_by_three_and_keeps_newlines_with_whitespace() {
-        assert_eq!(words(PreKind::Llama3, "12345 \n\nx"), ["123", "45", " \n\n", "x"]);
+        assert_eq!(
+            words(PreKind::Llama3, "12345 \n\nx"),
+            ["123", "45", " \n\n", "x"]
+        );
     }
 
     #[test]
     fn wide_whitespace_matches_only_as_whitespace() {
         // U+3000 is inside DeepSeek's `　-。` range, but llama.cpp never lets it match there,
         // so the punctuation run stops before it (matching it would give one word).
-        assert_eq!(words(PreKind::DeepseekLlm, "。\u{3000}。"), ["。", "\u{3000}", "。"]);
-        assert_eq!(words(PreKind::Gpt2, "a\u{3000}\u{3000}b"), ["a", "\u{3000}", "\u{3000}", "b"]);
+        assert_eq!(
+            words(PreKind::DeepseekLlm, "。\u{3000}。"),
+            ["。", "\u{3000}", "。"]
+        );
+        assert_eq!(
+            words(PreKind::Gpt2, "a\u{3000}\u{3000}b"),
+            ["a", "\u{3000}", "\u{3000}", "b"]
+        );
     }
 
     #[test]
@@ -467,4 +579,3 @@ mod tests {
         assert_eq!(words(PreKind::Deepseek3, "~é"), ["~é"]);
     }
 }
-

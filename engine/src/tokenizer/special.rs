@@ -38,8 +38,12 @@ impl SpecialMatcher {
         if vocab.special_cache.is_empty() {
             return Ok(SpecialMatcher { ac: None });
         }
-        let pats = vocab.special_cache.iter().map(|&id| vocab.texts[id as usize].as_bytes());
-        let ac = AhoCorasick::new(pats).map_err(|e| TokenizerError::SpecialTokens(e.to_string()))?;
+        let pats = vocab
+            .special_cache
+            .iter()
+            .map(|&id| vocab.texts[id as usize].as_bytes());
+        let ac =
+            AhoCorasick::new(pats).map_err(|e| TokenizerError::SpecialTokens(e.to_string()))?;
         Ok(SpecialMatcher { ac: Some(ac) })
     }
 

@@ -38,7 +38,10 @@ impl Ord for Bigram {
     /// Higher score first, then the leftmost pair. Scores compare as C++ `<` does (so -0.0 ties
     /// with 0.0), which is what orders llama.cpp's priority queue.
     fn cmp(&self, o: &Self) -> Ordering {
-        self.score.partial_cmp(&o.score).unwrap_or(Ordering::Equal).then_with(|| o.left.cmp(&self.left))
+        self.score
+            .partial_cmp(&o.score)
+            .unwrap_or(Ordering::Equal)
+            .then_with(|| o.left.cmp(&self.left))
     }
 }
 
@@ -49,7 +52,9 @@ pub(crate) fn byte_tokens(vocab: &Vocab) -> Vec<Option<u32>> {
             let hex = format!("<0x{b:02X}>");
             vocab.token_to_id.get(&hex).copied().or_else(|| {
                 let s = [b];
-                std::str::from_utf8(&s).ok().and_then(|s| vocab.token_to_id.get(s).copied())
+                std::str::from_utf8(&s)
+                    .ok()
+                    .and_then(|s| vocab.token_to_id.get(s).copied())
             })
         })
         .collect()
@@ -66,17 +71,30 @@ pub(crate) fn encode(
     for (i, (start, c)) in text.char_indices().enumerate() {
         let len = c.len_utf8();
         let next = (start + len < text.len()).then_some(i + 1);
-        syms.push(Sym { start, len, prev: i.checked_sub(1), next });
+        syms.push(Sym {
+            start,
+            len,
+            prev: i.checked_sub(1),
+            next,
+        });
     }
     let mut heap = BinaryHeap::new();
-    let try_add = |syms: &[Sym], heap: &mut BinaryHeap<Bigram>, left: Option<usize>, right: Option<usize>| {
-        let (Some(left), Some(right)) = (left, right) else { return };
-        let (l, r) = (&syms[left], &syms[right]);
-        let piece = &text[l.start..l.start + l.len + r.len];
-        if let Some(&id) = vocab.token_to_id.get(piece) {
-            heap.push(Bigram { score: vocab.scores[id as usize], left, right, size: piece.len() });
-        }
-    };
+    let try_add =
+        |syms: &[Sym], heap: &mut BinaryHeap<Bigram>, left: Option<usize>, right: Option<usize>| {
+            let (Some(left), Some(right)) = (left, right) else {
+                return;
+            };
+            let (l, r) = (&syms[left], &syms[right]);
+            let piece = &text[l.start..l.start + l.len + r.len];
+            if let Some(&id) = vocab.token_to_id.get(piece) {
+                heap.push(Bigram {
+                    score: vocab.scores[id as usize],
+                    left,
+                    right,
+                    size: piece.len(),
+                });
+            }
+        };
     for i in 1..syms.len() {
         try_add(&syms, &mut heap, Some(i - 1), Some(i));
     }

@@ -68,7 +68,10 @@ pub struct TokenizerConfig {
 }
 
 fn key_err(key: &str, expected: &'static str) -> TokenizerError {
-    TokenizerError::WrongType { key: key.to_string(), expected }
+    TokenizerError::WrongType {
+        key: key.to_string(),
+        expected,
+    }
 }
 
 fn opt_u32(f: &GgufFile, key: &str) -> Option<u32> {
@@ -86,7 +89,10 @@ fn opt_bool(f: &GgufFile, key: &str) -> Result<Option<bool>, TokenizerError> {
 fn opt_str(f: &GgufFile, key: &str) -> Result<Option<String>, TokenizerError> {
     match f.get(key) {
         None => Ok(None),
-        Some(v) => v.as_str().map(|s| Some(s.to_string())).ok_or_else(|| key_err(key, "a string")),
+        Some(v) => v
+            .as_str()
+            .map(|s| Some(s.to_string()))
+            .ok_or_else(|| key_err(key, "a string")),
     }
 }
 
@@ -102,8 +108,10 @@ impl TokenizerConfig {
     pub fn from_gguf(f: &GgufFile) -> Result<TokenizerConfig, TokenizerError> {
         const P: &str = "tokenizer.ggml.";
         let k = |s: &str| format!("{P}{s}");
-        let model = opt_str(f, &k("model"))?.ok_or(TokenizerError::MissingKey("tokenizer.ggml.model"))?;
-        let tokens = string_array(f, &k("tokens"))?.ok_or(TokenizerError::MissingKey("tokenizer.ggml.tokens"))?;
+        let model =
+            opt_str(f, &k("model"))?.ok_or(TokenizerError::MissingKey("tokenizer.ggml.model"))?;
+        let tokens = string_array(f, &k("tokens"))?
+            .ok_or(TokenizerError::MissingKey("tokenizer.ggml.tokens"))?;
         let scores = match f.get_array(&k("scores")) {
             None if f.get(&k("scores")).is_none() => None,
             Some(MetaArray::F32(v)) => Some(v.clone()),
@@ -113,7 +121,9 @@ impl TokenizerConfig {
         let token_types = match f.get_array(&k("token_type")) {
             None if f.get(&k("token_type")).is_none() => None,
             Some(MetaArray::I32(v)) => Some(v.clone()),
-            Some(MetaArray::U32(v)) => Some(v.iter().map(|&x| x.min(i32::MAX as u32) as i32).collect()),
+            Some(MetaArray::U32(v)) => {
+                Some(v.iter().map(|&x| x.min(i32::MAX as u32) as i32).collect())
+            }
             _ => return Err(key_err(&k("token_type"), "an array of i32")),
         };
         let ids = SpecialIds {
@@ -182,30 +192,91 @@ pub(crate) struct Vocab {
 }
 
 const EOT_NAMES: &[&str] = &[
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>", "_<EOT>",
-    "[EOT]", "<｜end▁of▁sentence｜>", "<end_of_utterance>",
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "<｜end▁of▁sentence｜>",
+    "<end_of_utterance>",
 ];
 const EOM_NAMES: &[&str] = &["<|eom_id|>"];
-const FIM_PRE_NAMES: &[&str] =
-    &["<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>", "<|code_prefix|>", "<|prefix|>"];
-const FIM_SUF_NAMES: &[&str] =
-    &["<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>", "<|code_suffix|>", "<|suffix|>"];
-const FIM_MID_NAMES: &[&str] =
-    &["<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>", "<|code_middle|>", "<|middle|>"];
+const FIM_PRE_NAMES: &[&str] = &[
+    "<|fim_prefix|>",
+    "<fim-prefix>",
+    "<fim_prefix>",
+    "<｜fim▁begin｜>",
+    "<PRE>",
+    "▁<PRE>",
+    "<|code_prefix|>",
+    "<|prefix|>",
+];
+const FIM_SUF_NAMES: &[&str] = &[
+    "<|fim_suffix|>",
+    "<fim-suffix>",
+    "<fim_suffix>",
+    "<｜fim▁hole｜>",
+    "<SUF>",
+    "▁<SUF>",
+    "<|code_suffix|>",
+    "<|suffix|>",
+];
+const FIM_MID_NAMES: &[&str] = &[
+    "<|fim_middle|>",
+    "<fim-middle>",
+    "<fim_middle>",
+    "<｜fim▁end｜>",
+    "<MID>",
+    "▁<MID>",
+    "<|code_middle|>",
+    "<|middle|>",
+];
 const FIM_PAD_NAMES: &[&str] = &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"];
-const FIM_REP_NAMES: &[&str] = &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"];
+const FIM_REP_NAMES: &[&str] = &[
+    "<|fim_repo|>",
+    "<|repo_name|>",
+    "<fim-repo>",
+    "<REPO>",
+    "<reponame>",
+];
 const FIM_SEP_NAMES: &[&str] = &["<|file_sep|>"];
 const EOG_NAMES: &[&str] = &[
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
-    "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
-    "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[",
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "</s>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<｜end▁of▁sentence｜>",
+    "[e~[",
 ];
 
 /// llama.cpp finds these by walking a hash map, so with several candidates its pick depends on
 /// hash order; we take the lowest id. Only `eot()` and which FIM token joins the EOG set can
 /// differ, and only for vocabularies carrying more than one candidate without the metadata key.
 fn find_by_name(token_to_id: &HashMap<String, u32>, names: &[&str]) -> Option<u32> {
-    names.iter().filter_map(|n| token_to_id.get(*n).copied()).min()
+    names
+        .iter()
+        .filter_map(|n| token_to_id.get(*n).copied())
+        .min()
 }
 
 impl Vocab {
@@ -227,17 +298,23 @@ impl Vocab {
             "llama" => Kind::Spm,
             "gpt2" => Kind::Bpe,
             "gemma4" => Kind::Gemma4,
-            "bert" | "t5" | "rwkv" | "plamo2" | "no_vocab" | "none" | "hybriddna" | "whitespace" => {
-                return Err(TokenizerError::UnsupportedModel(cfg.model))
-            }
+            "bert" | "t5" | "rwkv" | "plamo2" | "no_vocab" | "none" | "hybriddna"
+            | "whitespace" => return Err(TokenizerError::UnsupportedModel(cfg.model)),
             _ => return Err(TokenizerError::UnknownModel(cfg.model)),
         };
         for (key, len) in [
             ("tokenizer.ggml.scores", cfg.scores.as_ref().map(Vec::len)),
-            ("tokenizer.ggml.token_type", cfg.token_types.as_ref().map(Vec::len)),
+            (
+                "tokenizer.ggml.token_type",
+                cfg.token_types.as_ref().map(Vec::len),
+            ),
         ] {
             if let Some(len) = len.filter(|&l| l < n) {
-                return Err(TokenizerError::LengthMismatch { key, len, n_vocab: n });
+                return Err(TokenizerError::LengthMismatch {
+                    key,
+                    len,
+                    n_vocab: n,
+                });
             }
         }
 
@@ -248,7 +325,11 @@ impl Vocab {
                 *t = format!("[EMPTY_{i}]");
             }
             if let Some(first) = token_to_id.insert(t.clone(), i as u32) {
-                return Err(TokenizerError::DuplicateToken { text: t.clone(), first, second: i as u32 });
+                return Err(TokenizerError::DuplicateToken {
+                    text: t.clone(),
+                    first,
+                    second: i as u32,
+                });
             }
         }
         let scores = match cfg.scores {
@@ -285,10 +366,18 @@ impl Vocab {
                 ids.bos = Some(1);
                 ids.eos = Some(2);
                 ids.unk = Some(0);
-                (add_bos, add_space_prefix, clean_spaces, escape_whitespaces, ignore_merges) = (true, true, false, true, false);
+                (
+                    add_bos,
+                    add_space_prefix,
+                    clean_spaces,
+                    escape_whitespaces,
+                    ignore_merges,
+                ) = (true, true, false, true, false);
             }
             Kind::Bpe | Kind::Gemma4 => {
-                let raw = cfg.merges.ok_or(TokenizerError::MissingKey("tokenizer.ggml.merges"))?;
+                let raw = cfg
+                    .merges
+                    .ok_or(TokenizerError::MissingKey("tokenizer.ggml.merges"))?;
                 merges = raw
                     .into_iter()
                     .map(|m| match m.bytes().skip(1).position(|b| b == b' ') {
@@ -305,13 +394,25 @@ impl Vocab {
                     pre_name = Some("gemma4".into());
                 }
                 let name = pre_name.as_deref().unwrap_or("default");
-                let p = PreKind::from_name(name).ok_or_else(|| TokenizerError::UnknownPre(name.to_string()))?;
+                let p = PreKind::from_name(name)
+                    .ok_or_else(|| TokenizerError::UnknownPre(name.to_string()))?;
                 let f = p.flags_for_name(name);
                 if f.no_bos_default {
                     ids.bos = None;
                 }
-                (add_bos, add_space_prefix, clean_spaces, escape_whitespaces, ignore_merges) =
-                    (f.add_bos, false, !f.no_clean_spaces, f.escape_whitespaces, f.ignore_merges);
+                (
+                    add_bos,
+                    add_space_prefix,
+                    clean_spaces,
+                    escape_whitespaces,
+                    ignore_merges,
+                ) = (
+                    f.add_bos,
+                    false,
+                    !f.no_clean_spaces,
+                    f.escape_whitespaces,
+                    f.ignore_merges,
+                );
                 pre_kind = Some(p);
             }
         }
@@ -346,10 +447,16 @@ impl Vocab {
             add_bos = true;
         }
         if add_bos && bos.is_none() {
-            return Err(TokenizerError::MissingSpecial { flag: "add_bos_token", id: "bos_token_id" });
+            return Err(TokenizerError::MissingSpecial {
+                flag: "add_bos_token",
+                id: "bos_token_id",
+            });
         }
         if add_eos && eos.is_none() {
-            return Err(TokenizerError::MissingSpecial { flag: "add_eos_token", id: "eos_token_id" });
+            return Err(TokenizerError::MissingSpecial {
+                flag: "add_eos_token",
+                id: "eos_token_id",
+            });
         }
 
         // Tokens found by name are forced to control, as llama.cpp does (with a warning).
@@ -391,12 +498,13 @@ impl Vocab {
         eog.extend([eos, eot, eom].into_iter().flatten());
         eog.sort_unstable();
         eog.dedup();
-        let has = |eog: &[u32], name: &str| token_to_id.get(name).filter(|id| eog.contains(id)).copied();
+        let has =
+            |eog: &[u32], name: &str| token_to_id.get(name).filter(|id| eog.contains(id)).copied();
         if let Some(end) = has(&eog, "<|end|>") {
             let ret = has(&eog, "<|return|>").is_some();
             let call = has(&eog, "<|call|>").is_some() || has(&eog, "<|calls|>").is_some();
             let flush = has(&eog, "<|flush|>").is_some();
-            if (ret && call) || (call && flush) {
+            if call && (ret || flush) {
                 eog.retain(|&x| x != end);
                 attrs[end as usize] = attr::USER_DEFINED;
             }
@@ -407,11 +515,20 @@ impl Vocab {
         }
 
         let mut special_cache: Vec<u32> = (0..n as u32)
-            .filter(|&i| attrs[i as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0)
+            .filter(|&i| {
+                attrs[i as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0
+            })
             .collect();
         special_cache.sort_by_key(|&i| std::cmp::Reverse(texts[i as usize].len()));
 
-        apply_strip_attrs(&cfg.general_name, cfg.pre.as_deref(), cfg.architecture.as_deref(), &token_to_id, &special_cache, &mut attrs);
+        apply_strip_attrs(
+            &cfg.general_name,
+            cfg.pre.as_deref(),
+            cfg.architecture.as_deref(),
+            &token_to_id,
+            &special_cache,
+            &mut attrs,
+        );
 
         Ok(Vocab {
             model: cfg.model,
@@ -457,8 +574,12 @@ fn apply_strip_attrs(
             *a = if on { *a | bit } else { *a & !bit };
         }
     }
-    if ["jina-v2-de", "jina-v2-es", "jina-v2-code"].iter().any(|p| pre.contains(p))
-        || ["nomic-bert-moe", "jina-bert-v3"].iter().any(|a| arch.contains(a))
+    if ["jina-v2-de", "jina-v2-es", "jina-v2-code"]
+        .iter()
+        .any(|p| pre.contains(p))
+        || ["nomic-bert-moe", "jina-bert-v3"]
+            .iter()
+            .any(|a| arch.contains(a))
     {
         set(token_to_id, attrs, "<mask>", attr::LSTRIP, true);
     } else if name.contains("phi-3") || name.contains("phi3") {
