@@ -600,6 +600,17 @@ fn tokenizer_is_shareable_across_threads() {
     assert_send_sync::<Tokenizer>();
 }
 
+#[test]
+fn stream_decoder_does_not_borrow_the_tokenizer() {
+    // Generation holds a decoder across `&mut` uses of the model that owns the tokenizer.
+    fn assert_owned<T: Send + 'static>(_: &T) {}
+    let tok = Tokenizer::from_config(tiny_bpe()).expect("builds");
+    let mut dec = tok.stream_decoder();
+    drop(tok);
+    assert_owned(&dec);
+    assert_eq!(dec.push(2) + &dec.flush(), "ab");
+}
+
 mod round_trip {
     use super::*;
     use proptest::prelude::*;

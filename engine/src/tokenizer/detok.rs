@@ -12,17 +12,29 @@
 //!
 //! [`Tokenizer::decode`]: super::Tokenizer::decode
 
+use std::sync::Arc;
+
 use super::vocab::{attr, Vocab};
 use super::Tokenizer;
 
-/// Every token's piece as llama.cpp caches it (`special = true`), concatenated.
-pub(crate) struct Pieces {
+/// Everything detokenizing needs, shared (behind an `Arc`) by the tokenizer and its stream
+/// decoders so a decoder borrows nothing.
+pub(crate) struct Detok {
+    /// Every token's piece as llama.cpp caches it (`special = true`), concatenated.
     bytes: Vec<u8>,
     offsets: Vec<usize>,
+    /// Control and unknown tokens, which render as nothing unless specials are rendered.
+    hidden: Vec<bool>,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    add_bos: bool,
+    add_eos: bool,
+    add_space_prefix: bool,
+    clean_spaces: bool,
 }
 
-impl Pieces {
-    pub fn build(vocab: &Vocab, byte_char: &[char; 256], byte_level: bool) -> Pieces {
+impl Detok {
+    pub fn build(vocab: &Vocab, byte_char: &[char; 256], byte_level: bool) -> Detok {
         let mut char_byte = std::collections::HashMap::with_capacity(256);
         for (b, &c) in byte_char.iter().enumerate() {
             char_byte.insert(c, b as u8);
@@ -45,13 +57,65 @@ impl Pieces {
             // Unused and undefined tokens render as nothing.
             offsets.push(bytes.len());
         }
-        Pieces { bytes, offsets }
+        Detok {
+            bytes,
+            offsets,
+            hidden: vocab
+                .attrs
+                .iter()
+                .map(|a| a & (attr::UNKNOWN | attr::CONTROL) != 0)
+                .collect(),
+            bos: vocab.bos,
+            eos: vocab.eos,
+            add_bos: vocab.add_bos,
+            add_eos: vocab.add_eos,
+            add_space_prefix: vocab.add_space_prefix,
+            clean_spaces: vocab.clean_spaces,
+        }
     }
 
+    /// The cached piece of `id`, `None` past the vocabulary.
     pub fn get(&self, id: u32) -> Option<&[u8]> {
         let i = id as usize;
         let (a, b) = (*self.offsets.get(i)?, *self.offsets.get(i + 1)?);
         Some(&self.bytes[a..b])
+    }
+
+    /// What `id` renders as: nothing for ids past the vocabulary, and for control and unknown
+    /// tokens unless rendering specials.
+    fn piece(&self, id: u32, render_special: bool) -> &[u8] {
+        match self.hidden.get(id as usize) {
+            Some(&hidden) if render_special || !hidden => self.get(id).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> String {
+        let mut ids = ids;
+        let mut remove_space = self.add_space_prefix;
+        if skip_special && self.add_bos && self.bos.is_some() && ids.first().copied() == self.bos {
+            remove_space = false;
+            ids = &ids[1..];
+        }
+        if skip_special && self.add_eos && self.eos.is_some() && ids.last().copied() == self.eos {
+            ids = &ids[..ids.len() - 1];
+        }
+        let mut raw = Vec::new();
+        for &id in ids {
+            let mut piece = self.piece(id, !skip_special);
+            if std::mem::take(&mut remove_space) {
+                piece = piece.strip_prefix(b" ").unwrap_or(piece);
+            }
+            raw.extend_from_slice(piece);
+        }
+        if self.clean_spaces {
+            let mut c = Cleaner::default();
+            let mut out = Vec::with_capacity(raw.len());
+            c.push(&raw, &mut out);
+            c.finish(&mut out);
+            raw = out;
+        }
+        String::from_utf8_lossy(&raw).into_owned()
     }
 }
 
@@ -302,9 +366,10 @@ fn drain_utf8(pending: &mut Vec<u8>, out: &mut String) {
 
 /// Turns ids into text incrementally: each [`push`](StreamDecoder::push) returns only newly
 /// complete characters, never half of one, and the concatenation of every push plus
-/// [`flush`](StreamDecoder::flush) equals [`Tokenizer::decode`] of the same ids.
-pub struct StreamDecoder<'t> {
-    tok: &'t Tokenizer,
+/// [`flush`](StreamDecoder::flush) equals [`Tokenizer::decode`] of the same ids. It shares the
+/// tokenizer's tables instead of borrowing the tokenizer, so it can live anywhere.
+pub struct StreamDecoder {
+    d: Arc<Detok>,
     remove_special: bool,
     render_special: bool,
     started: bool,
@@ -314,44 +379,44 @@ pub struct StreamDecoder<'t> {
     pending: Vec<u8>,
 }
 
-impl<'t> StreamDecoder<'t> {
+impl StreamDecoder {
     /// A decoder for generated text: special tokens are skipped (`decode(ids, true)`).
-    pub fn new(tok: &'t Tokenizer) -> StreamDecoder<'t> {
+    pub fn new(tok: &Tokenizer) -> StreamDecoder {
         StreamDecoder::with_skip_special(tok, true)
     }
 
     /// `skip_special` as in [`Tokenizer::decode`].
-    pub fn with_skip_special(tok: &'t Tokenizer, skip_special: bool) -> StreamDecoder<'t> {
+    pub fn with_skip_special(tok: &Tokenizer, skip_special: bool) -> StreamDecoder {
+        let d = Arc::clone(&tok.detok);
         StreamDecoder {
-            tok,
             remove_special: skip_special,
             render_special: !skip_special,
             started: false,
-            remove_space: tok.vocab.add_space_prefix,
+            remove_space: d.add_space_prefix,
             held_eos: false,
-            cleaner: tok.vocab.clean_spaces.then(Cleaner::default),
+            cleaner: d.clean_spaces.then(Cleaner::default),
             pending: Vec::new(),
+            d,
         }
     }
 
     /// Adds one id; returns the text that became final.
     pub fn push(&mut self, id: u32) -> String {
-        let v = &self.tok.vocab;
         let mut out = String::new();
         if !self.started {
             self.started = true;
-            if self.remove_special && v.add_bos && Some(id) == v.bos {
+            if self.remove_special && self.d.add_bos && Some(id) == self.d.bos {
                 self.remove_space = false;
                 return out;
             }
         }
         if std::mem::take(&mut self.held_eos) {
-            if let Some(eos) = v.eos {
+            if let Some(eos) = self.d.eos {
                 self.render(eos, &mut out);
             }
         }
         // A trailing EOS is dropped when removing specials, so wait to see whether one follows.
-        if self.remove_special && v.add_eos && Some(id) == v.eos {
+        if self.remove_special && self.d.add_eos && Some(id) == self.d.eos {
             self.held_eos = true;
             return out;
         }
@@ -359,7 +424,8 @@ impl<'t> StreamDecoder<'t> {
         out
     }
 
-    /// Ends the stream, returning what was held back (a trailing EOS removed as in `decode`).
+    /// Ends the stream, returning what was held back (a trailing EOS removed as in `decode`),
+    /// and readies the decoder for a new one.
     pub fn flush(&mut self) -> String {
         self.held_eos = false;
         if let Some(c) = &mut self.cleaner {
@@ -367,14 +433,14 @@ impl<'t> StreamDecoder<'t> {
         }
         let out = String::from_utf8_lossy(&self.pending).into_owned();
         self.pending.clear();
-        self.cleaner = self.tok.vocab.clean_spaces.then(Cleaner::default);
+        self.cleaner = self.d.clean_spaces.then(Cleaner::default);
         self.started = false;
-        self.remove_space = self.tok.vocab.add_space_prefix;
+        self.remove_space = self.d.add_space_prefix;
         out
     }
 
     fn render(&mut self, id: u32, out: &mut String) {
-        let mut piece = self.tok.piece(id, self.render_special);
+        let mut piece = self.d.piece(id, self.render_special);
         if std::mem::take(&mut self.remove_space) {
             if let Some(rest) = piece.strip_prefix(b" ") {
                 piece = rest;

@@ -44,9 +44,11 @@ mod vocab;
 pub use detok::StreamDecoder;
 pub use vocab::{SpecialIds, TokenizerConfig};
 
+use std::sync::Arc;
+
 use crate::gguf::GgufFile;
 use bpe::Bpe;
-use detok::{Cleaner, Pieces};
+use detok::Detok;
 use pretok::PreTokenizer;
 use special::{Frag, SpecialMatcher};
 use vocab::{attr, Vocab};
@@ -101,7 +103,7 @@ pub struct Tokenizer {
     vocab: Vocab,
     engine: Engine,
     special: SpecialMatcher,
-    pieces: Pieces,
+    detok: Arc<Detok>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -138,12 +140,12 @@ impl Tokenizer {
             }
         };
         let special = SpecialMatcher::new(&vocab)?;
-        let pieces = Pieces::build(&vocab, &byte_char, byte_level);
+        let detok = Arc::new(Detok::build(&vocab, &byte_char, byte_level));
         Ok(Tokenizer {
             vocab,
             engine,
             special,
-            pieces,
+            detok,
         })
     }
 
@@ -218,52 +220,18 @@ impl Tokenizer {
     /// nothing. Invalid UTF-8 is replaced only here, on the whole text; ids past the vocabulary
     /// render as nothing.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> String {
-        let v = &self.vocab;
-        let mut ids = ids;
-        let mut remove_space = v.add_space_prefix;
-        if skip_special && v.add_bos && v.bos.is_some() && ids.first().copied() == v.bos {
-            remove_space = false;
-            ids = &ids[1..];
-        }
-        if skip_special && v.add_eos && v.eos.is_some() && ids.last().copied() == v.eos {
-            ids = &ids[..ids.len() - 1];
-        }
-        let mut raw = Vec::new();
-        for &id in ids {
-            let mut piece = self.piece(id, !skip_special);
-            if std::mem::take(&mut remove_space) {
-                piece = piece.strip_prefix(b" ").unwrap_or(piece);
-            }
-            raw.extend_from_slice(piece);
-        }
-        if v.clean_spaces {
-            let mut c = Cleaner::default();
-            let mut out = Vec::with_capacity(raw.len());
-            c.push(&raw, &mut out);
-            c.finish(&mut out);
-            raw = out;
-        }
-        String::from_utf8_lossy(&raw).into_owned()
+        self.detok.decode(ids, skip_special)
     }
 
     /// A streaming decoder for generated text (`decode(ids, true)` delivered piece by piece).
-    pub fn stream_decoder(&self) -> StreamDecoder<'_> {
+    pub fn stream_decoder(&self) -> StreamDecoder {
         StreamDecoder::new(self)
     }
 
     /// The bytes `id` detokenizes to when specials are rendered (llama.cpp's cached piece); may
     /// be part of a UTF-8 sequence.
     pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
-        self.pieces.get(id)
-    }
-
-    fn piece(&self, id: u32, render_special: bool) -> &[u8] {
-        match self.vocab.attrs.get(id as usize) {
-            Some(&a) if render_special || a & (attr::UNKNOWN | attr::CONTROL) == 0 => {
-                self.pieces.get(id).unwrap_or(&[])
-            }
-            _ => &[],
-        }
+        self.detok.get(id)
     }
 
     pub fn n_vocab(&self) -> usize {
