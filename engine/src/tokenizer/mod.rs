@@ -27,11 +27,22 @@
 //!
 //! `tokenizers` would also bring a large dependency tree (with `onig` or `fancy-regex`, rayon,
 //! serde models) for a fraction of its features. What we do take from crates is the hard,
-//! well-kept part: `fancy-regex` for the backtracking regexes and `aho-corasick` to find
-//! special-token candidates. Parity is shown by `engine/tests/tokenizer_parity.rs`: llama.cpp's
-//! own vocab test vectors for every vocabulary kind we build, and goldens from llama.cpp for
-//! the three real models and the vocab files (encode in both special modes, decode, pieces,
+//! well-kept part: `regex` (and `fancy-regex` for the few look-around patterns) to run the
+//! pre-tokenizer regexes, and `aho-corasick` to find special-token candidates. Parity is shown
+//! by `engine/tests/tokenizer_parity.rs`: llama.cpp's own vocab test vectors for every
+//! vocabulary kind we build, and goldens from llama.cpp for the three real models and the
+//! vocab files (encode in both special modes, decode, pieces, token attributes,
 //! end-of-generation sets).
+//!
+//! # Known differences
+//!
+//! Where llama.cpp's result depends on `std::unordered_map` iteration or `std::sort`'s order
+//! among equals, we pick deterministically: [`Tokenizer::eot`] (and which FIM token is found by
+//! name) takes the lowest id among several candidates, and special tokens of equal length are
+//! tried in id order. Ids past the vocabulary decode to nothing (llama.cpp throws), and a
+//! SentencePiece text needing a byte token the vocabulary lacks is an error (llama.cpp throws).
+//! Pre-tokenizers that need llama.cpp's bespoke code (`kimi-k2`, `afmoe`, `superbpe`,
+//! `tiny_aya`, `youtu`, `granite-embed-multi-97m`) are reported as unknown.
 
 mod bpe;
 mod detok;

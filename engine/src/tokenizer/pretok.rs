@@ -12,8 +12,11 @@
 //!   lacks `~`: `\p{Lu}`-style subcategories therefore mean `\p{L}`, and `\p{S}` excludes `~`.
 //!
 //! The GPT-2 and Llama-3 regexes have hand-written splitters in llama.cpp; they follow the
-//! regex semantics exactly (leftmost-first alternation, greedy with backtracking), so one
-//! backtracking engine (`fancy-regex`, needed for `(?!\S)`) serves every list.
+//! regex semantics exactly (leftmost-first alternation, greedy with backtracking), so regex
+//! engines with those semantics reproduce them. Most lists run on the `regex` crate, with the
+//! one look-ahead they use, a trailing `\s+(?!\S)`, rewritten as `\s+` plus a fix-up of the
+//! match end (a unit test checks the rewrite against the backtracking original); lists with
+//! other look-arounds (Tekken, GPT-4o, Jais-2) run on `fancy-regex`.
 
 use std::ops::Range;
 

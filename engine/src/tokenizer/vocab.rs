@@ -22,7 +22,8 @@ pub(crate) mod attr {
 }
 
 /// The special-token ids a GGUF may name. Values are raw metadata: they may be out of range,
-/// which llama.cpp tolerates (it keeps its default), so validation happens in [`Vocab::build`].
+/// which llama.cpp tolerates (it keeps its default), so they are checked when the tokenizer is
+/// built.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SpecialIds {
     pub bos: Option<u32>,
