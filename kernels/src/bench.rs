@@ -1,0 +1,1 @@
+//! Decode throughput measurement for `hangar bench` (the subcommand lives in services).
