@@ -1,5 +1,28 @@
 //! Block formats: dequantization (bit-identical to gguf-py), quantization and dot products.
+//!
+//! - [`dequantize`]: packed bytes of F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and
+//!   Q2_K..Q6_K to f32, bit-identical to gguf-py 0.19's `gguf.quants.dequantize`.
+//! - [`quantize`]: f32 to F32, F16, BF16, the 32-element types (byte-identical to gguf-py) and
+//!   Q4_K, Q5_K, Q6_K (ggml's reference quantizers).
+//! - [`vec_dot`], [`matvec`], [`matmul`]: products of packed weight rows with f32
+//!   activations for the CPU backend, on AVX2 when the CPU has it.
 
+mod dequant;
+mod dot;
+#[cfg(target_arch = "x86_64")]
+mod dot_avx2;
+mod error;
+mod floats;
+mod kquantize;
+mod kquants;
+mod legacy;
+mod matvec;
+mod quantize;
 mod types;
 
+pub use dequant::{dequantize, dequantize_to_vec, element_count, supports_dequantize};
+pub use dot::{vec_dot, vec_dot_with, Isa};
+pub use error::QuantError;
+pub use matvec::{dot_f32, matmul, matvec};
+pub use quantize::{quantize, supports_quantize};
 pub use types::{GgmlType, QK_K};

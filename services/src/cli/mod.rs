@@ -1,5 +1,6 @@
 //! Subcommands of the `hangar` binary.
 
+mod bench;
 mod generate;
 mod inspect;
 mod load;
@@ -28,6 +29,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Re-quantize a GGUF's weight matrices to another type.
     Quantize(quantize::Args),
+    /// Prompt-processing and decode speed (like llama-bench's pp/tg).
+    Bench(bench::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -37,5 +40,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Perplexity(a) => perplexity::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Quantize(a) => quantize::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

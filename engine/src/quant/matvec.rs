@@ -1,0 +1,199 @@
+//! Row-parallel products of a packed weight matrix (`n_rows` rows of `k` elements, row-major,
+//! as ggml stores `dims = [k, n_rows]`) with f32 activations.
+
+use rayon::prelude::*;
+
+use super::dequant::{dequantize, supports_dequantize};
+use super::dot::{dot_f32_scalar, vec_dot, Isa};
+use super::{GgmlType, QuantError};
+
+/// Weight bytes below which a product runs on the calling thread: rayon's fork/join costs
+/// a few microseconds, about what a 64 KiB matvec takes on one core.
+const SERIAL_BYTES: usize = 64 * 1024;
+/// Smallest share of weight bytes handed to one rayon task.
+const TASK_BYTES: usize = 16 * 1024;
+/// Weight rows dequantized together in `matmul`, so each activation row is read from cache
+/// once per tile rather than once per weight row.
+const MATMUL_TILE_ROWS: usize = 16;
+
+/// Checks the shapes shared by `matvec` and `matmul`; returns the bytes per weight row.
+fn check_weights(
+    ty: GgmlType,
+    weights: &[u8],
+    n_rows: usize,
+    k: usize,
+) -> Result<usize, QuantError> {
+    if !supports_dequantize(ty) {
+        return Err(QuantError::UnsupportedDequantize(ty));
+    }
+    let block_size = ty.block_size();
+    if k % block_size != 0 {
+        return Err(QuantError::PartialInputBlock {
+            ty,
+            elements: k,
+            block_size,
+        });
+    }
+    let row_bytes = k / block_size * ty.type_size();
+    let total = row_bytes.checked_mul(n_rows).ok_or(QuantError::Overflow {
+        what: "weight bytes",
+        a: row_bytes,
+        b: n_rows,
+    })?;
+    if weights.len() != total {
+        return Err(QuantError::LengthMismatch {
+            ty,
+            what: "weight bytes",
+            expected: total,
+            actual: weights.len(),
+        });
+    }
+    Ok(row_bytes)
+}
+
+fn rows_per_task(row_bytes: usize) -> usize {
+    (TASK_BYTES / row_bytes.max(1)).max(1)
+}
+
+/// `out[r] = weights[r] · x` for each of the `n_rows` rows; `x.len()` is the row length `k`.
+/// Uses [`vec_dot`] per row, in parallel over chunks of rows.
+pub fn matvec(
+    ty: GgmlType,
+    weights: &[u8],
+    n_rows: usize,
+    x: &[f32],
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    let row_bytes = check_weights(ty, weights, n_rows, x.len())?;
+    if out.len() != n_rows {
+        return Err(QuantError::LengthMismatch {
+            ty,
+            what: "output",
+            expected: n_rows,
+            actual: out.len(),
+        });
+    }
+    if row_bytes == 0 {
+        out.fill(0.0);
+        return Ok(());
+    }
+    let rows = weights.chunks_exact(row_bytes);
+    if weights.len() < SERIAL_BYTES || rayon::current_num_threads() == 1 {
+        for (o, row) in out.iter_mut().zip(rows) {
+            *o = vec_dot(ty, row, x);
+        }
+        return Ok(());
+    }
+    let per_task = rows_per_task(row_bytes);
+    out.par_chunks_mut(per_task)
+        .zip(weights.par_chunks(per_task * row_bytes))
+        .for_each(|(o, w)| {
+            for (o, row) in o.iter_mut().zip(w.chunks_exact(row_bytes)) {
+                *o = vec_dot(ty, row, x);
+            }
+        });
+    Ok(())
+}
+
+/// f32 dot product on the best available instruction set.
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    #[cfg(target_arch = "x86_64")]
+    if Isa::detected() == Isa::Avx2 {
+        // SAFETY: AVX2/FMA/F16C are present, and both slices hold at least `n` elements.
+        return unsafe { super::dot_avx2::dot_f32(a.as_ptr(), b.as_ptr(), n) };
+    }
+    let _ = Isa::Scalar;
+    dot_f32_scalar(&a[..n], &b[..n])
+}
+
+/// Batched product for prompt processing: `out[i * n_rows + r] = weights[r] · xs[i]` for
+/// the `n` activation rows of `xs` (row-major `n x k`).
+///
+/// Each tile of weight rows is dequantized once (exactly, as [`dequantize`]) and multiplied
+/// in f32 with every activation row, so results can differ from [`matvec`]'s in the last bits.
+pub fn matmul(
+    ty: GgmlType,
+    weights: &[u8],
+    n_rows: usize,
+    xs: &[f32],
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    if n == 0 {
+        // No activation rows: nothing to compute, and the row length is unknown.
+        if !out.is_empty() {
+            return Err(QuantError::LengthMismatch {
+                ty,
+                what: "output",
+                expected: 0,
+                actual: out.len(),
+            });
+        }
+        return Ok(());
+    }
+    if xs.len() % n != 0 {
+        return Err(QuantError::LengthMismatch {
+            ty,
+            what: "activations",
+            expected: xs.len() / n * n,
+            actual: xs.len(),
+        });
+    }
+    let k = xs.len() / n;
+    let row_bytes = check_weights(ty, weights, n_rows, k)?;
+    let expected = n.checked_mul(n_rows).ok_or(QuantError::Overflow {
+        what: "output",
+        a: n,
+        b: n_rows,
+    })?;
+    if out.len() != expected {
+        return Err(QuantError::LengthMismatch {
+            ty,
+            what: "output",
+            expected,
+            actual: out.len(),
+        });
+    }
+    if n == 1 {
+        return matvec(ty, weights, n_rows, xs, out);
+    }
+    if row_bytes == 0 {
+        out.fill(0.0);
+        return Ok(());
+    }
+    // Each tile writes a contiguous `tile_rows x n` block of the transposed result.
+    let mut out_t = vec![0.0f32; expected];
+    let tile = |(w, o): (&[u8], &mut [f32])| {
+        let rows = w.len() / row_bytes;
+        let mut deq = vec![0.0f32; rows * k];
+        for (row, d) in w.chunks_exact(row_bytes).zip(deq.chunks_exact_mut(k)) {
+            // Shapes were checked above, so this cannot fail.
+            let _ = dequantize(ty, row, d);
+        }
+        for (i, x) in xs.chunks_exact(k).enumerate() {
+            for (r, d) in deq.chunks_exact(k).enumerate() {
+                o[r * n + i] = dot_f32(d, x);
+            }
+        }
+    };
+    let tile_rows = MATMUL_TILE_ROWS.min(rows_per_task(row_bytes).max(4));
+    let work = weights.len().saturating_mul(n);
+    if work < SERIAL_BYTES || rayon::current_num_threads() == 1 {
+        weights
+            .chunks(tile_rows * row_bytes)
+            .zip(out_t.chunks_mut(tile_rows * n))
+            .for_each(tile);
+    } else {
+        weights
+            .par_chunks(tile_rows * row_bytes)
+            .zip(out_t.par_chunks_mut(tile_rows * n))
+            .for_each(tile);
+    }
+    for (r, col) in out_t.chunks_exact(n).enumerate() {
+        for (i, &v) in col.iter().enumerate() {
+            out[i * n_rows + r] = v;
+        }
+    }
+    Ok(())
+}
