@@ -115,6 +115,12 @@ pub trait Backend: Send {
     /// Copies an activation back to the host.
     fn read(&mut self, x: Act) -> Result<Vec<f32>, BackendError>;
 
+    /// A layer boundary: only `keep` (and activations made later) are used again in this
+    /// step, so a backend may reuse the memory of the others. The CPU frees nothing.
+    fn retain(&mut self, _keep: &[Act]) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     /// Index of the largest value of each `cols`-wide row of `x` (the first on ties). A GPU
     /// backend computes it on the device and reads back only the indices.
     fn argmax(&mut self, x: Act, cols: usize) -> Result<Vec<u32>, BackendError> {

@@ -146,6 +146,7 @@ pub fn forward_act(
         } else {
             be.add(x, down)?
         };
+        be.retain(&[x])?;
     }
 
     if logits == Logits::Last {

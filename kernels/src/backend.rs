@@ -14,6 +14,9 @@ use crate::device::Gpu;
 use crate::pipelines::Op;
 use crate::recorder::{grid, Binds, Recorder};
 
+/// Activations of a step beyond this are reused at layer boundaries.
+const REUSE_BYTES: u64 = 8 << 20;
+
 #[derive(Clone, Copy, Debug)]
 struct ActInfo {
     off: u32,
@@ -47,6 +50,8 @@ pub struct GpuBackend {
     next_seq: u32,
     acts: Vec<ActInfo>,
     rec: Recorder,
+    /// Rope frequency tables uploaded in this step, by their bits (one per layer otherwise).
+    freq_cache: HashMap<Vec<u32>, u32>,
 }
 
 fn shape(op: &'static str, detail: String) -> BackendError {
@@ -71,6 +76,7 @@ impl GpuBackend {
             next_seq: 0,
             acts: Vec::new(),
             rec: Recorder::new(gpu.clone()),
+            freq_cache: HashMap::new(),
             gpu,
         }
     }
@@ -229,6 +235,7 @@ impl Backend for GpuBackend {
             }
         }
         self.acts.clear();
+        self.freq_cache.clear();
         self.rec.reset();
     }
 
@@ -283,7 +290,7 @@ impl Backend for GpuBackend {
                 flags,
                 0,
             ];
-            let (gx, gy) = grid(&self.gpu, s.rows);
+            let (gx, gy) = grid(&self.gpu, s.rows.div_ceil(self.gpu.matvec_rows_per_wg()));
             let wg = [gx, gy, u(xa.rows.div_ceil(4), "tokens")?];
             let binds = Binds { arena_w: Some(s.arena), arena_v: b.map(|b| b.0), kv: None };
             self.rec.dispatch(Op::Matvec, Some(ty), &p, wg, binds);
@@ -325,7 +332,15 @@ impl Backend for GpuBackend {
             return Err(shape("rope", format!("row {}, head_dim {head_dim}, n_rot {}", xa.cols, rope.n_rot)));
         }
         let freqs = hangar_engine::cpu::ops::rope_inv_freq(rope);
-        let f_off = self.rec.upload(&freqs)?;
+        let key: Vec<u32> = freqs.iter().map(|f| f.to_bits()).collect();
+        let f_off = match self.freq_cache.get(&key) {
+            Some(&off) => off,
+            None => {
+                let off = self.rec.upload(&freqs)?;
+                self.freq_cache.insert(key, off);
+                off
+            }
+        };
         let total = xa.rows * xa.cols;
         let (out, off) = self.new_act(xa.rows, xa.cols)?;
         let neox = matches!(rope.style, RopeStyle::Neox) as u32;
@@ -450,6 +465,26 @@ impl Backend for GpuBackend {
     fn read(&mut self, x: Act) -> Result<Vec<f32>, BackendError> {
         let a = self.act(x)?;
         Ok(self.flush(Some((a.off, a.rows * a.cols)))?.unwrap_or_default())
+    }
+
+    fn retain(&mut self, keep: &[Act]) -> Result<(), BackendError> {
+        // Decode steps are small; reuse pays off for prefill chunks.
+        if self.rec.act_bytes() < REUSE_BYTES {
+            return Ok(());
+        }
+        let infos = keep.iter().map(|&a| self.act(a)).collect::<Result<Vec<_>, _>>()?;
+        let base = self.rec.act_base();
+        let need: usize = infos.iter().map(|a| (a.rows * a.cols).next_multiple_of(64)).sum();
+        if infos.iter().any(|a| (a.off as usize) < base as usize + need) || !self.rec.truncate(base) {
+            return Ok(());
+        }
+        // Move the survivors to the bottom; copies run in order before anything reuses the space.
+        for (&a, info) in keep.iter().zip(infos) {
+            let moved = self.slice_cols(info, 0, info.cols)?;
+            let new = self.act(moved)?;
+            self.acts[a.0 as usize].off = new.off;
+        }
+        Ok(())
     }
 
     fn argmax(&mut self, x: Act, cols: usize) -> Result<Vec<u32>, BackendError> {

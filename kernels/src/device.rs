@@ -124,21 +124,34 @@ impl Gpu {
         }))
         .map_err(|e| GpuError::RequestDevice(e.to_string()))?;
         let max_binding = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size) & !3;
+        // Subgroup kernels lay rows out as 64 / size per workgroup, so the size must be fixed.
+        let (smin, smax) = (info.subgroup_min_size, info.subgroup_max_size);
+        let sg = (subgroups && smin == smax && smin > 0 && smin <= 64 && 64 % smin == 0).then_some(smin);
+        let pipelines = crate::pipelines::Pipelines::new(&device, sg);
         tracing::info!(
             adapter = %info.name,
             kind = ?info.device_type,
             driver = %info.driver,
             f16,
             subgroups,
+            subgroup_size = sg,
             max_binding,
             "wgpu device"
         );
-        let pipelines = crate::pipelines::Pipelines::new(&device);
         Ok(Gpu { adapter_info: info, device, queue, limits, f16, subgroups, max_binding, submit_lock: Mutex::new(()), pipelines })
     }
 
-    /// "llvmpipe (LLVM 15…) [Cpu]".
+    /// "llvmpipe (LLVM 15…) [Cpu], subgroups of 8".
     pub fn describe(&self) -> String {
-        format!("{} [{:?}]", self.adapter_info.name, self.adapter_info.device_type)
+        let sg = match self.pipelines.subgroup_size {
+            Some(s) => format!("subgroups of {s}"),
+            None => "no subgroups".to_string(),
+        };
+        format!("{} [{:?}], {sg}", self.adapter_info.name, self.adapter_info.device_type)
+    }
+
+    /// Weight rows one matvec workgroup covers.
+    pub(crate) fn matvec_rows_per_wg(&self) -> u32 {
+        self.pipelines.subgroup_size.map_or(64, |s| 64 / s)
     }
 }

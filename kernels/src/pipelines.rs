@@ -66,10 +66,30 @@ pub fn dequant_source(ty: GgmlType) -> Option<&'static str> {
     })
 }
 
-/// Full WGSL of `op` (specialized to `ty` for the ops that read weight matrices).
-pub fn shader_source(op: Op, ty: Option<GgmlType>) -> String {
+/// Keeps the `//#if subgroups` or the `//#else` part of `src` (blocks do not nest).
+fn select_variant(src: &str, subgroups: bool) -> String {
+    let mut out = String::with_capacity(src.len());
+    let mut keep = true;
+    for line in src.lines() {
+        match line.trim() {
+            "//#if subgroups" => keep = subgroups,
+            "//#else" => keep = !keep,
+            "//#endif" => keep = true,
+            _ if keep => {
+                out.push_str(line);
+                out.push('\n');
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Full WGSL of `op` (specialized to `ty` for the ops that read weight matrices, and to the
+/// subgroup or fallback variant).
+pub fn shader_source(op: Op, ty: Option<GgmlType>, subgroups: bool) -> String {
     let mut s = String::new();
-    s.push_str(op.source());
+    s.push_str(&select_variant(op.source(), subgroups));
     s.push('\n');
     s.push_str(COMMON);
     if let Some(dq) = ty.and_then(dequant_source) {
@@ -84,6 +104,8 @@ pub(crate) struct Pipelines {
     pub arena_layout: wgpu::BindGroupLayout,
     pub kv_layout: wgpu::BindGroupLayout,
     layout: wgpu::PipelineLayout,
+    /// Subgroup variants are used (SUBGROUP granted and a fixed subgroup size dividing 64).
+    pub subgroup_size: Option<u32>,
     cache: Mutex<HashMap<(Op, Option<GgmlType>), wgpu::ComputePipeline>>,
 }
 
@@ -101,7 +123,7 @@ fn storage(binding: u32, read_only: bool, dynamic: bool) -> wgpu::BindGroupLayou
 }
 
 impl Pipelines {
-    pub fn new(device: &wgpu::Device) -> Pipelines {
+    pub fn new(device: &wgpu::Device, subgroup_size: Option<u32>) -> Pipelines {
         let scratch_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("params+scratch"),
             entries: &[
@@ -131,7 +153,7 @@ impl Pipelines {
             bind_group_layouts: &[Some(&scratch_layout), Some(&arena_layout), Some(&arena_layout), Some(&kv_layout)],
             immediate_size: 0,
         });
-        Pipelines { scratch_layout, arena_layout, kv_layout, layout, cache: Mutex::new(HashMap::new()) }
+        Pipelines { scratch_layout, arena_layout, kv_layout, layout, subgroup_size, cache: Mutex::new(HashMap::new()) }
     }
 
     /// The pipeline of `op` for `ty`, compiled on first use.
@@ -143,7 +165,7 @@ impl Pipelines {
                 let label = format!("{op:?}/{}", ty.map(layout::shader_name).unwrap_or("-"));
                 let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(&label),
-                    source: wgpu::ShaderSource::Wgsl(shader_source(op, ty).into()),
+                    source: wgpu::ShaderSource::Wgsl(shader_source(op, ty, self.subgroup_size.is_some()).into()),
                 });
                 device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(&label),

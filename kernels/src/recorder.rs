@@ -15,6 +15,9 @@ use crate::pipelines::{Op, PARAM_BYTES};
 
 /// Activations start on 64-element (256-byte) boundaries.
 const ACT_ALIGN: u64 = 64;
+/// Elements at the start of the scratch reserved for host uploads, which are written before
+/// a submission's first dispatch and so must not share memory with reusable activations.
+const UPLOAD_ELEMS: u64 = 1 << 16;
 
 /// Which weight/vector arenas and KV layer a dispatch binds.
 #[derive(Clone, Default)]
@@ -48,6 +51,10 @@ pub struct Recorder {
     uploads: Vec<(u64, Vec<u8>)>,
     /// Elements of scratch allocated in this step.
     top: u64,
+    /// Elements of the upload area used in this step.
+    utop: u64,
+    /// An upload overflowed into the activation area: no reuse this step.
+    pinned: bool,
     scratch: Option<Scratch>,
     readback: Option<wgpu::Buffer>,
     dummy_ro: wgpu::BindGroup,
@@ -95,7 +102,9 @@ impl Recorder {
             params: Vec::new(),
             dispatches: Vec::new(),
             uploads: Vec::new(),
-            top: 0,
+            top: UPLOAD_ELEMS,
+            utop: 0,
+            pinned: false,
             scratch: None,
             readback: None,
             dummy_ro,
@@ -107,7 +116,28 @@ impl Recorder {
     /// Starts a new step: scratch space is reused. Pending work must have been flushed.
     pub fn reset(&mut self) {
         debug_assert!(self.dispatches.is_empty());
-        self.top = 0;
+        self.top = UPLOAD_ELEMS;
+        self.utop = 0;
+        self.pinned = false;
+    }
+
+    /// Bytes of activations allocated in this step.
+    pub fn act_bytes(&self) -> u64 {
+        (self.top - UPLOAD_ELEMS) * 4
+    }
+
+    /// Frees every activation allocated at or after element `at` (callers move what they keep
+    /// below it first). Refused (false) when uploads live in that range.
+    pub fn truncate(&mut self, at: u32) -> bool {
+        if self.pinned || (at as u64) < UPLOAD_ELEMS {
+            return false;
+        }
+        self.top = self.top.min(at as u64);
+        true
+    }
+
+    pub fn act_base(&self) -> u32 {
+        UPLOAD_ELEMS as u32
     }
 
     /// Allocates `n` f32 elements of scratch; returns the element offset.
@@ -123,7 +153,14 @@ impl Recorder {
 
     /// Allocates scratch holding `data`, written before the next submission.
     pub fn upload(&mut self, data: &[f32]) -> Result<u32, BackendError> {
-        let off = self.alloc(data.len())?;
+        let n = (data.len() as u64).max(1).next_multiple_of(ACT_ALIGN);
+        let off = if self.utop + n <= UPLOAD_ELEMS {
+            self.utop += n;
+            (self.utop - n) as u32
+        } else {
+            self.pinned = true;
+            self.alloc(data.len())?
+        };
         self.uploads.push((off as u64 * 4, bytemuck::cast_slice(data).to_vec()));
         Ok(off)
     }

@@ -15,7 +15,7 @@ use hangar_engine::cpu::CpuBackend;
 use hangar_engine::gguf::GgufFile;
 use hangar_engine::quant::{self, GgmlType};
 use hangar_engine::spec::{Activation, NormKind, RopeConfig, RopeStyle};
-use hangar_kernels::{BackendOptions, GpuBackend};
+use hangar_kernels::{BackendOptions, Gpu, GpuBackend, GpuOptions};
 
 const TOL: f64 = 1e-7;
 
@@ -57,11 +57,15 @@ fn reference_linear(f: &GgufFile, ty: GgmlType, rows_: usize, cols: usize, n: us
 }
 
 fn linear_case(ty: GgmlType, rows_: usize, cols: usize, n: usize, opts: BackendOptions) -> usize {
+    linear_case_on(gpu(), ty, rows_, cols, n, opts)
+}
+
+fn linear_case_on(dev: Arc<Gpu>, ty: GgmlType, rows_: usize, cols: usize, n: usize, opts: BackendOptions) -> usize {
     let mut rng = Rng::new(ty as u64 * 31 + n as u64);
     let bias = rng.vec(rows_, 0.5);
     let f = file(vec![matrix(&mut rng, "w", ty, rows_, cols), matrix(&mut rng, "x", GgmlType::F32, n + 1, cols), vector("b", &bias)]);
     let want = reference_linear(&f, ty, rows_, cols, n, &bias);
-    let mut be = GpuBackend::with_options(gpu(), opts);
+    let mut be = GpuBackend::with_options(dev, opts);
     let got = run(&mut be, &f, &["w", "x", "b"], |be, id| {
         let x = be.embed(id[1], &rows(n)).expect("embed");
         be.linear(x, id[0], Some(id[2])).expect("linear")
@@ -83,6 +87,17 @@ fn matmul_matches_reference_for_every_type() {
     // 6 tokens: one full tile of 4 and a partial one.
     for ty in ALL_TYPES {
         linear_case(ty, 21, 256, 6, BackendOptions::default());
+    }
+}
+
+#[test]
+fn matvec_and_matmul_match_reference_without_subgroups() {
+    // The fallback path (one row per invocation) that adapters without subgroups take.
+    let dev = Arc::new(Gpu::new(&GpuOptions { allow_subgroups: false, ..GpuOptions::default() }).expect("device"));
+    assert!(!dev.describe().contains("subgroups of"), "{}", dev.describe());
+    for ty in ALL_TYPES {
+        linear_case_on(dev.clone(), ty, 70, 256, 1, BackendOptions::default());
+        linear_case_on(dev.clone(), ty, 9, 256, 5, BackendOptions::default());
     }
 }
 

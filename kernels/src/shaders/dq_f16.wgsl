@@ -1,9 +1,11 @@
 // F16 rows: two elements per word, low half first; rows are padded to whole words.
 fn dq32(row: u32, g: u32, k: u32) {
-    for (var i = 0u; i < 32u; i += 2u) {
-        let e = g * 32u + i;
-        let v = unpack2x16float(wq[row + (e >> 1u)]);
-        w32[i] = select(0.0, v.x, e < k);
-        w32[i + 1u] = select(0.0, v.y, e + 1u < k);
+    let n = min(32u, k - g * 32u);
+    for (var i = 0u; i < n; i += 2u) {
+        let v = unpack2x16float(wq[row + ((g * 32u + i) >> 1u)]);
+        emit(i, v.x);
+        if (i + 1u < n) {
+            emit(i + 1u, v.y);
+        }
     }
 }

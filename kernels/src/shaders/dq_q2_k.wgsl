@@ -12,7 +12,7 @@ fn dq32(row: u32, g: u32, k: u32) {
         let ml = dm.y * f32(sc >> 4u);
         for (var l = 0u; l < 16u; l++) {
             let q = (qbyte(base, 16u + 32u * n + 16u * h + l) >> shift) & 3u;
-            w32[16u * h + l] = dl * f32(q) - ml;
+            emit(16u * h + l, dl * f32(q) - ml);
         }
     }
 }

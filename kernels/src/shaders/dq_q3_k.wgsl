@@ -21,7 +21,7 @@ fn dq32(row: u32, g: u32, k: u32) {
             let e = 16u * h + l;
             let q = (qbyte(base, 32u + 32u * n + e) >> shift) & 3u;
             let hm = (qbyte(base, e) >> sub) & 1u;
-            w32[e] = dl * (f32(q) - select(4.0, 0.0, hm != 0u));
+            emit(e, dl * (f32(q) - select(4.0, 0.0, hm != 0u)));
         }
     }
 }

@@ -6,8 +6,8 @@ fn dq32(row: u32, g: u32, k: u32) {
         let w = wq[base + i];
         for (var j = 0u; j < 4u; j++) {
             let q = byte_of(w, j);
-            w32[i * 4u + j] = (f32(q & 0xFu) - 8.0) * d;
-            w32[i * 4u + j + 16u] = (f32(q >> 4u) - 8.0) * d;
+            emit(i * 4u + j, (f32(q & 0xFu) - 8.0) * d);
+            emit(i * 4u + j + 16u, (f32(q >> 4u) - 8.0) * d);
         }
     }
 }

@@ -6,8 +6,8 @@ fn dq32(row: u32, g: u32, k: u32) {
         let w = wq[base + 1u + i];
         for (var j = 0u; j < 4u; j++) {
             let q = byte_of(w, j);
-            w32[i * 4u + j] = f32(q & 0xFu) * dm.x + dm.y;
-            w32[i * 4u + j + 16u] = f32(q >> 4u) * dm.x + dm.y;
+            emit(i * 4u + j, f32(q & 0xFu) * dm.x + dm.y);
+            emit(i * 4u + j + 16u, f32(q >> 4u) * dm.x + dm.y);
         }
     }
 }

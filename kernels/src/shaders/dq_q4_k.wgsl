@@ -24,7 +24,7 @@ fn dq32(row: u32, g: u32, k: u32) {
     for (var i = 0u; i < 8u; i++) {
         let w = wq[qw + i];
         for (var j = 0u; j < 4u; j++) {
-            w32[i * 4u + j] = d * f32((byte_of(w, j) >> shift) & 0xFu) - m;
+            emit(i * 4u + j, d * f32((byte_of(w, j) >> shift) & 0xFu) - m);
         }
     }
 }

@@ -10,8 +10,8 @@ fn dq32(row: u32, g: u32, k: u32) {
             let q = byte_of(w, j);
             let lo = (q & 0xFu) | (((qh >> e) & 1u) << 4u);
             let hi = (q >> 4u) | (((qh >> (e + 16u)) & 1u) << 4u);
-            w32[e] = (f32(lo) - 16.0) * d;
-            w32[e + 16u] = (f32(hi) - 16.0) * d;
+            emit(e, (f32(lo) - 16.0) * d);
+            emit(e + 16u, (f32(hi) - 16.0) * d);
         }
     }
 }

@@ -27,7 +27,7 @@ fn dq32(row: u32, g: u32, k: u32) {
         let h = wq[base + 4u + i];
         for (var j = 0u; j < 4u; j++) {
             let q = ((byte_of(w, j) >> shift) & 0xFu) | (((byte_of(h, j) >> sub) & 1u) << 4u);
-            w32[i * 4u + j] = d * f32(q) - m;
+            emit(i * 4u + j, d * f32(q) - m);
         }
     }
 }

@@ -11,6 +11,6 @@ fn dq32(row: u32, g: u32, k: u32) {
         let lo = select(qlb & 0xFu, qlb >> 4u, part >= 2u);
         let hi = (qbyte(base, 128u + 32u * n + l) >> (2u * part)) & 3u;
         let sc = sbyte(qbyte(base, 192u + 8u * n + (l >> 4u) + 2u * part));
-        w32[l] = d * sc * f32(i32(lo | (hi << 4u)) - 32);
+        emit(l, d * sc * f32(i32(lo | (hi << 4u)) - 32));
     }
 }

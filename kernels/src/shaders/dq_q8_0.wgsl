@@ -5,7 +5,7 @@ fn dq32(row: u32, g: u32, k: u32) {
     for (var i = 0u; i < 8u; i++) {
         let w = wq[base + i];
         for (var j = 0u; j < 4u; j++) {
-            w32[i * 4u + j] = sbyte(byte_of(w, j)) * d;
+            emit(i * 4u + j, sbyte(byte_of(w, j)) * d);
         }
     }
 }

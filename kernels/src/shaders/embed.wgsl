@@ -7,7 +7,11 @@ struct Params {
     out_off: u32, p0: u32, p1: u32, p2: u32,
 }
 
-var<private> w32: array<f32, 32>;
+var<private> ob: u32;
+
+fn emit(i: u32, w: f32) {
+    act[ob + i] = w;
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -20,10 +24,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (tok < P.row0 || tok >= P.row0 + P.nrows) {
         return;
     }
+    ob = P.out_off + t * P.k + g * 32u;
     dq32(P.w_off + (tok - P.row0) * P.row_words, g, P.k);
-    let cnt = min(32u, P.k - g * 32u);
-    let ob = P.out_off + t * P.k + g * 32u;
-    for (var i = 0u; i < cnt; i++) {
-        act[ob + i] = w32[i];
-    }
 }
