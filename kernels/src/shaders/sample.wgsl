@@ -87,7 +87,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
 
     var min_bits = 0u;
     if (P.top_p < 1.0) {
-        let target = P.top_p * total;
+        let goal = P.top_p * total;
         var lo = 0u;
         var hi = 0x3F800000u; // 1.0: no probability exceeds exp(0)
         for (var it = 0u; it < 31u; it++) {
@@ -98,7 +98,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
                 let p = select(0.0, exp(v - m), key(v) >= kth);
                 s += select(0.0, p, bitcast<u32>(p) >= mid);
             }
-            if (sum_f(s, lid) >= target) { lo = mid; } else { hi = mid - 1u; }
+            if (sum_f(s, lid) >= goal) { lo = mid; } else { hi = mid - 1u; }
         }
         min_bits = lo;
     }
@@ -118,26 +118,26 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     if (lid == 0u) {
         var kept = 0.0;
         for (var j = 0u; j < WG; j++) { kept += rf[j]; }
-        let target = clamp(P.u, 0.0, 1.0) * kept;
+        let goal = clamp(P.u, 0.0, 1.0) * kept;
         var acc = 0.0;
         var c = WG;
         var last_nonempty = 0u;
         for (var j = 0u; j < WG; j++) {
             if (rf[j] > 0.0) {
                 last_nonempty = j;
-                if (c == WG && acc + rf[j] > target) { c = j; }
+                if (c == WG && acc + rf[j] > goal) { c = j; }
             }
             if (c == WG) { acc += rf[j]; }
         }
         if (c == WG) { c = last_nonempty; acc = acc - rf[c]; }
         chosen = c;
         rf[WG - 1u] = acc; // running mass before the chosen chunk (rf no longer needed)
-        ru[0] = bitcast<u32>(target);
+        ru[0] = bitcast<u32>(goal);
     }
     workgroupBarrier();
     if (lid == chosen) {
         var acc = rf[WG - 1u];
-        let target = bitcast<f32>(ru[0]);
+        let goal = bitcast<f32>(ru[0]);
         var last = b0;
         var done = false;
         for (var i = b0; i < b1 && !done; i++) {
@@ -146,7 +146,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
             if (p > 0.0 && bitcast<u32>(p) >= min_bits) {
                 acc += p;
                 last = i;
-                if (acc > target) { done = true; }
+                if (acc > goal) { done = true; }
             }
         }
         act[P.out_off] = f32(last);
