@@ -40,6 +40,8 @@ pub struct BackendOptions {
     /// Caps each weight arena below the device's storage binding limit (tests use it to
     /// exercise tensors split over arenas cheaply).
     pub max_arena_bytes: Option<u64>,
+    /// Activation bytes of a step beyond which layer boundaries reuse memory (default 8 MiB).
+    pub reuse_bytes: Option<u64>,
 }
 
 pub struct GpuBackend {
@@ -50,6 +52,7 @@ pub struct GpuBackend {
     next_seq: u32,
     acts: Vec<ActInfo>,
     rec: Recorder,
+    reuse_bytes: u64,
     /// Rope frequency tables uploaded in this step, by their bits (one per layer otherwise).
     freq_cache: HashMap<Vec<u32>, u32>,
 }
@@ -77,6 +80,7 @@ impl GpuBackend {
             acts: Vec::new(),
             rec: Recorder::new(gpu.clone()),
             freq_cache: HashMap::new(),
+            reuse_bytes: opts.reuse_bytes.unwrap_or(REUSE_BYTES),
             gpu,
         }
     }
@@ -469,7 +473,7 @@ impl Backend for GpuBackend {
 
     fn retain(&mut self, keep: &[Act]) -> Result<(), BackendError> {
         // Decode steps are small; reuse pays off for prefill chunks.
-        if self.rec.act_bytes() < REUSE_BYTES {
+        if self.rec.act_bytes() < self.reuse_bytes {
             return Ok(());
         }
         let infos = keep.iter().map(|&a| self.act(a)).collect::<Result<Vec<_>, _>>()?;

@@ -55,6 +55,8 @@ pub struct Recorder {
     utop: u64,
     /// An upload overflowed into the activation area: no reuse this step.
     pinned: bool,
+    /// `top` at the last submission of this step: activations below it hold data.
+    flushed_top: u64,
     scratch: Option<Scratch>,
     readback: Option<wgpu::Buffer>,
     dummy_ro: wgpu::BindGroup,
@@ -105,6 +107,7 @@ impl Recorder {
             top: UPLOAD_ELEMS,
             utop: 0,
             pinned: false,
+            flushed_top: UPLOAD_ELEMS,
             scratch: None,
             readback: None,
             dummy_ro,
@@ -119,6 +122,7 @@ impl Recorder {
         self.top = UPLOAD_ELEMS;
         self.utop = 0;
         self.pinned = false;
+        self.flushed_top = UPLOAD_ELEMS;
     }
 
     /// Bytes of activations allocated in this step.
@@ -197,9 +201,11 @@ impl Recorder {
             }),
         };
         if let Some(s) = &old {
-            if s.cap != cap {
-                // Activations of earlier submissions in this step stay valid.
-                encoder.copy_buffer_to_buffer(&s.buffer, 0, &buffer, 0, s.cap * 4);
+            let keep = self.flushed_top.min(s.cap);
+            if s.cap != cap && keep > UPLOAD_ELEMS {
+                // Activations of earlier submissions in this step stay valid. Only those: this
+                // submission's uploads are written before the copy runs and must survive it.
+                encoder.copy_buffer_to_buffer(&s.buffer, UPLOAD_ELEMS * 4, &buffer, UPLOAD_ELEMS * 4, (keep - UPLOAD_ELEMS) * 4);
             }
         }
         let params = match &old {
@@ -271,6 +277,7 @@ impl Recorder {
         }
         self.dispatches.clear();
         self.params.clear();
+        self.flushed_top = self.flushed_top.max(self.top);
         let out = match read {
             None => {
                 gpu.queue.submit([encoder.finish()]);

