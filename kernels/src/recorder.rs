@@ -51,6 +51,8 @@ pub struct Recorder {
     uploads: Vec<(u64, Vec<u8>)>,
     /// Elements of scratch allocated in this step.
     top: u64,
+    /// Highest `top` of this step: what the scratch must hold (`truncate` lowers `top`).
+    peak: u64,
     /// Elements of the upload area used in this step.
     utop: u64,
     /// An upload overflowed into the activation area: no reuse this step.
@@ -105,6 +107,7 @@ impl Recorder {
             dispatches: Vec::new(),
             uploads: Vec::new(),
             top: UPLOAD_ELEMS,
+            peak: UPLOAD_ELEMS,
             utop: 0,
             pinned: false,
             flushed_top: UPLOAD_ELEMS,
@@ -120,6 +123,7 @@ impl Recorder {
     pub fn reset(&mut self) {
         debug_assert!(self.dispatches.is_empty());
         self.top = UPLOAD_ELEMS;
+        self.peak = UPLOAD_ELEMS;
         self.utop = 0;
         self.pinned = false;
         self.flushed_top = UPLOAD_ELEMS;
@@ -152,6 +156,7 @@ impl Recorder {
             return Err(BackendError::OutOfMemory(format!("activations of {} bytes exceed a storage binding", end * 4)));
         }
         self.top = end;
+        self.peak = self.peak.max(end);
         Ok(off as u32)
     }
 
@@ -180,7 +185,7 @@ impl Recorder {
     }
 
     fn ensure_scratch(&mut self, encoder: &mut wgpu::CommandEncoder) {
-        let need = self.top.max(ACT_ALIGN);
+        let need = self.peak.max(ACT_ALIGN);
         let need_params = (self.params.len() as u64).max(self.param_stride);
         let ok = self.scratch.as_ref().is_some_and(|s| s.cap >= need && s.param_cap >= need_params);
         if ok {
@@ -277,7 +282,7 @@ impl Recorder {
         }
         self.dispatches.clear();
         self.params.clear();
-        self.flushed_top = self.flushed_top.max(self.top);
+        self.flushed_top = self.peak;
         let out = match read {
             None => {
                 gpu.queue.submit([encoder.finish()]);
