@@ -94,6 +94,11 @@ impl GpuBackend {
         self.arenas.arenas.iter().map(|a| a.buffer.size()).collect()
     }
 
+    /// Bytes of weights planned or uploaded (quantized GPU layout plus f32 vectors).
+    pub fn weight_bytes(&self) -> u64 {
+        self.arenas.total_bytes()
+    }
+
     /// Command buffers submitted so far.
     pub fn submissions(&self) -> u64 {
         self.rec.submits
