@@ -111,7 +111,7 @@ fn matvec_handles_float_rows_that_are_not_whole_groups() {
 #[test]
 fn matvec_matches_reference_when_the_weight_is_split_across_arenas() {
     // Q8_0 rows of 512 are 576 bytes on the GPU; 4 KiB arenas hold 7 rows, so 37 rows take 6.
-    let segs = linear_case(GgmlType::Q8_0, 37, 512, 2, BackendOptions { max_arena_bytes: Some(4096) });
+    let segs = linear_case(GgmlType::Q8_0, 37, 512, 2, BackendOptions { max_arena_bytes: Some(4096), ..Default::default() });
     assert!(segs >= 5, "expected the weight split over several arenas, got {segs}");
 }
 
