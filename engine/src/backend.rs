@@ -62,6 +62,15 @@ pub struct AttnParams {
     pub window: Option<usize>,
 }
 
+/// The part of the sampler chain a device can run: temperature, then top-k, then top-p.
+/// `temperature <= 0` is greedy; `top_k == 0` and `top_p >= 1` disable those filters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DeviceSampling {
+    pub temperature: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+}
+
 pub trait Backend: Send {
     fn name(&self) -> &'static str;
 
@@ -105,4 +114,24 @@ pub trait Backend: Send {
     fn last_row(&mut self, x: Act) -> Result<Act, BackendError>;
     /// Copies an activation back to the host.
     fn read(&mut self, x: Act) -> Result<Vec<f32>, BackendError>;
+
+    /// A layer boundary: only `keep` (and activations made later) are used again in this
+    /// step, so a backend may reuse the memory of the others. The CPU frees nothing.
+    fn retain(&mut self, _keep: &[Act]) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// Index of the largest value of each `cols`-wide row of `x` (the first on ties). A GPU
+    /// backend computes it on the device and reads back only the indices.
+    fn argmax(&mut self, x: Act, cols: usize) -> Result<Vec<u32>, BackendError> {
+        let v = self.read(x)?;
+        Ok(v.chunks(cols.max(1)).map(crate::cpu::ops::argmax).collect())
+    }
+
+    /// Draws a token from the one-row logits `x` with `u` uniform in [0, 1); the CPU twin is
+    /// `cpu::ops::sample`. A GPU backend samples on the device and reads back only the id.
+    fn sample(&mut self, x: Act, p: &DeviceSampling, u: f32) -> Result<u32, BackendError> {
+        let v = self.read(x)?;
+        Ok(crate::cpu::ops::sample(&v, p, u))
+    }
 }

@@ -59,6 +59,21 @@ pub fn forward(
     pos0: usize,
     logits: Logits,
 ) -> Result<Vec<f32>, BackendError> {
+    let out = forward_act(spec, w, be, seq, tokens, pos0, logits)?;
+    be.read(out)
+}
+
+/// [`forward`] without the read-back: the logits stay on the backend (`[rows, n_vocab]`),
+/// for `Backend::argmax` / `Backend::sample` to pick tokens on the device.
+pub fn forward_act(
+    spec: &ModelSpec,
+    w: &Weights,
+    be: &mut dyn Backend,
+    seq: SeqId,
+    tokens: &[u32],
+    pos0: usize,
+    logits: Logits,
+) -> Result<Act, BackendError> {
     let hp = &spec.hparams;
     be.begin_step();
     let mut x = be.embed(w.id(&spec.token_embd)?, tokens)?;
@@ -131,6 +146,7 @@ pub fn forward(
         } else {
             be.add(x, down)?
         };
+        be.retain(&[x])?;
     }
 
     if logits == Logits::Last {
@@ -141,5 +157,5 @@ pub fn forward(
     if let Some(cap) = hp.final_softcap {
         out = be.softcap(out, cap)?;
     }
-    be.read(out)
+    Ok(out)
 }

@@ -1,1 +1,19 @@
-//! The shared bindless wgpu backend. Not built yet: the GPU issue fills this crate, and nothing here claims to run.
+//! The shared bindless wgpu backend.
+//!
+//! - One device per process ([`Gpu::shared`]); every model's [`GpuBackend`] holds an `Arc` of it.
+//! - A model's weights live quantized in a few large arenas (storage buffers no bigger than a
+//!   binding); a tensor is an (arena, offset, type, shape) handle and kernels receive offsets
+//!   through one params ring per step, so bind groups are made once per model.
+//! - One WGSL file per op under `src/shaders/`, each with a CPU twin in the engine.
+//! - A step is one command-buffer submission; decode reads back one token id.
+
+mod arena;
+mod backend;
+pub mod bench;
+mod device;
+pub mod layout;
+pub mod pipelines;
+mod recorder;
+
+pub use backend::{BackendOptions, GpuBackend};
+pub use device::{Gpu, GpuError, GpuOptions};

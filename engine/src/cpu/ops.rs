@@ -90,6 +90,56 @@ pub fn softmax(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v *= inv);
 }
 
+/// Index of the largest value (the first on ties; NaN never wins).
+pub fn argmax(x: &[f32]) -> u32 {
+    let mut best = 0usize;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] || x[best].is_nan() {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// The CPU twin of the GPU sampler: logits / temperature, keep the values at or above the
+/// k-th largest, then the most probable ones whose mass reaches `top_p`, then pick by `u`
+/// walking the kept tokens in index order.
+pub fn sample(logits: &[f32], p: &crate::backend::DeviceSampling, u: f32) -> u32 {
+    if p.temperature <= 0.0 || logits.is_empty() {
+        return argmax(logits);
+    }
+    let z: Vec<f32> = logits.iter().map(|&l| l / p.temperature).collect();
+    let mut sorted = z.clone();
+    sorted.sort_unstable_by(|a, b| b.total_cmp(a));
+    let max = sorted[0];
+    let kth = if p.top_k > 0 && p.top_k < sorted.len() { sorted[p.top_k - 1] } else { f32::NEG_INFINITY };
+    let prob = |v: f32| if v >= kth { (v - max).exp() } else { 0.0 };
+    let total: f32 = z.iter().map(|&v| prob(v)).sum();
+    let mut min_p = 0.0f32;
+    if p.top_p < 1.0 {
+        let (mut acc, target) = (0.0f32, p.top_p * total);
+        for &v in sorted.iter().filter(|&&v| v >= kth) {
+            acc += prob(v);
+            min_p = prob(v);
+            if acc >= target {
+                break;
+            }
+        }
+    }
+    let keep = |v: f32| prob(v) > 0.0 && prob(v) >= min_p;
+    let kept: f32 = z.iter().filter(|&&v| keep(v)).map(|&v| prob(v)).sum();
+    let target = u.clamp(0.0, 1.0) * kept;
+    let (mut acc, mut last) = (0.0f32, 0u32);
+    for (i, &v) in z.iter().enumerate().filter(|(_, &v)| keep(v)) {
+        acc += prob(v);
+        last = i as u32;
+        if acc > target {
+            return last;
+        }
+    }
+    last
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use hangar_engine::cpu::CpuBackend;
 use hangar_engine::Model;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -16,7 +16,10 @@ pub enum BackendKind {
 pub fn load_model(path: &Path, backend: BackendKind, quiet: bool) -> anyhow::Result<Model> {
     let backend: Box<dyn hangar_engine::backend::Backend> = match backend {
         BackendKind::Cpu => Box::new(CpuBackend::new()),
-        BackendKind::Gpu => bail!("the GPU backend is not built yet; use --backend cpu"),
+        BackendKind::Gpu => {
+            let gpu = hangar_kernels::Gpu::shared().context("opening the GPU (set HANGAR_ADAPTER to choose one)")?;
+            Box::new(hangar_kernels::GpuBackend::new(gpu))
+        }
     };
     let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
     bar.set_style(ProgressStyle::with_template("loading {msg} [{bar:30}] {pos}/{len} tensors").unwrap_or_else(|_| ProgressStyle::default_bar()));

@@ -1,0 +1,525 @@
+//! `GpuBackend`: the engine's `Backend` on the shared wgpu device. Ops are recorded (see
+//! `recorder`) and submitted as one command buffer when something is read back, so a decode
+//! step is one submission that returns one token id (`argmax`/`sample`) or the logits.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hangar_engine::backend::{Act, AttnParams, Backend, BackendError, DeviceSampling, NormParams, SeqId, WeightId};
+use hangar_engine::gguf::GgufFile;
+use hangar_engine::spec::{Activation, NormKind, RopeConfig, RopeStyle};
+
+use crate::arena::{Arenas, GpuWeight};
+use crate::device::Gpu;
+use crate::pipelines::Op;
+use crate::recorder::{grid, Binds, Recorder};
+
+/// Activations of a step beyond this are reused at layer boundaries.
+const REUSE_BYTES: u64 = 8 << 20;
+
+#[derive(Clone, Copy, Debug)]
+struct ActInfo {
+    off: u32,
+    rows: usize,
+    cols: usize,
+}
+
+struct KvSeq {
+    n_layer: usize,
+    kv_dim: usize,
+    n_ctx: usize,
+    /// Bytes between consecutive layers of one buffer (aligned for dynamic offsets).
+    slot: u64,
+    layers_per_buf: usize,
+    bufs: Vec<(wgpu::Buffer, wgpu::BindGroup)>,
+}
+
+/// Construction options for a model's backend.
+#[derive(Clone, Debug, Default)]
+pub struct BackendOptions {
+    /// Caps each weight arena below the device's storage binding limit (tests use it to
+    /// exercise tensors split over arenas cheaply).
+    pub max_arena_bytes: Option<u64>,
+    /// Activation bytes of a step beyond which layer boundaries reuse memory (default 8 MiB).
+    pub reuse_bytes: Option<u64>,
+}
+
+pub struct GpuBackend {
+    gpu: Arc<Gpu>,
+    arenas: Arenas,
+    weights: Vec<GpuWeight>,
+    seqs: HashMap<u32, KvSeq>,
+    next_seq: u32,
+    acts: Vec<ActInfo>,
+    rec: Recorder,
+    reuse_bytes: u64,
+    /// Rope frequency tables uploaded in this step, by their bits (one per layer otherwise).
+    freq_cache: HashMap<Vec<u32>, u32>,
+}
+
+fn shape(op: &'static str, detail: String) -> BackendError {
+    BackendError::Shape { op, detail }
+}
+
+fn u(v: usize, what: &str) -> Result<u32, BackendError> {
+    u32::try_from(v).map_err(|_| BackendError::OutOfMemory(format!("{what} of {v} exceeds 32 bits")))
+}
+
+impl GpuBackend {
+    pub fn new(gpu: Arc<Gpu>) -> GpuBackend {
+        Self::with_options(gpu, BackendOptions::default())
+    }
+
+    pub fn with_options(gpu: Arc<Gpu>, opts: BackendOptions) -> GpuBackend {
+        let max = opts.max_arena_bytes.map_or(gpu.max_binding, |m| m.min(gpu.max_binding));
+        GpuBackend {
+            arenas: Arenas::new(max),
+            weights: Vec::new(),
+            seqs: HashMap::new(),
+            next_seq: 0,
+            acts: Vec::new(),
+            rec: Recorder::new(gpu.clone()),
+            freq_cache: HashMap::new(),
+            reuse_bytes: opts.reuse_bytes.unwrap_or(REUSE_BYTES),
+            gpu,
+        }
+    }
+
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    /// Weight arenas created so far, with their sizes in bytes.
+    pub fn arena_sizes(&self) -> Vec<u64> {
+        self.arenas.arenas.iter().map(|a| a.buffer.size()).collect()
+    }
+
+    /// Bytes of weights planned or uploaded (quantized GPU layout plus f32 vectors).
+    pub fn weight_bytes(&self) -> u64 {
+        self.arenas.total_bytes()
+    }
+
+    /// Command buffers submitted so far.
+    pub fn submissions(&self) -> u64 {
+        self.rec.submits
+    }
+
+    /// The parts a weight was split into (one unless it exceeds an arena).
+    pub fn weight_segments(&self, w: WeightId) -> usize {
+        match self.weights.get(w.0 as usize) {
+            Some(GpuWeight::Matrix { segs, .. }) => segs.len(),
+            Some(GpuWeight::Vector { .. }) => 1,
+            None => 0,
+        }
+    }
+
+    fn act(&self, a: Act) -> Result<ActInfo, BackendError> {
+        self.acts.get(a.0 as usize).copied().ok_or_else(|| BackendError::BadHandle(format!("{a:?}")))
+    }
+
+    fn new_act(&mut self, rows: usize, cols: usize) -> Result<(Act, u32), BackendError> {
+        let off = self.rec.alloc(rows.checked_mul(cols).ok_or_else(|| BackendError::OutOfMemory("activation".into()))?)?;
+        self.acts.push(ActInfo { off, rows, cols });
+        Ok((Act(self.acts.len() as u32 - 1), off))
+    }
+
+    fn weight(&self, w: WeightId) -> Result<&GpuWeight, BackendError> {
+        self.weights.get(w.0 as usize).ok_or_else(|| BackendError::BadHandle(format!("{w:?}")))
+    }
+
+    /// (arena, f32 offset, length) of a vector weight.
+    fn vector(&self, w: Option<WeightId>) -> Result<Option<(u32, u32, usize)>, BackendError> {
+        w.map(|w| match self.weight(w)? {
+            GpuWeight::Vector { arena, off, len } => Ok((*arena, *off, *len)),
+            GpuWeight::Matrix { name, .. } => Err(shape("vector", format!("{name} is a matrix"))),
+        })
+        .transpose()
+    }
+
+    fn threads(&self, total: usize) -> Result<[u32; 3], BackendError> {
+        let (x, y) = grid(&self.gpu, u(total.div_ceil(64), "dispatch")?);
+        Ok([x, y, 1])
+    }
+
+    fn eltwise(&mut self, op: u32, a: ActInfo, b: Option<ActInfo>, s: f32) -> Result<Act, BackendError> {
+        let total = a.rows * a.cols;
+        let (out, off) = self.new_act(a.rows, a.cols)?;
+        let p = [op, u(total, "activation")?, a.off, b.map_or(0, |b| b.off), off, s.to_bits(), 0, 0, 1];
+        let wg = self.threads(total)?;
+        self.rec.dispatch(Op::Eltwise, None, &p, wg, Binds::default());
+        Ok(out)
+    }
+
+    /// Copies columns `col0..col0 + width` of every row of `a`.
+    fn slice_cols(&mut self, a: ActInfo, col0: usize, width: usize) -> Result<Act, BackendError> {
+        let total = a.rows * width;
+        let (out, off) = self.new_act(a.rows, width)?;
+        let p = [6, u(total, "activation")?, a.off, 0, off, 0, a.cols as u32, col0 as u32, width.max(1) as u32];
+        let wg = self.threads(total)?;
+        self.rec.dispatch(Op::Eltwise, None, &p, wg, Binds::default());
+        Ok(out)
+    }
+
+    fn flush(&mut self, read: Option<(u32, usize)>) -> Result<Option<Vec<f32>>, BackendError> {
+        self.rec.flush(&self.arenas.arenas, read)
+    }
+
+    /// Submits recorded work without waiting (the "end of step" hook).
+    pub fn submit(&mut self) -> Result<(), BackendError> {
+        self.flush(None).map(|_| ())
+    }
+
+    fn kv_layer(&self, seq: SeqId, layer: usize) -> Result<(wgpu::BindGroup, u32), BackendError> {
+        let s = self.seqs.get(&seq.0).ok_or_else(|| BackendError::BadHandle(format!("{seq:?}")))?;
+        let (buf, idx) = (layer / s.layers_per_buf, layer % s.layers_per_buf);
+        let bg = s.bufs.get(buf).ok_or_else(|| BackendError::BadHandle(format!("layer {layer}")))?;
+        Ok((bg.1.clone(), (idx as u64 * s.slot) as u32))
+    }
+}
+
+impl Backend for GpuBackend {
+    fn name(&self) -> &'static str {
+        "gpu"
+    }
+
+    fn load_weight(&mut self, file: &Arc<GgufFile>, name: &str) -> Result<WeightId, BackendError> {
+        let index = file
+            .tensors()
+            .iter()
+            .position(|t| t.name == name)
+            .ok_or_else(|| BackendError::MissingTensor(name.to_string()))?;
+        let w = self.arenas.plan(file, index)?;
+        self.weights.push(w);
+        Ok(WeightId(self.weights.len() as u32 - 1))
+    }
+
+    fn new_sequence(&mut self, n_layer: usize, kv_dim: usize, n_ctx: usize) -> Result<SeqId, BackendError> {
+        let lim = &self.gpu.limits;
+        let bind = (n_ctx as u64).saturating_mul(kv_dim as u64).saturating_mul(8);
+        if bind == 0 || bind > self.gpu.max_binding {
+            return Err(BackendError::OutOfMemory(format!("a KV cache layer of {bind} bytes exceeds a storage binding")));
+        }
+        let slot = bind.next_multiple_of(lim.min_storage_buffer_offset_alignment as u64);
+        let layers_per_buf = ((lim.max_buffer_size / slot) as usize).clamp(1, n_layer.max(1));
+        let mut bufs = Vec::new();
+        let mut left = n_layer;
+        while left > 0 {
+            let here = left.min(layers_per_buf);
+            let buffer = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("kv cache"),
+                size: slot * (here as u64 - 1) + bind,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            });
+            let bg = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("kv cache"),
+                layout: &self.gpu.pipelines.kv_layout,
+                entries: &[wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &buffer, offset: 0, size: wgpu::BufferSize::new(bind) }),
+                }],
+            });
+            bufs.push((buffer, bg));
+            left -= here;
+        }
+        let id = self.next_seq;
+        self.next_seq += 1;
+        self.seqs.insert(id, KvSeq { n_layer, kv_dim, n_ctx, slot, layers_per_buf, bufs });
+        Ok(SeqId(id))
+    }
+
+    fn free_sequence(&mut self, seq: SeqId) {
+        self.seqs.remove(&seq.0);
+    }
+
+    fn begin_step(&mut self) {
+        // Work of the previous step (KV writes) must run even if nothing was read back; a
+        // failure here resurfaces at the next read.
+        if let Err(e) = self.flush(None) {
+            tracing::warn!("flushing the previous step failed: {e}");
+        }
+        if self.arenas.has_pending() {
+            if let Err(e) = self.arenas.upload(&self.gpu) {
+                tracing::error!("uploading weights failed: {e}");
+            }
+        }
+        self.acts.clear();
+        self.freq_cache.clear();
+        self.rec.reset();
+    }
+
+    fn embed(&mut self, table: WeightId, tokens: &[u32]) -> Result<Act, BackendError> {
+        let GpuWeight::Matrix { ty, rows, cols, row_words, segs, .. } = self.weight(table)?.clone() else {
+            return Err(shape("embed", "embedding table is a vector".into()));
+        };
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= rows) {
+            return Err(BackendError::TokenOutOfRange { id, n_vocab: rows });
+        }
+        let n = tokens.len();
+        let ids: Vec<f32> = tokens.iter().map(|&t| t as f32).collect();
+        let tok_off = self.rec.upload(&ids)?;
+        let (out, off) = self.new_act(n, cols)?;
+        let groups = u(cols.div_ceil(32), "row")?;
+        for s in &segs {
+            let p = [s.word_off, row_words, cols as u32, groups, s.row0, s.rows, u(n, "tokens")?, tok_off, off];
+            let wg = [groups.div_ceil(64), u(n, "tokens")?, 1];
+            self.rec.dispatch(Op::Embed, Some(ty), &p, wg, Binds { arena_w: Some(s.arena), ..Default::default() });
+        }
+        Ok(out)
+    }
+
+    fn linear(&mut self, x: Act, w: WeightId, bias: Option<WeightId>) -> Result<Act, BackendError> {
+        let xa = self.act(x)?;
+        let GpuWeight::Matrix { name, ty, rows, cols, row_words, segs } = self.weight(w)?.clone() else {
+            return Err(shape("linear", "weight is a vector".into()));
+        };
+        if xa.cols != cols {
+            return Err(shape("linear", format!("{name}: input width {} vs weight rows of {cols}", xa.cols)));
+        }
+        let b = self.vector(bias)?;
+        if b.is_some_and(|b| b.2 != rows) {
+            return Err(shape("linear", format!("{name}: bias length differs from {rows} outputs")));
+        }
+        let (out, off) = self.new_act(xa.rows, rows)?;
+        let groups = u(cols.div_ceil(32), "row")?;
+        for s in &segs {
+            let flags = b.is_some() as u32;
+            let p = [
+                s.word_off,
+                row_words,
+                cols as u32,
+                groups,
+                rows as u32,
+                s.row0,
+                s.rows,
+                u(xa.rows, "tokens")?,
+                xa.off,
+                off,
+                b.map_or(0, |b| b.1),
+                flags,
+                0,
+            ];
+            let (gx, gy) = grid(&self.gpu, s.rows.div_ceil(self.gpu.matvec_rows_per_wg()));
+            let wg = [gx, gy, u(xa.rows.div_ceil(4), "tokens")?];
+            let binds = Binds { arena_w: Some(s.arena), arena_v: b.map(|b| b.0), kv: None };
+            self.rec.dispatch(Op::Matvec, Some(ty), &p, wg, binds);
+        }
+        Ok(out)
+    }
+
+    fn norm(&mut self, x: Act, w: Option<WeightId>, b: Option<WeightId>, p: NormParams) -> Result<Act, BackendError> {
+        let xa = self.act(x)?;
+        let (wv, bv) = (self.vector(w)?, self.vector(b)?);
+        if p.group == 0 || xa.cols % p.group != 0 || wv.is_some_and(|w| w.2 != p.group) || bv.is_some_and(|b| b.2 != p.group) {
+            return Err(shape("norm", format!("row {}, group {}", xa.cols, p.group)));
+        }
+        let runs = xa.rows * xa.cols / p.group;
+        let (out, off) = self.new_act(xa.rows, xa.cols)?;
+        let flags = wv.is_some() as u32 | (bv.is_some() as u32) << 1 | (p.add_one as u32) << 2;
+        let kind = matches!(p.kind, NormKind::Layer) as u32;
+        let params = [
+            xa.off,
+            off,
+            p.group as u32,
+            u(runs, "norm runs")?,
+            wv.map_or(0, |w| w.1),
+            bv.map_or(0, |b| b.1),
+            flags,
+            kind,
+            p.eps.to_bits(),
+        ];
+        let (gx, gy) = grid(&self.gpu, u(runs, "norm runs")?);
+        // The bias is read through the matrix binding, so weight and bias may sit in different arenas.
+        let binds = Binds { arena_w: bv.map(|b| b.0), arena_v: wv.map(|w| w.0), kv: None };
+        self.rec.dispatch(Op::Norm, None, &params, [gx, gy, 1], binds);
+        Ok(out)
+    }
+
+    fn rope(&mut self, x: Act, head_dim: usize, pos0: usize, rope: &RopeConfig) -> Result<Act, BackendError> {
+        let xa = self.act(x)?;
+        if head_dim == 0 || xa.cols % head_dim != 0 || rope.n_rot > head_dim || rope.n_rot % 2 != 0 {
+            return Err(shape("rope", format!("row {}, head_dim {head_dim}, n_rot {}", xa.cols, rope.n_rot)));
+        }
+        let freqs = hangar_engine::cpu::ops::rope_inv_freq(rope);
+        let key: Vec<u32> = freqs.iter().map(|f| f.to_bits()).collect();
+        let f_off = match self.freq_cache.get(&key) {
+            Some(&off) => off,
+            None => {
+                let off = self.rec.upload(&freqs)?;
+                self.freq_cache.insert(key, off);
+                off
+            }
+        };
+        let total = xa.rows * xa.cols;
+        let (out, off) = self.new_act(xa.rows, xa.cols)?;
+        let neox = matches!(rope.style, RopeStyle::Neox) as u32;
+        let p = [
+            xa.off,
+            off,
+            xa.cols as u32,
+            head_dim as u32,
+            rope.n_rot as u32,
+            u(pos0, "position")?,
+            neox,
+            u(total, "activation")?,
+            f_off,
+            rope.freq_scale.to_bits(),
+        ];
+        let wg = self.threads(total)?;
+        self.rec.dispatch(Op::Rope, None, &p, wg, Binds::default());
+        Ok(out)
+    }
+
+    fn attention(&mut self, seq: SeqId, layer: usize, pos0: usize, q: Act, k: Act, v: Act, p: &AttnParams) -> Result<Act, BackendError> {
+        let (qa, ka, va) = (self.act(q)?, self.act(k)?, self.act(v)?);
+        let s = self.seqs.get(&seq.0).ok_or_else(|| BackendError::BadHandle(format!("{seq:?}")))?;
+        let (kv_dim, n_ctx) = (s.kv_dim, s.n_ctx);
+        let n = qa.rows;
+        if qa.cols != p.n_head * p.head_dim
+            || ka.cols != kv_dim
+            || va.cols != kv_dim
+            || kv_dim != p.n_head_kv * p.head_dim
+            || p.n_head_kv == 0
+            || p.n_head % p.n_head_kv != 0
+            || ka.rows != n
+            || va.rows != n
+            || layer >= s.n_layer
+            || p.head_dim > 256
+        {
+            return Err(shape("attention", format!("q {n}x{}, k/v width {} vs cache {kv_dim}, head_dim {}", qa.cols, ka.cols, p.head_dim)));
+        }
+        if pos0 + n > n_ctx {
+            return Err(BackendError::ContextFull { pos: pos0, n, n_ctx });
+        }
+        let kv = self.kv_layer(seq, layer)?;
+        let total = n * kv_dim;
+        let wp = [ka.off, va.off, u(total, "kv rows")?, kv_dim as u32, pos0 as u32, n_ctx as u32];
+        let wg = self.threads(total)?;
+        self.rec.dispatch(Op::KvWrite, None, &wp, wg, Binds { kv: Some(kv.clone()), ..Default::default() });
+        let (out, off) = self.new_act(n, qa.cols)?;
+        let ap = [
+            qa.off,
+            off,
+            n as u32,
+            p.n_head as u32,
+            p.n_head_kv as u32,
+            p.head_dim as u32,
+            pos0 as u32,
+            n_ctx as u32,
+            kv_dim as u32,
+            p.window.map_or(0, |w| w.min(u32::MAX as usize) as u32),
+            p.scale.to_bits(),
+            p.softcap.unwrap_or(0.0).to_bits(),
+        ];
+        let (gx, gy) = grid(&self.gpu, u(n * p.n_head, "attention rows")?);
+        self.rec.dispatch(Op::Attention, None, &ap, [gx, gy, 1], Binds { kv: Some(kv), ..Default::default() });
+        Ok(out)
+    }
+
+    fn ffn_act(&mut self, gate: Option<Act>, up: Act, act: Activation) -> Result<Act, BackendError> {
+        let ua = self.act(up)?;
+        let ga = gate.map(|g| self.act(g)).transpose()?;
+        if ga.is_some_and(|g| g.rows * g.cols != ua.rows * ua.cols) {
+            return Err(shape("ffn_act", "gate and up differ in size".into()));
+        }
+        match (ga, act) {
+            (Some(g), Activation::SwiGlu) => self.eltwise(3, g, Some(ua), 0.0),
+            (Some(g), Activation::GeGlu) => self.eltwise(4, g, Some(ua), 0.0),
+            _ => self.eltwise(5, ua, None, 0.0),
+        }
+    }
+
+    fn add(&mut self, a: Act, b: Act) -> Result<Act, BackendError> {
+        let (aa, ba) = (self.act(a)?, self.act(b)?);
+        if (aa.rows, aa.cols) != (ba.rows, ba.cols) {
+            return Err(shape("add", format!("{}x{} + {}x{}", aa.rows, aa.cols, ba.rows, ba.cols)));
+        }
+        self.eltwise(0, aa, Some(ba), 0.0)
+    }
+
+    fn scale(&mut self, x: Act, s: f32) -> Result<Act, BackendError> {
+        let a = self.act(x)?;
+        self.eltwise(1, a, None, s)
+    }
+
+    fn softcap(&mut self, x: Act, cap: f32) -> Result<Act, BackendError> {
+        let a = self.act(x)?;
+        self.eltwise(2, a, None, cap)
+    }
+
+    fn split_cols(&mut self, x: Act, widths: &[usize]) -> Result<Vec<Act>, BackendError> {
+        let a = self.act(x)?;
+        if widths.iter().sum::<usize>() != a.cols {
+            return Err(shape("split_cols", format!("{widths:?} of {}", a.cols)));
+        }
+        let mut col0 = 0;
+        let mut out = Vec::with_capacity(widths.len());
+        for &w in widths {
+            out.push(self.slice_cols(a, col0, w)?);
+            col0 += w;
+        }
+        Ok(out)
+    }
+
+    fn last_row(&mut self, x: Act) -> Result<Act, BackendError> {
+        let a = self.act(x)?;
+        if a.rows == 0 {
+            return Err(shape("last_row", "no rows".into()));
+        }
+        // Rows are contiguous, so the last one is a view.
+        self.acts.push(ActInfo { off: a.off + ((a.rows - 1) * a.cols) as u32, rows: 1, cols: a.cols });
+        Ok(Act(self.acts.len() as u32 - 1))
+    }
+
+    fn read(&mut self, x: Act) -> Result<Vec<f32>, BackendError> {
+        let a = self.act(x)?;
+        Ok(self.flush(Some((a.off, a.rows * a.cols)))?.unwrap_or_default())
+    }
+
+    fn retain(&mut self, keep: &[Act]) -> Result<(), BackendError> {
+        // Decode steps are small; reuse pays off for prefill chunks.
+        if self.rec.act_bytes() < self.reuse_bytes {
+            return Ok(());
+        }
+        let infos = keep.iter().map(|&a| self.act(a)).collect::<Result<Vec<_>, _>>()?;
+        let base = self.rec.act_base();
+        let need: usize = infos.iter().map(|a| (a.rows * a.cols).next_multiple_of(64)).sum();
+        if infos.iter().any(|a| (a.off as usize) < base as usize + need) || !self.rec.truncate(base) {
+            return Ok(());
+        }
+        // Move the survivors to the bottom; copies run in order before anything reuses the space.
+        for (&a, info) in keep.iter().zip(infos) {
+            let moved = self.slice_cols(info, 0, info.cols)?;
+            let new = self.act(moved)?;
+            self.acts[a.0 as usize].off = new.off;
+        }
+        Ok(())
+    }
+
+    fn argmax(&mut self, x: Act, cols: usize) -> Result<Vec<u32>, BackendError> {
+        let a = self.act(x)?;
+        if cols != a.cols || a.cols == 0 {
+            return Err(shape("argmax", format!("{cols} columns asked of a {}-wide activation", a.cols)));
+        }
+        let (_, off) = self.new_act(a.rows, 1)?;
+        let p = [a.off, a.cols as u32, off, 0];
+        self.rec.dispatch(Op::Argmax, None, &p, [u(a.rows, "rows")?, 1, 1], Binds::default());
+        let ids = self.flush(Some((off, a.rows)))?.unwrap_or_default();
+        Ok(ids.into_iter().map(|v| v as u32).collect())
+    }
+
+    fn sample(&mut self, x: Act, p: &DeviceSampling, u01: f32) -> Result<u32, BackendError> {
+        let a = self.act(x)?;
+        if a.rows != 1 || a.cols == 0 {
+            return Err(shape("sample", format!("{}x{} logits; one row expected", a.rows, a.cols)));
+        }
+        if p.temperature <= 0.0 {
+            return Ok(self.argmax(x, a.cols)?[0]);
+        }
+        let (_, off) = self.new_act(1, 1)?;
+        let params = [a.off, a.cols as u32, off, p.temperature.to_bits(), p.top_k.min(u32::MAX as usize) as u32, p.top_p.to_bits(), u01.to_bits()];
+        self.rec.dispatch(Op::Sample, None, &params, [1, 1, 1], Binds::default());
+        let id = self.flush(Some((off, 1)))?.unwrap_or_default();
+        Ok(id.first().map_or(0, |&v| v as u32))
+    }
+}

@@ -1,0 +1,181 @@
+//! Shader sources and compiled pipelines. Every kernel uses the same pipeline layout (see
+//! `shaders/common.wgsl`), so bind groups are made once per model and stay bound across
+//! dispatches of different kernels.
+
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::sync::Mutex;
+
+use hangar_engine::quant::GgmlType;
+
+use crate::layout;
+
+/// Bytes of one params slot the shader sees (the largest `Params` struct, rounded up).
+pub const PARAM_BYTES: u64 = 64;
+
+pub(crate) const COMMON: &str = include_str!("shaders/common.wgsl");
+
+/// The op kernels, one file each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    Matvec,
+    Embed,
+    Norm,
+    Rope,
+    KvWrite,
+    Attention,
+    Eltwise,
+    Argmax,
+    Sample,
+}
+
+impl Op {
+    fn source(self) -> &'static str {
+        match self {
+            Op::Matvec => include_str!("shaders/matvec.wgsl"),
+            Op::Embed => include_str!("shaders/embed.wgsl"),
+            Op::Norm => include_str!("shaders/norm.wgsl"),
+            Op::Rope => include_str!("shaders/rope.wgsl"),
+            Op::KvWrite => include_str!("shaders/kv_write.wgsl"),
+            Op::Attention => include_str!("shaders/attention.wgsl"),
+            Op::Eltwise => include_str!("shaders/eltwise.wgsl"),
+            Op::Argmax => include_str!("shaders/argmax.wgsl"),
+            Op::Sample => include_str!("shaders/sample.wgsl"),
+        }
+    }
+}
+
+/// The dequantization snippet providing `dq32(row, group, k)` for a weight type.
+pub fn dequant_source(ty: GgmlType) -> Option<&'static str> {
+    use GgmlType::*;
+    Some(match ty {
+        F32 => include_str!("shaders/dq_f32.wgsl"),
+        F16 => include_str!("shaders/dq_f16.wgsl"),
+        BF16 => include_str!("shaders/dq_bf16.wgsl"),
+        Q4_0 => include_str!("shaders/dq_q4_0.wgsl"),
+        Q4_1 => include_str!("shaders/dq_q4_1.wgsl"),
+        Q5_0 => include_str!("shaders/dq_q5_0.wgsl"),
+        Q5_1 => include_str!("shaders/dq_q5_1.wgsl"),
+        Q8_0 => include_str!("shaders/dq_q8_0.wgsl"),
+        Q2K => include_str!("shaders/dq_q2_k.wgsl"),
+        Q3K => include_str!("shaders/dq_q3_k.wgsl"),
+        Q4K => include_str!("shaders/dq_q4_k.wgsl"),
+        Q5K => include_str!("shaders/dq_q5_k.wgsl"),
+        Q6K => include_str!("shaders/dq_q6_k.wgsl"),
+        _ => return None,
+    })
+}
+
+/// Keeps the `//#if subgroups` or the `//#else` part of `src` (blocks do not nest).
+fn select_variant(src: &str, subgroups: bool) -> String {
+    let mut out = String::with_capacity(src.len());
+    let mut keep = true;
+    for line in src.lines() {
+        match line.trim() {
+            "//#if subgroups" => keep = subgroups,
+            "//#else" => keep = !keep,
+            "//#endif" => keep = true,
+            _ if keep => {
+                out.push_str(line);
+                out.push('\n');
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Full WGSL of `op` (specialized to `ty` for the ops that read weight matrices, and to the
+/// subgroup or fallback variant).
+pub fn shader_source(op: Op, ty: Option<GgmlType>, subgroups: bool) -> String {
+    let mut s = String::new();
+    s.push_str(&select_variant(op.source(), subgroups));
+    s.push('\n');
+    s.push_str(COMMON);
+    if let Some(dq) = ty.and_then(dequant_source) {
+        s.push('\n');
+        s.push_str(dq);
+    }
+    s
+}
+
+pub(crate) struct Pipelines {
+    pub scratch_layout: wgpu::BindGroupLayout,
+    pub arena_layout: wgpu::BindGroupLayout,
+    pub kv_layout: wgpu::BindGroupLayout,
+    layout: wgpu::PipelineLayout,
+    /// Subgroup variants are used (SUBGROUP granted and a fixed subgroup size dividing 64).
+    pub subgroup_size: Option<u32>,
+    cache: Mutex<HashMap<(Op, Option<GgmlType>), wgpu::ComputePipeline>>,
+}
+
+fn storage(binding: u32, read_only: bool, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: dynamic,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+impl Pipelines {
+    pub fn new(device: &wgpu::Device, subgroup_size: Option<u32>) -> Pipelines {
+        let scratch_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("params+scratch"),
+            entries: &[
+                wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: true,
+                        min_binding_size: NonZeroU64::new(PARAM_BYTES),
+                    },
+                    count: None,
+                },
+                storage(1, false, false),
+            ],
+        });
+        let arena_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("arena"),
+            entries: &[storage(0, true, false)],
+        });
+        let kv_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("kv"),
+            entries: &[storage(0, false, true)],
+        });
+        let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("hangar"),
+            bind_group_layouts: &[Some(&scratch_layout), Some(&arena_layout), Some(&arena_layout), Some(&kv_layout)],
+            immediate_size: 0,
+        });
+        Pipelines { scratch_layout, arena_layout, kv_layout, layout, subgroup_size, cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// The pipeline of `op` for `ty`, compiled on first use.
+    pub fn get(&self, device: &wgpu::Device, op: Op, ty: Option<GgmlType>) -> wgpu::ComputePipeline {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry((op, ty))
+            .or_insert_with(|| {
+                let label = format!("{op:?}/{}", ty.map(layout::shader_name).unwrap_or("-"));
+                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(&label),
+                    source: wgpu::ShaderSource::Wgsl(shader_source(op, ty, self.subgroup_size.is_some()).into()),
+                });
+                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(&label),
+                    layout: Some(&self.layout),
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+            })
+            .clone()
+    }
+}

@@ -1,0 +1,75 @@
+//! Token choice on the device against the CPU twins `cpu::ops::argmax` and `cpu::ops::sample`.
+//! Both must pick the same token: the thresholds are found exactly (bisection over keys), and
+//! only the final walk sums in a different order, which matters only when `u` lands within an
+//! ulp of a boundary — the draws below don't.
+
+mod common;
+
+use common::*;
+use hangar_engine::backend::{Backend, DeviceSampling};
+use hangar_engine::cpu::ops;
+use hangar_engine::quant::GgmlType;
+use hangar_kernels::GpuBackend;
+
+#[test]
+fn argmax_matches_reference_per_row_and_prefers_the_first_maximum() {
+    let mut rng = Rng::new(5);
+    let (n, vocab) = (5, 3000);
+    let mut x = rng.vec(n * vocab, 4.0);
+    x[vocab + 17] = 9.0;
+    x[vocab + 2000] = 9.0;
+    x[4 * vocab + vocab - 1] = 10.0;
+    let f = file(vec![T { name: "x".into(), ty: GgmlType::F32, dims: vec![vocab as u64, n as u64], data: bytemuck::cast_slice(&x).to_vec() }]);
+    let want: Vec<u32> = x.chunks(vocab).map(ops::argmax).collect();
+    assert_eq!(want[1], 17);
+    let mut be = GpuBackend::new(gpu());
+    let id = be.load_weight(&f, "x").expect("load");
+    be.begin_step();
+    let a = be.embed(id, &[0, 1, 2, 3, 4]).expect("embed");
+    assert_eq!(be.argmax(a, vocab).expect("argmax"), want);
+}
+
+#[test]
+fn sample_matches_reference_for_temperature_top_k_and_top_p() {
+    let mut rng = Rng::new(9);
+    let vocab = 5000;
+    let x = rng.vec(2 * vocab, 6.0);
+    let f = file(vec![T { name: "x".into(), ty: GgmlType::F32, dims: vec![vocab as u64, 2], data: bytemuck::cast_slice(&x).to_vec() }]);
+    let mut be = GpuBackend::new(gpu());
+    let id = be.load_weight(&f, "x").expect("load");
+    let params = [
+        DeviceSampling { temperature: 0.0, top_k: 0, top_p: 1.0 },
+        DeviceSampling { temperature: 1.0, top_k: 0, top_p: 1.0 },
+        DeviceSampling { temperature: 0.7, top_k: 40, top_p: 1.0 },
+        DeviceSampling { temperature: 0.8, top_k: 0, top_p: 0.9 },
+        DeviceSampling { temperature: 1.3, top_k: 100, top_p: 0.5 },
+        DeviceSampling { temperature: 1.0, top_k: 1, top_p: 1.0 },
+    ];
+    let mut distinct = std::collections::HashSet::new();
+    for p in &params {
+        for &u in &[0.0f32, 0.13, 0.5, 0.77, 0.999] {
+            be.begin_step();
+            let a = be.embed(id, &[0]).expect("embed");
+            let got = be.sample(a, p, u).expect("sample");
+            let want = ops::sample(&x[..vocab], p, u);
+            assert_eq!(got, want, "{p:?} u={u}");
+            distinct.insert(got);
+        }
+    }
+    assert!(distinct.len() > 5, "the draws should reach different tokens");
+}
+
+#[test]
+fn sampling_reads_back_in_one_submission() {
+    let mut rng = Rng::new(2);
+    let vocab = 1000;
+    let x = rng.vec(2 * vocab, 3.0);
+    let f = file(vec![T { name: "x".into(), ty: GgmlType::F32, dims: vec![vocab as u64, 2], data: bytemuck::cast_slice(&x).to_vec() }]);
+    let mut be = GpuBackend::new(gpu());
+    let id = be.load_weight(&f, "x").expect("load");
+    be.begin_step();
+    let before = be.submissions();
+    let a = be.embed(id, &[1]).expect("embed");
+    be.sample(a, &DeviceSampling { temperature: 0.9, top_k: 50, top_p: 0.95 }, 0.4).expect("sample");
+    assert_eq!(be.submissions() - before, 1);
+}
