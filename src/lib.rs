@@ -46,7 +46,8 @@ impl Hangar {
         Self::blocking(move || {
             let mut m = model.lock().map_err(|_| EngineError::InvalidArgument("model lock poisoned".into()))?;
             let tokens = m.tokenizer.encode(&prompt, true, false)?;
-            m.session(n_ctx)?.generate(&tokens, &params, |_, _| true)
+            let out = m.session(n_ctx)?.generate(&tokens, &params, |_, _| true);
+            out
         })
         .await
     }
@@ -57,7 +58,8 @@ impl Hangar {
         Self::blocking(move || {
             let mut m = model.lock().map_err(|_| EngineError::InvalidArgument("model lock poisoned".into()))?;
             let tokens = m.encode_chat(&messages)?;
-            m.session(n_ctx)?.generate(&tokens, &params, |_, _| true)
+            let out = m.session(n_ctx)?.generate(&tokens, &params, |_, _| true);
+            out
         })
         .await
     }

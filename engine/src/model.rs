@@ -51,9 +51,10 @@ impl Model {
                 spec.hparams.n_vocab
             )));
         }
-        let chat = match file.get_str("tokenizer.chat_template") {
-            None => None,
-            Some(t) => Some(ChatTemplate::from_gguf_template(t, &tokenizer)?),
+        let chat = match ChatTemplate::from_gguf(&file) {
+            Ok(t) => Some(t),
+            Err(crate::chat::ChatError::NoTemplate) => None,
+            Err(e) => return Err(e.into()),
         };
         let weights = Weights::load(&spec, &file, backend.as_mut(), progress)?;
         Ok(Model { file, spec, tokenizer, chat, backend, weights })

@@ -192,10 +192,10 @@ impl ModelSpec {
     /// Every tensor the spec reads, each once, in a stable order.
     pub fn tensor_names(&self) -> Vec<&str> {
         let mut out: Vec<&str> = vec![&self.token_embd, &self.output];
-        let mut norm = |n: &'_ NormWeights, out: &mut Vec<&'_ str>| {
+        fn norm<'a>(n: &'a NormWeights, out: &mut Vec<&'a str>) {
             out.push(&n.weight);
             out.extend(n.bias.as_deref());
-        };
+        }
         fn lin<'a>(l: &'a Linear, out: &mut Vec<&'a str>) {
             out.push(&l.weight);
             out.extend(l.bias.as_deref());

@@ -181,7 +181,9 @@ impl Backend for CpuBackend {
     }
 
     fn attention(&mut self, seq: SeqId, layer: usize, pos0: usize, q: Act, k: Act, v: Act, p: &AttnParams) -> Result<Act, BackendError> {
-        let (qm, km, vm) = (self.act(q)?, self.act(k)?, self.act(v)?);
+        // Borrow the activations and the caches as disjoint fields, so no copy is needed.
+        let get = |a: Act| self.acts.get(a.0 as usize).ok_or_else(|| BackendError::BadHandle(format!("{a:?}")));
+        let (qm, km, vm) = (get(q)?, get(k)?, get(v)?);
         let n = qm.rows;
         let cache = self.seqs.get_mut(&seq.0).ok_or_else(|| BackendError::BadHandle(format!("{seq:?}")))?;
         let kv_dim = cache.kv_dim;
