@@ -15,6 +15,7 @@ pub mod perplexity;
 pub mod quant;
 pub mod sampling;
 pub mod spec;
+pub mod threads;
 pub mod tokenizer;
 
 pub use error::EngineError;

@@ -1,7 +1,5 @@
 //! Causal GQA attention over an f32 KV cache, with sliding window and logit soft-capping.
 
-use rayon::prelude::*;
-
 use crate::backend::AttnParams;
 
 /// One sequence's cache: per layer, `n_ctx` rows of `kv_dim` for k and for v.
@@ -30,7 +28,9 @@ pub fn attend(q: &[f32], n: usize, pos0: usize, k: &[f32], v: &[f32], kv_dim: us
     let hd = p.head_dim;
     let group = p.n_head / p.n_head_kv;
     let mut out = vec![0.0f32; n * p.n_head * hd];
-    out.par_chunks_mut(hd).enumerate().for_each_init(Vec::new, |scores, (idx, o)| {
+    crate::threads::Team::global().for_each_chunk_mut(&mut out, hd, |idx, o| {
+        let mut scores = Vec::with_capacity(pos0 + n);
+        let scores = &mut scores;
         let (t, h) = (idx / p.n_head, idx % p.n_head);
         let pos = pos0 + t;
         let start = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));

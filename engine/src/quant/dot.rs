@@ -148,22 +148,46 @@ pub(crate) struct PreparedX<'a> {
     x: &'a [f32],
     isa: Isa,
     sums: Vec<f32>,
+    /// 16-bit activations for the integer kernels, where `ty` has one.
+    #[cfg(target_arch = "x86_64")]
+    levels: Option<super::dot_i16::XI16>,
 }
 
 impl<'a> PreparedX<'a> {
     pub(crate) fn new(ty: GgmlType, x: &'a [f32]) -> PreparedX<'a> {
         let isa = Isa::detected();
+        #[cfg(target_arch = "x86_64")]
+        let levels = (isa == Isa::Avx2 && super::dot_i16::supports(ty))
+            .then(|| super::dot_i16::XI16::new(x))
+            .flatten();
         let presummed = isa == Isa::Avx2 && matches!(ty, GgmlType::Q4_1 | GgmlType::Q4K);
         let sums = if presummed {
             x.chunks_exact(32).map(|c| c.iter().sum()).collect()
         } else {
             Vec::new()
         };
-        PreparedX { ty, x, isa, sums }
+        PreparedX {
+            ty,
+            x,
+            isa,
+            sums,
+            #[cfg(target_arch = "x86_64")]
+            levels,
+        }
     }
 
     /// `row · x`, equal to [`vec_dot`] up to rounding.
     pub(crate) fn dot(&self, row: &[u8]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(levels) = &self.levels {
+            let n_blocks = (row.len() / self.ty.type_size()).min(levels.scales.len());
+            // SAFETY: `levels` is only built when AVX2/FMA/F16C were detected; `n_blocks`
+            // whole blocks fit in `row` and in the prepared activations (and in `sums`, which
+            // Q4_1 fills with one entry per block).
+            if let Some(v) = unsafe { super::dot_i16::dot(self.ty, row, levels, &self.sums, n_blocks) } {
+                return v;
+            }
+        }
         #[cfg(target_arch = "x86_64")]
         if !self.sums.is_empty() {
             let ty = self.ty;

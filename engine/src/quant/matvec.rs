@@ -1,7 +1,7 @@
 //! Row-parallel products of a packed weight matrix (`n_rows` rows of `k` elements, row-major,
 //! as ggml stores `dims = [k, n_rows]`) with f32 activations.
 
-use rayon::prelude::*;
+use crate::threads::Team;
 
 use super::dequant::{dequantize, supports_dequantize};
 use super::dot::{dot_f32_scalar, Isa, PreparedX};
@@ -80,20 +80,19 @@ pub fn matvec(
     }
     let rows = weights.chunks_exact(row_bytes);
     let px = PreparedX::new(ty, x);
-    if weights.len() < SERIAL_BYTES || rayon::current_num_threads() == 1 {
+    if weights.len() < SERIAL_BYTES {
         for (o, row) in out.iter_mut().zip(rows) {
             *o = px.dot(row);
         }
         return Ok(());
     }
     let per_task = rows_per_task(row_bytes);
-    out.par_chunks_mut(per_task)
-        .zip(weights.par_chunks(per_task * row_bytes))
-        .for_each(|(o, w)| {
-            for (o, row) in o.iter_mut().zip(w.chunks_exact(row_bytes)) {
-                *o = px.dot(row);
-            }
-        });
+    Team::global().for_each_chunk_mut(out, per_task, |i, o| {
+        let w = &weights[i * per_task * row_bytes..];
+        for (o, row) in o.iter_mut().zip(w.chunks_exact(row_bytes)) {
+            *o = px.dot(row);
+        }
+    });
     Ok(())
 }
 
@@ -181,16 +180,17 @@ pub fn matmul(
     };
     let tile_rows = MATMUL_TILE_ROWS.min(rows_per_task(row_bytes).max(4));
     let work = weights.len().saturating_mul(n);
-    if work < SERIAL_BYTES || rayon::current_num_threads() == 1 {
+    if work < SERIAL_BYTES {
         weights
             .chunks(tile_rows * row_bytes)
             .zip(out_t.chunks_mut(tile_rows * n))
             .for_each(tile);
     } else {
-        weights
-            .par_chunks(tile_rows * row_bytes)
-            .zip(out_t.par_chunks_mut(tile_rows * n))
-            .for_each(tile);
+        Team::global().for_each_chunk_mut(&mut out_t, tile_rows * n, |i, o| {
+            let start = i * tile_rows * row_bytes;
+            let end = (start + tile_rows * row_bytes).min(weights.len());
+            tile((&weights[start..end], o));
+        });
     }
     for (r, col) in out_t.chunks_exact(n).enumerate() {
         for (i, &v) in col.iter().enumerate() {

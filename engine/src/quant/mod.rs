@@ -6,8 +6,10 @@
 //!   Q4_K, Q5_K, Q6_K (ggml's reference quantizers).
 //! - [`vec_dot`], [`matvec`], [`matmul`]: products of packed weight rows with f32
 //!   activations for the CPU backend, on AVX2+FMA+F16C when the CPU has it (detected once,
-//!   see [`Isa`]) and portable scalar code otherwise. They agree with dequantize-then-f64-dot
-//!   to 1e-6 of `sum |w x|`; activations are never quantized.
+//!   see [`Isa`]) and portable scalar code otherwise. [`vec_dot`] and [`matmul`] agree with
+//!   dequantize-then-f64-dot to 1e-6 of `sum |w x|`. For Q4_0, Q4_1 and Q8_0 on AVX2,
+//!   [`matvec`] (decode) rounds activations to 16 bits per 32 elements first (see
+//!   `dot_i16`), adding at most 2^-16 of each block's largest activation per element.
 //!
 //! Oracle goldens: `scripts/gen_quant_goldens.py` -> `tests/golden/quant/`, checked by
 //! `engine/tests/quant_parity.rs`.
@@ -16,6 +18,8 @@ mod dequant;
 mod dot;
 #[cfg(target_arch = "x86_64")]
 mod dot_avx2;
+#[cfg(target_arch = "x86_64")]
+mod dot_i16;
 mod error;
 mod floats;
 mod kquantize;
