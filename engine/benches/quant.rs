@@ -103,7 +103,7 @@ fn bench_matvec(c: &mut Criterion) {
     let rows = 1536;
     let mut out = vec![0.0f32; rows];
     let mut g = c.benchmark_group("matvec");
-    for ty in HOT {
+    for ty in TYPES {
         let k = if ty.block_size() == 256 { 768 } else { 576 };
         let x = values(k, 2);
         let w = packed(ty, rows * k);
@@ -121,7 +121,7 @@ fn bench_matmul(c: &mut Criterion) {
     let mut out = vec![0.0f32; n * rows];
     let mut g = c.benchmark_group("matmul");
     g.throughput(Throughput::Elements((rows * k * n) as u64));
-    for ty in [GgmlType::Q4K, GgmlType::Q8_0] {
+    for ty in HOT {
         let w = packed(ty, rows * k);
         g.bench_function(BenchmarkId::new(format!("{rows}x{k}x{n}"), ty), |b| {
             b.iter(|| quant::matmul(ty, black_box(&w), rows, &xs, n, &mut out).expect("matmul"))
