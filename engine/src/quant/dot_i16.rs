@@ -99,63 +99,101 @@ unsafe fn nibbles_x_levels(qs: *const u8, x: *const i16) -> __m256i {
     _mm256_add_epi32(_mm256_madd_epi16(lo, x0), _mm256_madd_epi16(hi, x1))
 }
 
-/// Runs `block(i) -> (integer partial sums, scale)` over the blocks with two accumulators,
-/// so consecutive blocks' FMAs don't wait on each other.
+/// Lane `j` of the result is the sum of the eight lanes of `p[j]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn reduce8(p: &[__m256i; 8]) -> __m256i {
+    let h01 = _mm256_hadd_epi32(p[0], p[1]);
+    let h23 = _mm256_hadd_epi32(p[2], p[3]);
+    let h45 = _mm256_hadd_epi32(p[4], p[5]);
+    let h67 = _mm256_hadd_epi32(p[6], p[7]);
+    let h0123 = _mm256_hadd_epi32(h01, h23);
+    let h4567 = _mm256_hadd_epi32(h45, h67);
+    let lo = _mm256_permute2x128_si256::<0x20>(h0123, h4567);
+    let hi = _mm256_permute2x128_si256::<0x31>(h0123, h4567);
+    _mm256_add_epi32(lo, hi)
+}
+
+/// Eight f16 values, at `p`, `p + stride`, ... (one per block), as f32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16x8(p: *const u8, stride: usize) -> __m256 {
+    let h = |j: usize| i16::from_le_bytes([*p.add(j * stride), *p.add(j * stride + 1)]);
+    _mm256_cvtph_ps(_mm_setr_epi16(h(0), h(1), h(2), h(3), h(4), h(5), h(6), h(7)))
+}
+
+/// Sums `scale_i * sum(partial sums of block i)` over the blocks. Whole groups of eight
+/// blocks are reduced together, so the per-block scalar work (f16 scales, horizontal sums)
+/// becomes vector work; the last few blocks of a row go one at a time.
+///
+/// `block(i)` gives block `i`'s eight i32 partial sums; `group(i, sums)` turns the eight
+/// block totals of blocks `i..i + 8` into their f32 contribution vector; `single(i, total)`
+/// does the same for one block.
 macro_rules! accumulate {
-    ($nb:expr, |$i:ident| $block:expr) => {{
-        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut $i = 0;
-        while $i + 1 < $nb {
-            let (p, d) = $block;
-            a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d), a0);
-            $i += 1;
-            let (p, d) = $block;
-            a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d), a1);
-            $i += 1;
+    ($nb:expr, |$i:ident| $block:expr, |$g:ident, $t8:ident| $group:expr, |$k:ident, $t:ident| $single:expr) => {{
+        let mut acc = _mm256_setzero_ps();
+        let mut base = 0;
+        while base + 8 <= $nb {
+            let mut p = [_mm256_setzero_si256(); 8];
+            for (j, pj) in p.iter_mut().enumerate() {
+                let $i = base + j;
+                *pj = $block;
+            }
+            let $t8 = reduce8(&p);
+            let $g = base;
+            acc = _mm256_add_ps(acc, $group);
+            base += 8;
         }
-        if $i < $nb {
-            let (p, d) = $block;
-            a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d), a0);
+        let mut tail = 0.0f32;
+        for $k in base..$nb {
+            let $i = $k;
+            let v = $block;
+            let $t = hsum(_mm256_cvtepi32_ps(v));
+            tail += $single;
         }
-        hsum(_mm256_add_ps(a0, a1))
+        hsum(acc) + tail
     }};
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q4_0(r: *const u8, q: *const i16, s: *const f32, level_sums: *const i32, nb: usize) -> f32 {
     // Levels are stored as 0..16 with an implied -8: subtract 8 * sum(x levels) per block.
-    accumulate!(nb, |i| {
-        let b = r.add(18 * i);
-        let p = nibbles_x_levels(b.add(2), q.add(32 * i));
-        let bias = _mm256_set1_epi32(*level_sums.add(i));
-        // Spread the -8 * sum over the eight lanes as -sum per lane (8 lanes x 1 = 8).
-        (_mm256_sub_epi32(p, bias), f16(b) * *s.add(i))
-    })
+    accumulate!(nb,
+        |i| nibbles_x_levels(r.add(18 * i + 2), q.add(32 * i)),
+        |g, t8| {
+            let biased = _mm256_sub_epi32(t8, _mm256_slli_epi32::<3>(_mm256_loadu_si256(level_sums.add(g) as *const __m256i)));
+            let scale = _mm256_mul_ps(f16x8(r.add(18 * g), 18), _mm256_loadu_ps(s.add(g)));
+            _mm256_mul_ps(_mm256_cvtepi32_ps(biased), scale)
+        },
+        |k, t| (t - 8.0 * *level_sums.add(k) as f32) * f16(r.add(18 * k)) * *s.add(k))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q4_1(r: *const u8, q: *const i16, s: *const f32, sums: *const f32, nb: usize) -> f32 {
-    let mut offsets = 0.0f32;
-    let scaled = accumulate!(nb, |i| {
-        let b = r.add(20 * i);
-        offsets += f16(b.add(2)) * *sums.add(i);
-        (nibbles_x_levels(b.add(4), q.add(32 * i)), f16(b) * *s.add(i))
-    });
-    scaled + offsets
+    accumulate!(nb,
+        |i| nibbles_x_levels(r.add(20 * i + 4), q.add(32 * i)),
+        |g, t8| {
+            let scale = _mm256_mul_ps(f16x8(r.add(20 * g), 20), _mm256_loadu_ps(s.add(g)));
+            let offset = _mm256_mul_ps(f16x8(r.add(20 * g + 2), 20), _mm256_loadu_ps(sums.add(g)));
+            _mm256_fmadd_ps(_mm256_cvtepi32_ps(t8), scale, offset)
+        },
+        |k, t| t * f16(r.add(20 * k)) * *s.add(k) + f16(r.add(20 * k + 2)) * *sums.add(k))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q8_0(r: *const u8, q: *const i16, s: *const f32, nb: usize) -> f32 {
-    accumulate!(nb, |i| {
-        let b = r.add(34 * i);
-        let w = _mm256_loadu_si256(b.add(2) as *const __m256i);
-        let w0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w));
-        let w1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(w));
-        let x0 = _mm256_loadu_si256(q.add(32 * i) as *const __m256i);
-        let x1 = _mm256_loadu_si256(q.add(32 * i + 16) as *const __m256i);
-        let p = _mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1));
-        (p, f16(b) * *s.add(i))
-    })
+    accumulate!(nb,
+        |i| {
+            let b = r.add(34 * i);
+            let w = _mm256_loadu_si256(b.add(2) as *const __m256i);
+            let w0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w));
+            let w1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(w));
+            let x0 = _mm256_loadu_si256(q.add(32 * i) as *const __m256i);
+            let x1 = _mm256_loadu_si256(q.add(32 * i + 16) as *const __m256i);
+            _mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1))
+        },
+        |g, t8| _mm256_mul_ps(_mm256_cvtepi32_ps(t8), _mm256_mul_ps(f16x8(r.add(34 * g), 34), _mm256_loadu_ps(s.add(g)))),
+        |k, t| t * f16(r.add(34 * k)) * *s.add(k))
 }
 
 #[cfg(test)]
