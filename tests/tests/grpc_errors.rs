@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{client, load, request, serial, start, GEMMA, SMOL};
+use common::{client, load, request, serial, start, SECOND, SMOL};
 use hangar_services::server::pb::{self, stream_event::Event, stream_request::Kind, StreamRequest};
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -81,7 +81,7 @@ async fn bad_requests_get_the_right_code_and_a_message_naming_the_problem() {
         Case { what: "generate with a traversal model name", got: r(c.generate(request("../secret", "Hi", 4, 1)).await), code: Code::InvalidArgument, needle: "invalid model name" },
         Case {
             what: "unknown backend",
-            got: r(c.load_model(pb::LoadModelRequest { name: GEMMA.into(), options: Some(pb::LoadOptions { backend: "tpu".into(), ..Default::default() }), ..Default::default() }).await),
+            got: r(c.load_model(pb::LoadModelRequest { name: SECOND.into(), options: Some(pb::LoadOptions { backend: "tpu".into(), ..Default::default() }), ..Default::default() }).await),
             code: Code::InvalidArgument,
             needle: "options.backend",
         },
@@ -114,9 +114,9 @@ async fn bad_requests_get_the_right_code_and_a_message_naming_the_problem() {
         },
         Case { what: "too many logprobs", got: r(c.generate(pb::GenerateRequest { logprobs: Some(pb::LogprobsRequest { top_n: 100 }), ..ok() }).await), code: Code::InvalidArgument, needle: "logprobs.top_n" },
         Case { what: "detokenize an unknown id", got: r(c.detokenize(pb::DetokenizeRequest { model: SMOL.into(), token_ids: vec![1 << 30], skip_special: false }).await), code: Code::InvalidArgument, needle: "token_ids" },
-        Case { what: "model present but not loaded", got: r(c.generate(request(GEMMA, "Hi", 4, 1)).await), code: Code::FailedPrecondition, needle: "LoadModel" },
-        Case { what: "tokenize on a model not loaded", got: r(c.tokenize(pb::TokenizeRequest { model: GEMMA.into(), text: "x".into(), ..Default::default() }).await), code: Code::FailedPrecondition, needle: "not loaded" },
-        Case { what: "unload a model not loaded", got: r(c.unload_model(pb::UnloadModelRequest { name: GEMMA.into(), force: false }).await), code: Code::NotFound, needle: GEMMA },
+        Case { what: "model present but not loaded", got: r(c.generate(request(SECOND, "Hi", 4, 1)).await), code: Code::FailedPrecondition, needle: "LoadModel" },
+        Case { what: "tokenize on a model not loaded", got: r(c.tokenize(pb::TokenizeRequest { model: SECOND.into(), text: "x".into(), ..Default::default() }).await), code: Code::FailedPrecondition, needle: "not loaded" },
+        Case { what: "unload a model not loaded", got: r(c.unload_model(pb::UnloadModelRequest { name: SECOND.into(), force: false }).await), code: Code::NotFound, needle: SECOND },
     ];
 
     // On one Stream: a cancel for an unknown id, a duplicate live request_id, a missing id.

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{client, load, request, serial, start, GEMMA, SMOL};
+use common::{client, load, request, serial, start, SECOND, SMOL};
 use hangar_services::server::pb::{self, stream_event::Event, stream_request::Kind, StreamRequest};
 use tokio_stream::StreamExt;
 
@@ -161,9 +161,9 @@ async fn a_second_model_hot_loads_while_the_first_streams_without_stalling() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     let mut c2 = client(&server).await;
     let t0 = Instant::now();
-    let info = load(&mut c2, GEMMA).await;
+    let info = load(&mut c2, SECOND).await;
     let t1 = Instant::now();
-    assert_eq!(info.architecture, "gemma3");
+    assert_eq!((info.name.as_str(), info.architecture.as_str()), (SECOND, "llama"));
     let (times, done) = reader.await.expect("reader");
     assert_eq!(done.usage.map(|u| u.completion_tokens), Some(160));
     let gaps = |from: Instant, to: Instant| -> Vec<Duration> {
@@ -197,17 +197,17 @@ async fn concurrent_loads_of_one_name_share_one_load_and_health_follows_it() {
     let loads: Vec<_> = (0..3)
         .map(|_| {
             let mut c = pb::inference_client::InferenceClient::new(channel.clone());
-            tokio::spawn(async move { c.load_model(pb::LoadModelRequest { name: GEMMA.into(), ..Default::default() }).await })
+            tokio::spawn(async move { c.load_model(pb::LoadModelRequest { name: SECOND.into(), ..Default::default() }).await })
         })
         .collect();
     // While it loads, the model's health is NOT_SERVING and Generate is refused as not ready.
     let mut saw_loading = false;
     for _ in 0..200 {
-        match health.check(check(GEMMA)).await {
+        match health.check(check(SECOND)).await {
             Ok(r) if r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::NotServing as i32 => {
                 saw_loading = true;
                 let mut c = pb::inference_client::InferenceClient::new(channel.clone());
-                let err = c.generate(request(GEMMA, "x", 1, 0)).await.expect_err("not ready");
+                let err = c.generate(request(SECOND, "x", 1, 0)).await.expect_err("not ready");
                 assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
                 assert!(err.message().contains("loading"), "{}", err.message());
                 break;
@@ -223,7 +223,7 @@ async fn concurrent_loads_of_one_name_share_one_load_and_health_follows_it() {
     }
     // One load served all three callers: they got the very same load's facts.
     assert!(infos.windows(2).all(|w| w[0] == w[1]), "loads were not coalesced");
-    let ready = health.check(check(GEMMA)).await.expect("model health").into_inner();
+    let ready = health.check(check(SECOND)).await.expect("model health").into_inner();
     assert_eq!(ready.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
     server.shutdown().await.expect("shutdown");
 }

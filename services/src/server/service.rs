@@ -107,8 +107,14 @@ impl Core {
         Some(Ok(pb::StreamEvent { request_id: request_id.to_string(), event: Some(event) }))
     }
 
+    /// Counts a finished request and marks its span.
+    pub fn finish(&self, method: &str, code: Code) {
+        self.metrics.request_done(method, code);
+        super::telemetry::record_outcome(&Span::current(), code);
+    }
+
     fn observe<T>(&self, method: &str, r: Result<T, ServiceError>) -> Result<Response<T>, Status> {
-        self.metrics.request_done(method, r.as_ref().map_or_else(|e| e.code(), |_| Code::Ok));
+        self.finish(method, r.as_ref().map_or_else(|e| e.code(), |_| Code::Ok));
         r.map(Response::new).map_err(Status::from)
     }
 }
@@ -243,7 +249,7 @@ impl Inference for InferenceService {
                         break;
                     }
                 }
-                core.metrics.request_done("GenerateStream", code);
+                core.finish("GenerateStream", code);
             }
             .instrument(span),
         );

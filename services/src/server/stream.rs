@@ -66,7 +66,7 @@ pub async fn run(core: Arc<Core>, mut inbound: Streaming<pb::StreamRequest>, out
             None => Err((String::new(), ServiceError::invalid("kind", "set generate or cancel"))),
         };
         if let Err((id, e)) = reply {
-            core.metrics.request_done("Stream", e.code());
+            core.finish("Stream", e.code());
             if out.send(Ok(error_event(&id, &e))).await.is_err() {
                 cancel_all(&live);
                 break;
@@ -129,5 +129,5 @@ async fn forward(core: Arc<Core>, mut g: Started, id: String, out: Out, live: Li
     if let Ok(mut map) = live.lock() {
         map.remove(&id);
     }
-    core.metrics.request_done("Stream", code);
+    core.finish("Stream", code);
 }

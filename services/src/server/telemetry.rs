@@ -87,9 +87,25 @@ impl Extractor for HeaderExtractor<'_> {
 /// parented on the caller's `traceparent` when it sent one.
 pub fn rpc_span(req: &http::Request<()>) -> Span {
     let method = req.uri().path().trim_start_matches('/').to_string();
-    let span = info_span!("rpc", otel.name = %method, otel.kind = "server", rpc.system = "grpc", rpc.method = %method);
+    let span = info_span!(
+        "rpc",
+        otel.name = %method,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.method = %method,
+        rpc.grpc.status_code = tracing::field::Empty,
+    );
     let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
     // Fails only when no OpenTelemetry layer is installed, and then there is nothing to join.
     let _ = span.set_parent(parent);
     span
+}
+
+/// Records an RPC's outcome on its span (the current one, inside a handler).
+pub fn record_outcome(span: &Span, code: tonic::Code) {
+    span.record("rpc.grpc.status_code", code as i32);
+    if code != tonic::Code::Ok {
+        span.record("otel.status_code", "ERROR");
+    }
 }
