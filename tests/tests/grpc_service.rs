@@ -43,6 +43,7 @@ async fn python_client_loads_generates_streams_cancels_and_unloads() {
     let out = common::run_tool("python3", &[script.to_str().expect("utf-8 path"), &server.addr.to_string(), SMOL]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}");
     assert!(out.status.success() && stdout.contains("PYTHON CLIENT OK"), "python client failed:\n{stdout}\n{stderr}");
     server.shutdown().await.expect("shutdown");
 }

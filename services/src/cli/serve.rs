@@ -16,10 +16,14 @@ pub struct Args {
     /// TOML config file (default: ./hangar.toml when it exists).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Load this model at start-up (repeatable; replaces `preload`).
+    #[arg(long)]
+    preload: Vec<String>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let cli = CliOverrides { listen: a.listen, model_dir: a.model_dir };
+    let preload = (!a.preload.is_empty()).then_some(a.preload);
+    let cli = CliOverrides { listen: a.listen, model_dir: a.model_dir, preload };
     let config = Config::load(a.config.as_deref(), &cli)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the Tokio runtime")?;
     rt.block_on(async move {

@@ -157,6 +157,8 @@ pub struct CliOverrides {
     pub listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preload: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -233,18 +235,45 @@ mod tests {
             )?;
             jail.set_env("HANGAR_KEEP_ALIVE_SECS", "7");
             jail.set_env("HANGAR_LIMITS__MAX_TOKENS", "200");
-            let cli = CliOverrides { listen: Some("127.0.0.1:9".into()), model_dir: None };
+            let cli = CliOverrides { listen: Some("127.0.0.1:9".into()), model_dir: None, preload: Some(vec!["m".into()]) };
             let c = Config::load(Some(Path::new("custom.toml")), &cli).map_err(|e| e.to_string())?;
             assert_eq!(c.listen, "127.0.0.1:9", "CLI beats file");
             assert_eq!(c.model_dir, PathBuf::from("/from/file"), "file beats default");
             assert_eq!(c.keep_alive_secs, 7, "env beats file");
             assert_eq!(c.limits.max_tokens, 200);
+            assert_eq!(c.preload, vec!["m".to_string()]);
             assert_eq!(c.limits.max_queue_per_model, Limits::default().max_queue_per_model);
             assert_eq!(c.models["tiny"].path.as_deref(), Some("t.gguf"));
             let o = c.options_for("tiny", &ModelOptions { context_length: 64, ..Default::default() });
             assert_eq!((o.backend.as_str(), o.context_length, o.kv_cache.as_str()), ("gpu", 64, "f32"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_readme_documents_every_config_key() {
+        fn keys(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+            match v.as_object() {
+                Some(map) if !map.is_empty() => {
+                    for (k, v) in map {
+                        keys(&format!("{prefix}{k}."), v, out);
+                    }
+                }
+                _ => out.push(prefix.trim_end_matches('.').to_string()),
+            }
+        }
+        let mut all = Vec::new();
+        keys("", &serde_json::to_value(Config::default()).expect("serializes"), &mut all);
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README.md");
+        let table: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `")).collect();
+        let missing: Vec<&String> = all
+            .iter()
+            .filter(|k| {
+                let last = k.rsplit('.').next().unwrap_or(k);
+                !table.iter().any(|row| row.contains(&format!("`{k}`")) || (row.contains(&format!("`{}", k.split('.').next().unwrap_or(k))) && row.contains(last)))
+            })
+            .collect();
+        assert!(all.len() > 20 && missing.is_empty(), "README lacks config keys {missing:?}");
     }
 
     #[test]
