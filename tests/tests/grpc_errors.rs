@@ -62,7 +62,7 @@ fn gen_msg(req: pb::GenerateRequest, id: &str) -> StreamRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_the_right_code_and_a_message_naming_the_problem() {
-    let _g = serial();
+    let _g = serial().await;
     let server = start(|c| c.limits.max_tokens = 1024).await;
     let mut c = client(&server).await;
     load(&mut c, SMOL).await;

@@ -37,7 +37,7 @@ async fn collect_stream(c: &mut pb::inference_client::InferenceClient<tonic::tra
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_loads_generates_streams_cancels_and_unloads() {
-    let _g = serial();
+    let _g = serial().await;
     let server = start(|_| {}).await;
     let script = common::repo_path("tests/python/client_e2e.py");
     let out = common::run_tool("python3", &[script.to_str().expect("utf-8 path"), &server.addr.to_string(), SMOL]).await;
@@ -50,7 +50,7 @@ async fn python_client_loads_generates_streams_cancels_and_unloads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_lists_describes_and_calls_the_service_via_reflection() {
-    let _g = serial();
+    let _g = serial().await;
     let server = start(|_| {}).await;
     let addr = server.addr.to_string();
     let run = |args: Vec<String>| async move {
@@ -86,7 +86,7 @@ async fn grpcurl_lists_describes_and_calls_the_service_via_reflection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_text_equals_unary_text_for_the_same_seed() {
-    let _g = serial();
+    let _g = serial().await;
     let server = start(|_| {}).await;
     let mut c = client(&server).await;
     load(&mut c, SMOL).await;
@@ -116,7 +116,7 @@ async fn streamed_text_equals_unary_text_for_the_same_seed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logprobs_describe_the_chosen_tokens() {
-    let _g = serial();
+    let _g = serial().await;
     let server = start(|_| {}).await;
     let mut c = client(&server).await;
     load(&mut c, SMOL).await;
@@ -151,7 +151,7 @@ async fn timed_deltas(mut s: tonic::Streaming<pb::StreamEvent>) -> (Vec<Instant>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_model_hot_loads_while_the_first_streams_without_stalling() {
-    let _g = serial();
+    let _g = serial().await;
     let server = start(|_| {}).await;
     let mut c = client(&server).await;
     load(&mut c, SMOL).await;
@@ -188,7 +188,7 @@ async fn a_second_model_hot_loads_while_the_first_streams_without_stalling() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_loads_of_one_name_share_one_load_and_health_follows_it() {
-    let _g = serial();
+    let _g = serial().await;
     let server = start(|_| {}).await;
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr)).expect("uri").connect().await.expect("connect");
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
@@ -231,7 +231,7 @@ async fn concurrent_loads_of_one_name_share_one_load_and_health_follows_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnects_time_limits_and_forced_unloads_stop_generation() {
-    let _g = serial();
+    let _g = serial().await;
     let server = start(|_| {}).await;
     let mut c = client(&server).await;
     load(&mut c, SMOL).await;
@@ -281,7 +281,7 @@ async fn disconnects_time_limits_and_forced_unloads_stop_generation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_unloads_idle_models_and_auto_load_brings_them_back() {
-    let _g = serial();
+    let _g = serial().await;
     let server = start(|c| {
         c.keep_alive_secs = 1;
         c.auto_load = true;
@@ -310,7 +310,7 @@ async fn keep_alive_unloads_idle_models_and_auto_load_brings_them_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bidirectional_stream_multiplexes_requests_and_cancels_one() {
-    let _g = serial();
+    let _g = serial().await;
     let server = start(|_| {}).await;
     let mut c = client(&server).await;
     load(&mut c, SMOL).await;

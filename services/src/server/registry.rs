@@ -124,36 +124,34 @@ impl Registry {
         request: &ModelOptions,
     ) -> Result<Arc<LoadedModel>, ServiceError> {
         validate_name(name)?;
-        let mut rx = loop {
-            let file = self.resolve(name, path)?;
-            // Counted before taking the entry: iterating while holding a shard lock deadlocks.
-            let live = self.slots.iter().filter(|s| !matches!(s.value(), Slot::Failed(_))).count();
-            match self.slots.entry(name.to_string()) {
-                Entry::Occupied(mut e) => match e.get() {
-                    Slot::Ready(m) => return Ok(m.clone()),
-                    Slot::Loading(rx) => break rx.clone(),
-                    Slot::Unloading(_) => return Err(ServiceError::Draining { name: name.to_string() }),
-                    Slot::Failed(_) => {
-                        let options = self.check_options(name, request)?;
-                        let (tx, rx) = watch::channel(None);
-                        e.insert(Slot::Loading(rx.clone()));
-                        self.start_load(name, file, options, tx);
-                        break rx;
-                    }
-                },
-                Entry::Vacant(e) => {
+        let file = self.resolve(name, path)?;
+        // Counted before taking the entry: iterating while holding a shard lock deadlocks.
+        let live = self.slots.iter().filter(|s| !matches!(s.value(), Slot::Failed(_))).count();
+        let mut rx = match self.slots.entry(name.to_string()) {
+            Entry::Occupied(mut e) => match e.get() {
+                Slot::Ready(m) => return Ok(m.clone()),
+                Slot::Loading(rx) => rx.clone(),
+                Slot::Unloading(_) => return Err(ServiceError::Draining { name: name.to_string() }),
+                Slot::Failed(_) => {
                     let options = self.check_options(name, request)?;
-                    if live >= self.config.limits.max_loaded_models {
-                        return Err(ServiceError::Exhausted {
-                            what: "loaded models (limits.max_loaded_models)",
-                            limit: self.config.limits.max_loaded_models,
-                        });
-                    }
                     let (tx, rx) = watch::channel(None);
                     e.insert(Slot::Loading(rx.clone()));
                     self.start_load(name, file, options, tx);
-                    break rx;
+                    rx
                 }
+            },
+            Entry::Vacant(e) => {
+                let options = self.check_options(name, request)?;
+                if live >= self.config.limits.max_loaded_models {
+                    return Err(ServiceError::Exhausted {
+                        what: "loaded models (limits.max_loaded_models)",
+                        limit: self.config.limits.max_loaded_models,
+                    });
+                }
+                let (tx, rx) = watch::channel(None);
+                e.insert(Slot::Loading(rx.clone()));
+                self.start_load(name, file, options, tx);
+                rx
             }
         };
         let done = rx
@@ -276,7 +274,10 @@ impl Registry {
         self.health.set_service_status(name, ServingStatus::NotServing).await;
         let cancelled = if force {
             let n = model.in_flight();
-            model.with_worker(|w| Ok(w.abort_all()))?;
+            model.with_worker(|w| {
+                w.abort_all();
+                Ok(())
+            })?;
             n
         } else {
             0
