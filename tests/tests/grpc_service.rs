@@ -348,3 +348,40 @@ async fn bidirectional_stream_multiplexes_requests_and_cancels_one() {
     assert!(b.usage.map_or(0, |u| u.completion_tokens) < 400);
     server.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_from_config_serves_encrypted_calls_and_refuses_plaintext() {
+    let _g = serial().await;
+    let tmp = std::env::temp_dir().join(format!("hangar-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).expect("tmp dir");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("self-signed cert");
+    let (cert, key) = (tmp.join("cert.pem"), tmp.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).expect("cert");
+    std::fs::write(&key, ck.signing_key.serialize_pem()).expect("key");
+    let server = start(|c| {
+        c.tls.cert = cert.display().to_string();
+        c.tls.key = key.display().to_string();
+    })
+    .await;
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ck.cert.pem()))
+        .domain_name("localhost");
+    let channel = tonic::transport::Channel::from_shared(format!("https://{}", server.addr))
+        .expect("uri")
+        .tls_config(tls)
+        .expect("tls config")
+        .connect()
+        .await
+        .expect("TLS connect");
+    let mut secure = pb::inference_client::InferenceClient::new(channel);
+    let listed = secure.list_models(pb::ListModelsRequest {}).await.expect("ListModels over TLS").into_inner();
+    assert!(listed.models.iter().any(|m| m.name == SMOL));
+    let plain = async {
+        let mut c = pb::inference_client::InferenceClient::connect(format!("http://{}", server.addr)).await?;
+        c.list_models(pb::ListModelsRequest {}).await.map_err(Box::<dyn std::error::Error + Send + Sync>::from)?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    };
+    assert!(tokio::time::timeout(Duration::from_secs(10), plain).await.map_or(true, |r| r.is_err()), "plaintext was served");
+    server.shutdown().await.expect("shutdown");
+    let _ = std::fs::remove_dir_all(&tmp);
+}
