@@ -6,6 +6,7 @@ use std::time::Instant;
 use crate::backend::SeqId;
 use crate::error::EngineError;
 use crate::graph::{forward, Logits};
+use crate::logprobs::{log_normaliser, top_alternatives, TokenLogprobs};
 use crate::model::Model;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::StreamDecoder;
@@ -22,6 +23,9 @@ pub struct GenerateParams {
     pub min_tokens: usize,
     /// Prompt tokens per forward pass during prefill.
     pub prefill_chunk: usize,
+    /// Report each generated token's log-probability and this many top alternatives
+    /// (`Some(0)`: the chosen token only). `None` computes nothing.
+    pub logprobs: Option<usize>,
 }
 
 impl Default for GenerateParams {
@@ -33,6 +37,7 @@ impl Default for GenerateParams {
             stop_token_ids: Vec::new(),
             min_tokens: 0,
             prefill_chunk: 256,
+            logprobs: None,
         }
     }
 }
@@ -84,6 +89,20 @@ pub struct GenerateOutput {
     pub stop_reason: StopReason,
     pub seed: u64,
     pub timings: Timings,
+    /// The stop string that ended generation (cut from `text`), when one did.
+    pub matched_stop: Option<String>,
+    /// One entry per generated token when `GenerateParams::logprobs` asked for them.
+    pub logprobs: Vec<TokenLogprobs>,
+}
+
+/// What [`Session::generate_steps`] reports after each sampled token.
+pub struct Step<'a> {
+    /// Text that became safe to show (may be empty while a stop string is pending).
+    pub text: &'a str,
+    /// The sampled token; `None` for the final flush of held-back text.
+    pub token: Option<u32>,
+    /// The token's log-probabilities, when asked for.
+    pub logprobs: Option<&'a TokenLogprobs>,
 }
 
 pub struct Session<'m> {
@@ -157,6 +176,24 @@ impl<'m> Session<'m> {
         params: &GenerateParams,
         mut on_text: impl FnMut(&str, u32) -> bool,
     ) -> Result<GenerateOutput, EngineError> {
+        let mut last = 0;
+        self.generate_steps(prompt, params, |step| {
+            last = step.token.unwrap_or(last);
+            on_text(step.text, last)
+        })
+    }
+
+    /// [`Session::generate`] with the full [`Step`] per token: whether it is the final flush,
+    /// and its log-probabilities. Returning `false` cancels, checked once per decode step.
+    pub fn generate_steps(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        mut on_step: impl FnMut(Step<'_>) -> bool,
+    ) -> Result<GenerateOutput, EngineError> {
+        let mut on_text = |text: &str, tok: Option<u32>, lp: Option<&TokenLogprobs>| on_step(Step { text, token: tok, logprobs: lp });
+        let mut logprobs = Vec::new();
+        let mut matched_stop = None;
         let mut sampler = Sampler::new(params.sampling.clone());
         let mut timings = Timings { prompt_tokens: prompt.len(), ..Timings::default() };
         let t0 = Instant::now();
@@ -172,9 +209,20 @@ impl<'m> Session<'m> {
             if tokens.len() >= params.max_tokens {
                 break StopReason::Length;
             }
+            // Log-probabilities describe the raw distribution, so they are taken before the
+            // sampler biases, penalises and truncates the logits in place.
+            let raw = params.logprobs.map(|n| {
+                let norm = log_normaliser(&logits);
+                (norm, top_alternatives(&logits, norm, n), logits.clone())
+            });
             let history = &self.history;
             let tok = sampler.sample(&mut logits, history);
             tokens.push(tok);
+            if let Some((norm, top, raw)) = raw {
+                let logprob = raw.get(tok as usize).map_or(f32::NEG_INFINITY, |&l| (l as f64 - norm) as f32);
+                logprobs.push(TokenLogprobs { token: tok, logprob, top });
+            }
+            let lp = logprobs.last().filter(|_| params.logprobs.is_some());
             let is_eog = self.model.tokenizer.is_eog(tok);
             if is_eog && tokens.len() > params.min_tokens {
                 break StopReason::Eos;
@@ -183,16 +231,17 @@ impl<'m> Session<'m> {
                 break StopReason::Stop;
             }
             text.push_str(&decoder.push(tok));
-            if let Some(cut) = find_stop(&text, &params.stop, shown) {
+            if let Some((cut, stop)) = find_stop(&text, &params.stop, shown) {
+                matched_stop = Some(stop.to_string());
                 text.truncate(cut);
-                if cut > shown && !on_text(&text[shown..], tok) {
+                if cut > shown && !on_text(&text[shown..], Some(tok), lp) {
                     break StopReason::Cancelled;
                 }
                 shown = text.len();
                 break StopReason::Stop;
             }
             let safe = safe_prefix_len(&text, &params.stop);
-            if !on_text(&text[shown..safe.max(shown)], tok) {
+            if !on_text(&text[shown..safe.max(shown)], Some(tok), lp) {
                 break StopReason::Cancelled;
             }
             shown = safe.max(shown);
@@ -204,27 +253,27 @@ impl<'m> Session<'m> {
         if !matches!(stop_reason, StopReason::Stop | StopReason::Cancelled) {
             text.push_str(&decoder.flush());
             if text.len() > shown {
-                on_text(&text[shown..], *tokens.last().unwrap_or(&0));
+                on_text(&text[shown..], None, None);
             }
         }
         timings.generated_tokens = tokens.len();
         timings.decode_ms = t1.elapsed().as_secs_f64() * 1e3;
-        Ok(GenerateOutput { tokens, text, stop_reason, seed: sampler.seed(), timings })
+        Ok(GenerateOutput { tokens, text, stop_reason, seed: sampler.seed(), timings, matched_stop, logprobs })
     }
 }
 
 /// Byte offset where the earliest stop string starts, searching only where a new match can
 /// begin (a match must end in text not yet shown).
-fn find_stop(text: &str, stops: &[String], shown: usize) -> Option<usize> {
+fn find_stop<'s>(text: &str, stops: &'s [String], shown: usize) -> Option<(usize, &'s str)> {
     stops
         .iter()
         .filter(|s| !s.is_empty())
         .filter_map(|s| {
             let from = shown.saturating_sub(s.len() - 1);
             let from = (0..=from).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
-            text[from..].find(s.as_str()).map(|i| from + i)
+            text[from..].find(s.as_str()).map(|i| (from + i, s.as_str()))
         })
-        .min()
+        .min_by_key(|&(at, _)| at)
 }
 
 /// Length of the prefix of `text` that cannot be the start of a stop string: the tail that is
@@ -252,14 +301,14 @@ mod tests {
         assert_eq!(safe_prefix_len("hello </", &stops), 6);
         assert_eq!(safe_prefix_len("hello ST", &stops), 6);
         assert_eq!(safe_prefix_len("hello", &stops), 5);
-        assert_eq!(find_stop("a STOP b", &stops, 0), Some(2));
+        assert_eq!(find_stop("a STOP b", &stops, 0), Some((2, "STOP")));
         assert_eq!(find_stop("a ST", &stops, 0), None);
     }
 
     #[test]
     fn stop_search_finds_matches_straddling_shown_text() {
         let stops = vec!["abc".to_string()];
-        assert_eq!(find_stop("xxabc", &stops, 3), Some(2));
-        assert_eq!(find_stop("é abc", &stops, 4), Some(3));
+        assert_eq!(find_stop("xxabc", &stops, 3), Some((2, "abc")));
+        assert_eq!(find_stop("é abc", &stops, 4), Some((3, "abc")));
     }
 }

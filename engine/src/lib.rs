@@ -10,6 +10,7 @@ pub mod family;
 pub mod generate;
 pub mod gguf;
 pub mod graph;
+pub mod logprobs;
 pub mod model;
 pub mod perplexity;
 pub mod quant;

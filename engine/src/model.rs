@@ -75,14 +75,27 @@ impl Model {
     /// Renders `messages` with the chat template (generation prompt appended) and tokenizes
     /// the result with special tokens parsed, as llama.cpp's server does.
     pub fn encode_chat(&self, messages: &[crate::chat::ChatMessage]) -> Result<Vec<u32>, EngineError> {
-        let chat = self.chat.as_ref().ok_or(crate::chat::ChatError::NoTemplate)?;
-        let text = chat.render(messages, true)?;
-        // Templates that emit the BOS text themselves must not get a second BOS.
-        let bos_in_text = self
-            .tokenizer
-            .bos()
-            .and_then(|b| self.tokenizer.token_bytes(b))
-            .is_some_and(|b| !b.is_empty() && text.as_bytes().starts_with(b));
-        Ok(self.tokenizer.encode(&text, !bos_in_text, true)?)
+        encode_chat(&self.tokenizer, self.chat.as_ref(), messages)
     }
+}
+
+/// [`Model::encode_chat`] for callers that hold a tokenizer and template apart from a model
+/// (a server tokenizes requests while the model itself is busy generating).
+pub fn encode_chat(
+    tokenizer: &Tokenizer,
+    chat: Option<&ChatTemplate>,
+    messages: &[crate::chat::ChatMessage],
+) -> Result<Vec<u32>, EngineError> {
+    let chat = chat.ok_or(crate::chat::ChatError::NoTemplate)?;
+    encode_rendered(tokenizer, &chat.render(messages, true)?)
+}
+
+/// Tokenizes a rendered chat prompt: special tokens parsed, and BOS added unless the template
+/// already wrote it (a second BOS degrades the output).
+pub fn encode_rendered(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>, EngineError> {
+    let bos_in_text = tokenizer
+        .bos()
+        .and_then(|b| tokenizer.token_bytes(b))
+        .is_some_and(|b| !b.is_empty() && text.as_bytes().starts_with(b));
+    Ok(tokenizer.encode(text, !bos_in_text, true)?)
 }

@@ -6,6 +6,7 @@ mod inspect;
 mod load;
 mod perplexity;
 mod quantize;
+mod serve;
 mod tokenize;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,8 @@ enum Command {
     Quantize(quantize::Args),
     /// Prompt-processing and decode speed (like llama-bench's pp/tg).
     Bench(bench::Args),
+    /// Serve models over gRPC (hangar.v1.Inference).
+    Serve(serve::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -41,5 +44,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Quantize(a) => quantize::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Serve(a) => serve::run(a),
+    }
+}
+
+impl Cli {
+    /// `serve` installs its own subscriber (with OpenTelemetry export).
+    pub fn installs_own_tracing(&self) -> bool {
+        matches!(self.cmd, Command::Serve(_))
     }
 }

@@ -1,0 +1,245 @@
+//! Per-model execution: one thread owns the `Model` and serves its queue one generation at a
+//! time. Cancellation (a `Cancel`, a client that went away, a forced unload, a time limit) is
+//! checked after every decode step, and each generation's KV sequence is freed when it ends.
+//!
+//! The rest of the server sees only [`Worker`]: `submit` a [`GenJob`], read [`GenEvent`]s from
+//! its channel. A batching scheduler can replace the insides without touching callers.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hangar_engine::generate::{GenerateParams, StopReason};
+use hangar_engine::logprobs::TokenLogprobs;
+use hangar_engine::Model;
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{info_span, Span};
+
+use super::error::ServiceError;
+
+/// Shared cancel flag of one request.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One generation to run.
+pub struct GenJob {
+    pub prompt: Vec<u32>,
+    pub params: GenerateParams,
+    /// Append the matched stop string to the text.
+    pub include_stop_string: bool,
+    /// Wall-clock budget from `received`.
+    pub time_limit: Option<Duration>,
+    pub received: Instant,
+    pub cancel: CancelToken,
+    pub events: UnboundedSender<GenEvent>,
+    /// The RPC's span; prefill and decode spans become its children.
+    pub span: Span,
+}
+
+/// Why a generation ended, as the service reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    Eos,
+    Length,
+    StopSequence,
+    Cancelled,
+    TimeLimit,
+}
+
+/// The end of a generation.
+#[derive(Clone, Debug)]
+pub struct Finished {
+    pub finish: Finish,
+    pub seed: u64,
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub logprobs: Vec<TokenLogprobs>,
+    pub prompt_tokens: usize,
+    pub queue_ms: f64,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+}
+
+/// What a job reports, in order: deltas, then exactly one `Done` or `Failed`.
+#[derive(Clone, Debug)]
+pub enum GenEvent {
+    /// Text that became final (never a split UTF-8 character) and the tokens behind it.
+    Delta { text: String, tokens: Vec<u32>, logprobs: Vec<TokenLogprobs> },
+    Done(Box<Finished>),
+    Failed(ServiceError),
+}
+
+/// Counters the worker and its handle share.
+#[derive(Default)]
+struct Shared {
+    /// Jobs submitted and not finished (queued plus running).
+    in_flight: AtomicUsize,
+    /// Every job, queued or running, is cancelled while this is set (forced unload).
+    abort_all: AtomicBool,
+}
+
+/// Handle to a model's worker thread. Dropping the last handle lets the thread finish its queue
+/// and exit, which frees the model.
+pub struct Worker {
+    tx: Option<SyncSender<GenJob>>,
+    max_queue: usize,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts the thread that owns `model`, with room for `max_queue` waiting jobs.
+    pub fn spawn(name: &str, model: Model, n_ctx: usize, max_queue: usize) -> std::io::Result<Worker> {
+        let (tx, rx) = sync_channel(max_queue);
+        let shared = Arc::new(Shared::default());
+        let s = shared.clone();
+        let thread = std::thread::Builder::new().name(format!("model-{name}")).spawn(move || serve(model, n_ctx, rx, s))?;
+        Ok(Worker { tx: Some(tx), max_queue, shared, thread: Some(thread) })
+    }
+
+    /// Queues `job`, or refuses it when the queue is full.
+    pub fn submit(&self, job: GenJob) -> Result<(), ServiceError> {
+        let tx = self.tx.as_ref().ok_or_else(|| ServiceError::Internal("worker stopped".into()))?;
+        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        match tx.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                Err(match e {
+                    TrySendError::Full(_) => ServiceError::Exhausted { what: "per-model queue (limits.max_queue_per_model)", limit: self.max_queue },
+                    TrySendError::Disconnected(_) => ServiceError::Internal("worker stopped".into()),
+                })
+            }
+        }
+    }
+
+    /// Jobs queued or running.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Cancels every queued and running job (each still gets its `Done(Cancelled)`).
+    pub fn abort_all(&self) {
+        self.shared.abort_all.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops taking jobs and waits for the thread to finish its queue and free the model.
+    /// Blocks: call from a blocking context.
+    pub fn shutdown(mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("a model worker thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Without an explicit shutdown the thread still exits once its queue drains.
+        self.tx.take();
+    }
+}
+
+fn serve(mut model: Model, n_ctx: usize, rx: Receiver<GenJob>, shared: Arc<Shared>) {
+    while let Ok(job) = rx.recv() {
+        let events = job.events.clone();
+        let outcome = run(&mut model, n_ctx, job, &shared);
+        let _ = events.send(match outcome {
+            Ok(done) => GenEvent::Done(Box::new(done)),
+            Err(e) => GenEvent::Failed(e),
+        });
+        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn run(model: &mut Model, n_ctx: usize, job: GenJob, shared: &Shared) -> Result<Finished, ServiceError> {
+    let queue_ms = job.received.elapsed().as_secs_f64() * 1e3;
+    let deadline = job.time_limit.map(|d| job.received + d);
+    let stopped = |job: &GenJob| job.cancel.is_cancelled() || shared.abort_all.load(Ordering::Relaxed) || job.events.is_closed();
+    let mut finished = Finished {
+        finish: Finish::Cancelled,
+        seed: job.params.sampling.seed.unwrap_or(0),
+        text: String::new(),
+        tokens: Vec::new(),
+        logprobs: Vec::new(),
+        prompt_tokens: job.prompt.len(),
+        queue_ms,
+        prefill_ms: 0.0,
+        decode_ms: 0.0,
+    };
+    if stopped(&job) {
+        return Ok(finished);
+    }
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        finished.finish = Finish::TimeLimit;
+        return Ok(finished);
+    }
+
+    let prefill = info_span!(parent: &job.span, "prefill", prompt_tokens = job.prompt.len());
+    let mut prefill_guard = Some(prefill.entered());
+    let decode = info_span!(parent: &job.span, "decode", generated_tokens = tracing::field::Empty, tokens_per_s = tracing::field::Empty);
+    let mut decode_guard = None;
+    let mut timed_out = false;
+    let mut session = model.session(n_ctx)?;
+    let out = session.generate_steps(&job.prompt, &job.params, |step| {
+        if let Some(g) = prefill_guard.take() {
+            drop(g);
+            decode_guard = Some(decode.clone().entered());
+        }
+        if !step.text.is_empty() || step.token.is_some() {
+            let _ = job.events.send(GenEvent::Delta {
+                text: step.text.to_string(),
+                tokens: step.token.into_iter().collect(),
+                logprobs: step.logprobs.cloned().into_iter().collect(),
+            });
+        }
+        if stopped(&job) {
+            return false;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            timed_out = true;
+            return false;
+        }
+        true
+    });
+    drop(prefill_guard);
+    drop(session); // frees this request's KV sequence now, not when the next job starts
+    let mut out = out?;
+    decode.record("generated_tokens", out.timings.generated_tokens);
+    decode.record("tokens_per_s", out.timings.decode_tok_s());
+    drop(decode_guard);
+
+    finished.finish = match out.stop_reason {
+        StopReason::Eos => Finish::Eos,
+        StopReason::Length => Finish::Length,
+        StopReason::Stop => Finish::StopSequence,
+        StopReason::Cancelled if timed_out => Finish::TimeLimit,
+        StopReason::Cancelled => Finish::Cancelled,
+    };
+    if job.include_stop_string {
+        if let Some(stop) = out.matched_stop.take() {
+            let _ = job.events.send(GenEvent::Delta { text: stop.clone(), tokens: Vec::new(), logprobs: Vec::new() });
+            out.text.push_str(&stop);
+        }
+    }
+    finished.seed = out.seed;
+    finished.text = out.text;
+    finished.tokens = out.tokens;
+    finished.logprobs = out.logprobs;
+    finished.prefill_ms = out.timings.prefill_ms;
+    finished.decode_ms = out.timings.decode_ms;
+    Ok(finished)
+}
