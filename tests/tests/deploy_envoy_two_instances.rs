@@ -15,13 +15,13 @@
 
 mod tools;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tools::{free_port, http_get, repo_path, run, scratch_dir, wait_for, Daemon};
+use tools::{free_port, hangar_bin, health_serving, http_get, repo_path, run, scratch_dir, wait_for, Daemon};
 
 /// The small llama-family model every name below loads (each name is a separate model in the
 /// server's registry); the names are the shipped envoy.yaml's routes.
@@ -31,16 +31,6 @@ const ONLY_SECOND: &str = "qwen2.5-coder";
 const SHARED: &str = "gemma-3";
 const SHIPPED_REPLICAS: &str =
     "              - endpoint: {address: {socket_address: {address: hangar.hangar.svc.cluster.local, port_value: 50051}}}\n";
-
-/// `hangar` with the `serve` subcommand: $HANGAR_BIN, else the one cargo built beside this test.
-fn hangar_bin() -> PathBuf {
-    let bin = std::env::var_os("HANGAR_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        let exe = std::env::current_exe().expect("test path");
-        exe.parent().and_then(Path::parent).expect("target dir").join("hangar")
-    });
-    assert!(bin.is_file(), "no hangar binary at {} (build -p hangar-services or set HANGAR_BIN)", bin.display());
-    bin
-}
 
 struct Instance {
     daemon: Daemon,
@@ -72,11 +62,9 @@ impl Instance {
     /// Waits until the server reports `model` SERVING on grpc.health.v1.
     fn wait_serving(&mut self, model: &str) {
         let addr = format!("127.0.0.1:{}", self.grpc);
-        let req = format!("{{\"service\":\"{model}\"}}");
         wait_for(&format!("{} to serve {model}", self.daemon.name), Duration::from_secs(180), || {
             self.daemon.assert_running();
-            let r = run("grpcurl", &["-plaintext", "-d", &req, &addr, "grpc.health.v1.Health/Check"], None, Duration::from_secs(20));
-            (r.status.success() && r.stdout.contains("\"SERVING\"")).then_some(())
+            health_serving(&addr, model).then_some(())
         });
     }
 

@@ -203,3 +203,20 @@ pub fn rendered<'a>(all: &'a str, file: &str) -> &'a str {
     let rest = &all[start..];
     &rest[..rest.find("\n---").unwrap_or(rest.len())]
 }
+
+/// `hangar` with the `serve` subcommand: $HANGAR_BIN, else the one cargo built beside this test.
+pub fn hangar_bin() -> PathBuf {
+    let bin = std::env::var_os("HANGAR_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        let exe = std::env::current_exe().expect("test path");
+        exe.parent().and_then(Path::parent).expect("target dir").join("hangar")
+    });
+    assert!(bin.is_file(), "no hangar binary at {} (build -p hangar-services or set HANGAR_BIN)", bin.display());
+    bin
+}
+
+/// Whether grpc.health.v1 at `addr` answers SERVING for `service` ("" is the whole server).
+pub fn health_serving(addr: &str, service: &str) -> bool {
+    let req = format!("{{\"service\":\"{service}\"}}");
+    let r = run("grpcurl", &["-plaintext", "-d", &req, addr, "grpc.health.v1.Health/Check"], None, Duration::from_secs(20));
+    r.status.success() && r.stdout.contains("\"SERVING\"")
+}
