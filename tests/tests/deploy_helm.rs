@@ -115,8 +115,10 @@ fn pods_are_probed_through_grpc_health_and_ready_only_with_their_first_model() {
     let probe = |name: &str| {
         let start = dep.find(&format!("{name}:")).unwrap_or_else(|| panic!("no {name} in:\n{dep}"));
         let block = &dep[start..];
-        let end = block[1..].find("Probe:").map(|i| i + 1).unwrap_or(block.len()).min(block.find("resources:").unwrap_or(block.len()));
-        block[..end].to_string()
+        let body = block.find('\n').map_or(block.len(), |i| i + 1);
+        let rest = &block[body..];
+        let end = rest.find("Probe:").unwrap_or(rest.len()).min(rest.find("resources:").unwrap_or(rest.len()));
+        block[..body + end].to_string()
     };
     for p in ["startupProbe", "livenessProbe"] {
         let b = probe(p);
