@@ -206,6 +206,7 @@ fn envoy_routes_each_model_to_its_instance_and_round_robins_a_shared_one() {
         proxy.generate(SHARED, 4).unwrap_or_else(|e| panic!("{SHARED} through Envoy: {e}"));
     }
     let (a, b) = (proxy.host_stat(cluster(SHARED), first.grpc, "rq_success"), proxy.host_stat(cluster(SHARED), second.grpc, "rq_success"));
+    eprintln!("{M} requests for {SHARED}: {a} to the first instance, {b} to the second");
     assert_eq!(a + b, M);
     // ROUND_ROBIN over two healthy hosts alternates; allow a little slack for health-check churn.
     assert!(a.abs_diff(b) <= 2, "round-robin was uneven: {a} vs {b}");
@@ -247,9 +248,11 @@ fn killing_an_instance_mid_load_loses_no_request() {
     let second_port = second.lock().unwrap_or_else(|p| p.into_inner()).grpc;
     let on_second = proxy.host_stat(cluster(SHARED), second_port, "rq_success");
     let on_first = proxy.host_stat(cluster(SHARED), first.grpc, "rq_success");
+    let retries = proxy.counter(&format!("cluster.{}.upstream_rq_retry", cluster(SHARED)));
+    eprintln!("served by the survivor: {on_first}, by the killed instance before the kill: {on_second}, Envoy retries: {retries}");
     assert!(on_second >= 1, "the killed instance served nothing before the kill");
     assert!(on_first > on_second, "the survivor ({on_first}) should have taken over after the kill ({on_second} before it)");
     // The kill was felt: Envoy retried at least one request (reset or refused connection).
-    assert!(proxy.counter(&format!("cluster.{}.upstream_rq_retry", cluster(SHARED))) >= 1, "Envoy never retried; the kill did not hit any request");
+    assert!(retries >= 1, "Envoy never retried; the kill did not hit any request");
     assert!(!proxy.healthy(cluster(SHARED), second_port), "Envoy still counts the killed instance healthy");
 }

@@ -173,16 +173,35 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Plain HTTP/1.0 GET on loopback; the body of a 200 answer, None otherwise.
+/// HTTP/1.1 GET on loopback (Envoy's admin refuses HTTP/1.0); the body of a 200 answer, None
+/// otherwise.
 pub fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n")?;
-    (head.starts_with("HTTP/1.") && head.contains(" 200 ")).then(|| body.to_string())
+    if !(head.starts_with("HTTP/1.") && head.contains(" 200 ")) {
+        return None;
+    }
+    let chunked = head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
+    if chunked { dechunk(body) } else { Some(body.to_string()) }
+}
+
+/// Decodes a chunked HTTP/1.1 body.
+fn dechunk(mut body: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n")?;
+        let n = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if n == 0 {
+            return Some(out);
+        }
+        out.push_str(rest.get(..n)?);
+        body = rest.get(n..)?.strip_prefix("\r\n")?;
+    }
 }
 
 /// `helm template` of the chart with `--set`-style arguments; panics on a render error.
