@@ -99,11 +99,23 @@ fn an_existing_claim_or_emptydir_replaces_the_chart_made_claim() {
     assert!(rendered(&out, "deployment.yaml").contains("emptyDir: {}"));
 }
 
+/// `helm template` with `args` must fail, saying `why`.
+#[track_caller]
+fn refused(args: &[&str], why: &str) {
+    let mut all = vec!["template", "hangar", "deploy/helm/hangar"];
+    all.extend_from_slice(args);
+    let r = run("helm", &all, None, Duration::from_secs(60));
+    assert!(!r.status.success(), "helm rendered {args:?}:\n{}", r.both());
+    assert!(r.stderr.contains(why), "{args:?} was refused for another reason than {why:?}:\n{}", r.both());
+}
+
 #[test]
-fn unknown_models_volume_type_is_refused_at_render_time() {
-    let r = run("helm", &["template", "hangar", "deploy/helm/hangar", "--set", "models.type=nfs"], None, Duration::from_secs(60));
-    assert!(!r.status.success(), "models.type=nfs rendered:\n{}", r.both());
-    assert!(r.stderr.contains("models.type must be pvc, hostPath or emptyDir"), "{}", r.both());
+fn values_schema_refuses_typos_and_wrong_types_at_render_time() {
+    refused(&["--set", "models.type=nfs"], "value must be one of 'pvc', 'hostPath', 'emptyDir'");
+    refused(&["--set", "replicas=3"], "additional properties 'replicas' not allowed");
+    // Kubernetes wants label values as strings; --set would pass a boolean.
+    refused(&["--set", "nodeSelector.gpu=true"], "got boolean, want string");
+    refused(&["--set", "preload[0]=../etc/passwd"], "/preload/0");
 }
 
 #[test]
