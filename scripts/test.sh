@@ -17,7 +17,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt_need=()
     command -v promtool >/dev/null || apt_need+=(prometheus)
     python3 -m pip --version >/dev/null 2>&1 || apt_need+=(python3-pip)
-    command -v npm >/dev/null || apt_need+=(npm)
+    command -v helm >/dev/null || command -v npm >/dev/null || apt_need+=(npm)
     if [ ${#apt_need[@]} -gt 0 ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_need[@]}" >/dev/null
     fi
