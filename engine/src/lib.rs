@@ -16,6 +16,7 @@ pub mod quant;
 pub mod sampling;
 pub mod spec;
 pub mod tokenizer;
+pub mod wiring;
 
 pub use error::EngineError;
 pub use generate::{GenerateOutput, GenerateParams, Session, StopReason, Timings};

@@ -1,6 +1,8 @@
 //! Shared helpers for the cross-crate tests: locating test models and golden files, loading a
 //! model on the CPU backend, and a greedy decode loop.
 
+pub mod families;
+
 use std::path::PathBuf;
 
 use hangar_engine::cpu::CpuBackend;
