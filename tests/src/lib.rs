@@ -2,6 +2,7 @@
 //! model on the CPU backend, and a greedy decode loop.
 
 pub mod families;
+pub mod parity;
 
 use std::path::PathBuf;
 
