@@ -90,3 +90,23 @@ pub fn check_fixture(entry: &serde_json::Value, tokens: &[u32], backend: Box<dyn
     }
     report
 }
+
+/// A copy of `src` with metadata `set` (added or replaced) and the tensors in `drop` left out,
+/// for tests of how families read keys and refuse malformed files.
+pub fn edited_copy(src: &hangar_engine::gguf::GgufFile, set: &[(&str, hangar_engine::gguf::MetaValue)], drop: &[&str]) -> hangar_engine::gguf::GgufFile {
+    use hangar_engine::gguf::{GgufError, GgufFile, GgufWriter, TensorDesc};
+    let mut w = GgufWriter::new();
+    for (k, v) in src.metadata() {
+        w.set(k, v.clone());
+    }
+    for (k, v) in set {
+        w.set(k, v.clone());
+    }
+    let kept: Vec<_> = src.tensors().iter().filter(|t| !drop.contains(&t.name.as_str())).collect();
+    for t in &kept {
+        w.add_tensor(TensorDesc { name: t.name.clone(), ty: t.ty, dims: t.dims.clone() }).expect("tensor desc");
+    }
+    let mut bytes = Vec::new();
+    w.write::<_, GgufError>(&mut bytes, |i, _| Ok(src.view(kept[i]).data.to_vec())).expect("write gguf");
+    GgufFile::from_bytes(bytes).expect("reparse gguf")
+}
