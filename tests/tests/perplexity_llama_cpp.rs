@@ -22,3 +22,18 @@ fn perplexity_within_half_a_percent(name: &str) {
 fn smollm2_perplexity_is_within_half_a_percent_of_llama_cpp() {
     perplexity_within_half_a_percent("smollm2");
 }
+
+#[test]
+fn gemma3_perplexity_is_within_half_a_percent_of_llama_cpp() {
+    perplexity_within_half_a_percent("gemma3");
+}
+
+#[test]
+fn qwen25_05b_perplexity_is_within_half_a_percent_of_llama_cpp() {
+    perplexity_within_half_a_percent("qwen05");
+}
+
+#[test]
+fn qwen25_15b_perplexity_is_within_half_a_percent_of_llama_cpp() {
+    perplexity_within_half_a_percent("qwen15");
+}
