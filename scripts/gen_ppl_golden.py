@@ -13,6 +13,8 @@ path when --ppl-stride is 0):
   * tokens = tokenize(whole text, add_special=true, parse_special=false): BOS is prepended only
     when the model's tokenizer.ggml.add_bos_token says so.
   * n_chunks = floor(n_tokens / n_ctx); the tail that does not fill a window is ignored.
+    `--max-chunks N` scores only the first N windows (for large models; the golden's n_chunks says
+    how many), which is what llama.cpp's tool gives on the first N * n_ctx tokens.
   * chunk c is tokens[c*n_ctx : (c+1)*n_ctx], evaluated from an empty KV cache; when add_bos,
     its first token is replaced by BOS for evaluation only.
   * first = n_ctx/2. The logits at positions first .. n_ctx-2 score the next token, so each
@@ -100,10 +102,10 @@ def nll_rows(logits, targets):
     return lse - x[np.arange(len(targets)), targets]
 
 
-def score(model_path, tokens, n_ctx, add_bos, bos_id, kv_f32):
+def score(model_path, tokens, n_ctx, add_bos, bos_id, kv_f32, max_chunks=None):
     llm = oc.load_oracle(model_path, n_ctx, kv_f32=kv_f32)
     first = n_ctx // 2
-    n_chunks = len(tokens) // n_ctx
+    n_chunks = min(len(tokens) // n_ctx, max_chunks or len(tokens))
     per_chunk = []
     for c in range(n_chunks):
         window = list(tokens[c * n_ctx:(c + 1) * n_ctx])
@@ -130,7 +132,7 @@ def cmd_ppl(a):
         sys.exit(f"corpus has {len(tokens)} tokens; llama.cpp needs at least {2 * n_ctx}")
     first = n_ctx // 2
     twin = oc.ensure_twin(a.model)
-    per_chunk = score(twin, tokens, n_ctx, add_bos, bos_id, kv_f32=True)
+    per_chunk = score(twin, tokens, n_ctx, add_bos, bos_id, kv_f32=True, max_chunks=a.max_chunks)
     nll = np.concatenate(per_chunk)
     mean = float(nll.mean())
     ppl = math.exp(mean)
@@ -168,7 +170,7 @@ def cmd_ppl(a):
     }
     print(f"twin ppl = {ppl:.4f} +/- {err:.4f} over {len(nll)} tokens ({len(tokens)} in corpus)", file=sys.stderr)
     if not a.no_quantized_ref:
-        q = np.concatenate(score(a.model, tokens, n_ctx, add_bos, bos_id, kv_f32=False))
+        q = np.concatenate(score(a.model, tokens, n_ctx, add_bos, bos_id, kv_f32=False, max_chunks=a.max_chunks))
         qppl = math.exp(float(q.mean()))
         doc["quantized_ref"] = {"ppl": oc.sig(qppl, 6), "kv_type": "f16",
                                 "weights": "original quantized file (llama.cpp 8-bit activation path)"}
@@ -191,6 +193,7 @@ def main():
     p.add_argument("--corpus", default=CORPUS)
     p.add_argument("--n-ctx", type=int, default=512)
     p.add_argument("--no-quantized-ref", action="store_true")
+    p.add_argument("--max-chunks", type=int, help="score only the first N windows")
     p.add_argument("--out")
     p.set_defaults(fn=cmd_ppl)
     a = ap.parse_args()

@@ -48,6 +48,6 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     fi
 fi
 
-bash scripts/fetch-models.sh "$HANGAR_MODEL_DIR" smollm2 gemma3 qwen05 vocab
+bash scripts/fetch-models.sh "$HANGAR_MODEL_DIR" smollm2 gemma3 qwen05 qwen15 vocab
 
 cargo test --workspace --all-targets --locked

@@ -89,7 +89,8 @@ impl<'a> Hp<'a> {
         Ok(Hp { file, arch: file.architecture().ok_or(FamilyError::NoArchitecture)? })
     }
 
-    fn key(&self, k: &str) -> String {
+    /// The full key name (`{arch}.{k}`), also for error messages.
+    pub fn key(&self, k: &str) -> String {
         format!("{}.{}", self.arch, k)
     }
 
@@ -126,6 +127,14 @@ impl<'a> Hp<'a> {
 
     pub fn f32(&self, k: &str) -> Result<f32, FamilyError> {
         self.opt_f32(k)?.ok_or_else(|| FamilyError::MissingKey(self.key(k)))
+    }
+
+    pub fn opt_bool(&self, k: &str) -> Result<Option<bool>, FamilyError> {
+        let key = self.key(k);
+        match self.file.get(&key) {
+            None => Ok(None),
+            Some(v) => v.as_bool().map(Some).ok_or(FamilyError::BadValue { key, why: "expected a boolean".into() }),
+        }
     }
 
     pub fn opt_str(&self, k: &str) -> Option<&'a str> {

@@ -1,13 +1,13 @@
 //! The one transformer graph, interpreted from a `ModelSpec` on any `Backend`. Every family's
-//! variation (norm kind, parallel residual, fused QKV, QK-norm, soft-capping, sliding window)
-//! is a branch here, written once.
+//! variation (norm kind, parallel residual, fused QKV and gate+up, biases, QK-norm, post-norms,
+//! soft-capping, sliding window, per-layer rope) is a branch here, written once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::backend::{Act, AttnParams, Backend, BackendError, NormParams, SeqId, WeightId};
 use crate::gguf::GgufFile;
-use crate::spec::{Activation, Linear, ModelSpec, NormWeights, Qkv};
+use crate::spec::{Activation, Gate, Linear, ModelSpec, NormWeights, Qkv};
 
 /// A spec whose tensors have been loaded onto a backend.
 pub struct Weights {
@@ -118,18 +118,27 @@ pub fn forward_act(
         if let Some(n) = &layer.post_attn_norm {
             o = norm(be, o, n, hp.n_embd)?;
         }
-        let ffn_in = if hp.parallel_residual {
-            h
-        } else {
-            x = be.add(x, o)?;
-            match &layer.ffn_norm {
-                Some(n) => norm(be, x, n, hp.n_embd)?,
-                None => x,
+        let ffn_in = match (hp.parallel_residual, &layer.ffn_norm) {
+            (true, None) => h,
+            (true, Some(n)) => norm(be, x, n, hp.n_embd)?,
+            (false, n) => {
+                x = be.add(x, o)?;
+                match n {
+                    Some(n) => norm(be, x, n, hp.n_embd)?,
+                    None => x,
+                }
             }
         };
         let f = &layer.ffn;
         let up = linear(be, ffn_in, &f.up)?;
-        let gate = f.gate.as_ref().map(|g| linear(be, ffn_in, g)).transpose()?;
+        let (gate, up) = match &f.gate {
+            Gate::None => (None, up),
+            Gate::Separate(g) => (Some(linear(be, ffn_in, g)?), up),
+            Gate::FusedWithUp => {
+                let parts = be.split_cols(up, &[hp.n_ff, hp.n_ff])?;
+                (Some(parts[0]), parts[1])
+            }
+        };
         let act = match (gate, f.activation) {
             (None, Activation::SwiGlu | Activation::GeGlu) => {
                 return Err(BackendError::Shape { op: "ffn", detail: "gated activation without a gate tensor".into() })
@@ -153,7 +162,7 @@ pub fn forward_act(
         x = be.last_row(x)?;
     }
     x = norm(be, x, &spec.output_norm, hp.n_embd)?;
-    let mut out = be.linear(x, w.id(&spec.output)?, None)?;
+    let mut out = be.linear(x, w.id(&spec.output)?, w.opt(spec.output_bias.as_deref())?)?;
     if let Some(cap) = hp.final_softcap {
         out = be.softcap(out, cap)?;
     }

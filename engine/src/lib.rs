@@ -18,6 +18,7 @@ pub mod sampling;
 pub mod spec;
 pub mod threads;
 pub mod tokenizer;
+pub mod wiring;
 
 pub use error::EngineError;
 pub use generate::{GenerateOutput, GenerateParams, Session, StopReason, Timings};

@@ -124,9 +124,19 @@ pub struct AttentionSpec {
     pub window: Option<usize>,
 }
 
+/// Where a gated FFN's gate comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Gate {
+    /// Not gated: `act(up)`.
+    None,
+    Separate(Linear),
+    /// `up` produces `[gate | up]` along its output dimension (Phi-3's fused gate_up_proj).
+    FusedWithUp,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct FfnSpec {
-    pub gate: Option<Linear>,
+    pub gate: Gate,
     pub up: Linear,
     pub down: Linear,
     pub activation: Activation,
@@ -136,7 +146,8 @@ pub struct FfnSpec {
 pub struct LayerSpec {
     pub attn_norm: NormWeights,
     pub attention: AttentionSpec,
-    /// `None` with `parallel_residual`: the FFN reads the attention norm's output.
+    /// With `parallel_residual`, `None` makes the FFN read the attention norm's output (Falcon-7B,
+    /// Phi-2) and `Some` normalizes the block input separately (GPT-NeoX, Falcon-40B).
     pub ffn_norm: Option<NormWeights>,
     pub ffn: FfnSpec,
     pub post_attn_norm: Option<NormWeights>,
@@ -185,6 +196,8 @@ pub struct ModelSpec {
     pub output_norm: NormWeights,
     /// The LM head; equals `token_embd` when embeddings are tied.
     pub output: String,
+    /// The LM head's bias (Phi-2).
+    pub output_bias: Option<String>,
     pub layers: Vec<LayerSpec>,
 }
 
@@ -192,6 +205,7 @@ impl ModelSpec {
     /// Every tensor the spec reads, each once, in a stable order.
     pub fn tensor_names(&self) -> Vec<&str> {
         let mut out: Vec<&str> = vec![&self.token_embd, &self.output];
+        out.extend(self.output_bias.as_deref());
         fn norm<'a>(n: &'a NormWeights, out: &mut Vec<&'a str>) {
             out.push(&n.weight);
             out.extend(n.bias.as_deref());
@@ -214,7 +228,9 @@ impl ModelSpec {
             {
                 norm(n, &mut out);
             }
-            l.ffn.gate.iter().for_each(|g| lin(g, &mut out));
+            if let Gate::Separate(g) = &l.ffn.gate {
+                lin(g, &mut out);
+            }
             lin(&l.ffn.up, &mut out);
             lin(&l.ffn.down, &mut out);
         }

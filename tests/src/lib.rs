@@ -1,6 +1,9 @@
 //! Shared helpers for the cross-crate tests: locating test models and golden files, loading a
 //! model on the CPU backend, and a greedy decode loop.
 
+pub mod families;
+pub mod parity;
+
 use std::path::PathBuf;
 
 use hangar_engine::cpu::CpuBackend;
@@ -32,9 +35,13 @@ pub fn golden(rel: &str) -> serde_json::Value {
 }
 
 pub fn load_cpu(name: &str) -> Model {
+    load_on(name, Box::new(CpuBackend::new()))
+}
+
+/// A cached model on any backend, so one test body serves the CPU and the GPU.
+pub fn load_on(name: &str, backend: Box<dyn hangar_engine::backend::Backend>) -> Model {
     let registry = hangar_families::registry();
-    Model::load(model_path(name), &registry, Box::new(CpuBackend::new()), |_, _| {})
-        .unwrap_or_else(|e| panic!("loading {name}: {e}"))
+    Model::load(model_path(name), &registry, backend, |_, _| {}).unwrap_or_else(|e| panic!("loading {name}: {e}"))
 }
 
 /// Index of the largest value; ties go to the lowest index, as the oracle's goldens do.
