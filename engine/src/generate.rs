@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use crate::backend::SeqId;
+use crate::constraint::{FilterVerdict, Hooks};
 use crate::error::EngineError;
 use crate::graph::{forward, Logits};
 use crate::model::Model;
@@ -37,7 +38,7 @@ impl Default for GenerateParams {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StopReason {
     /// An end-of-generation token.
     Eos,
@@ -47,15 +48,18 @@ pub enum StopReason {
     Stop,
     /// The caller's callback asked to stop.
     Cancelled,
+    /// An output filter denied the text (a policy rule, named by its id).
+    Policy { rule: String },
 }
 
 impl StopReason {
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             StopReason::Eos => "eos",
             StopReason::Length => "length",
             StopReason::Stop => "stop",
             StopReason::Cancelled => "cancelled",
+            StopReason::Policy { .. } => "policy",
         }
     }
 }
@@ -155,6 +159,18 @@ impl<'m> Session<'m> {
         &mut self,
         prompt: &[u32],
         params: &GenerateParams,
+        on_text: impl FnMut(&str, u32) -> bool,
+    ) -> Result<GenerateOutput, EngineError> {
+        self.generate_hooked(prompt, params, Hooks::default(), on_text)
+    }
+
+    /// [`generate`](Self::generate) with [`Hooks`]: logits hooks run before each sampling
+    /// step, and `on_text` (and the returned text) only ever sees the output filters' output.
+    pub fn generate_hooked(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        mut hooks: Hooks<'_>,
         mut on_text: impl FnMut(&str, u32) -> bool,
     ) -> Result<GenerateOutput, EngineError> {
         let mut sampler = Sampler::new(params.sampling.clone());
@@ -173,7 +189,9 @@ impl<'m> Session<'m> {
                 break StopReason::Length;
             }
             let history = &self.history;
+            hooks.mask(&mut logits)?;
             let tok = sampler.sample(&mut logits, history);
+            hooks.accept(tok)?;
             tokens.push(tok);
             let is_eog = self.model.tokenizer.is_eog(tok);
             if is_eog && tokens.len() > params.min_tokens {
@@ -185,31 +203,51 @@ impl<'m> Session<'m> {
             text.push_str(&decoder.push(tok));
             if let Some(cut) = find_stop(&text, &params.stop, shown) {
                 text.truncate(cut);
-                if cut > shown && !on_text(&text[shown..], tok) {
+                let (delta, verdict) = hooks.filter(&text[shown..], true)?;
+                if !delta.is_empty() && !on_text(&delta, tok) {
                     break StopReason::Cancelled;
                 }
                 shown = text.len();
-                break StopReason::Stop;
+                break policy_stop(verdict).unwrap_or(StopReason::Stop);
             }
             let safe = safe_prefix_len(&text, &params.stop);
-            if !on_text(&text[shown..safe.max(shown)], tok) {
+            let (delta, verdict) = hooks.filter(&text[shown..safe.max(shown)], false)?;
+            if !on_text(&delta, tok) {
                 break StopReason::Cancelled;
             }
             shown = safe.max(shown);
+            if let Some(reason) = policy_stop(verdict) {
+                break reason;
+            }
             if self.history.len() >= self.n_ctx {
                 break StopReason::Length;
             }
             logits = self.eval(&[tok], 1, Logits::Last)?;
         };
-        if !matches!(stop_reason, StopReason::Stop | StopReason::Cancelled) {
+        let mut stop_reason = stop_reason;
+        if !matches!(stop_reason, StopReason::Stop | StopReason::Cancelled | StopReason::Policy { .. }) {
             text.push_str(&decoder.flush());
-            if text.len() > shown {
-                on_text(&text[shown..], *tokens.last().unwrap_or(&0));
+            let (delta, verdict) = hooks.filter(&text[shown..], true)?;
+            if !delta.is_empty() {
+                on_text(&delta, *tokens.last().unwrap_or(&0));
             }
+            stop_reason = policy_stop(verdict).unwrap_or(stop_reason);
+        }
+        if hooks.has_output() {
+            text = hooks.take_shown();
         }
         timings.generated_tokens = tokens.len();
         timings.decode_ms = t1.elapsed().as_secs_f64() * 1e3;
         Ok(GenerateOutput { tokens, text, stop_reason, seed: sampler.seed(), timings })
+    }
+}
+
+/// The stop reason an output filter's verdict ends generation with, if it does.
+fn policy_stop(v: FilterVerdict) -> Option<StopReason> {
+    match v {
+        FilterVerdict::Continue => None,
+        FilterVerdict::Stop => Some(StopReason::Stop),
+        FilterVerdict::Deny { rule } => Some(StopReason::Policy { rule }),
     }
 }
 

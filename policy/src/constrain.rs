@@ -1,0 +1,190 @@
+//! Constrained output from the same machinery: a regex, a JSON schema (compiled to a regex) or a
+//! list of choices becomes one anchored DFA, and at each step only tokens that keep the text a
+//! prefix of some match survive; end-of-generation is allowed only once the text is a full
+//! match. Every completed output therefore matches.
+//!
+//! The allowed tokens of a DFA state are computed once per vocabulary by one walk of the
+//! vocabulary trie (pruned where the DFA dies) and kept, so repeated requests with one
+//! constraint pay for each state once. Compiled constraints are themselves cached by pattern.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use hangar_engine::constraint::{HookError, LogitsHook};
+use regex_automata::dfa::StartKind;
+use regex_automata::util::primitives::StateID;
+
+use crate::automaton::Fused;
+use crate::error::PolicyError;
+use crate::vocab::{StateIndex, TokenSet, Vocab};
+
+/// Default bound on a constraint's DFA (bytes), as for rule sets.
+pub const CONSTRAINT_BUDGET: usize = 64 << 20;
+
+/// What a request asks its output to be.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ConstraintSpec {
+    Regex(String),
+    JsonSchema(String),
+    Choice(Vec<String>),
+}
+
+/// A compiled constraint, shareable between requests.
+pub struct Constraint {
+    what: String,
+    regex: String,
+    fused: Fused,
+    indexes: Mutex<HashMap<u64, Arc<StateIndex>>>,
+}
+
+static CACHE: Mutex<Vec<(ConstraintSpec, Weak<Constraint>)>> = Mutex::new(Vec::new());
+
+impl Constraint {
+    /// Compiles `spec`, or returns the compiled constraint another request still holds.
+    pub fn cached(spec: &ConstraintSpec) -> Result<Arc<Constraint>, PolicyError> {
+        {
+            let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+            cache.retain(|(_, w)| w.strong_count() > 0);
+            if let Some(c) = cache.iter().find(|(s, _)| s == spec).and_then(|(_, w)| w.upgrade()) {
+                return Ok(c);
+            }
+        }
+        let c = Arc::new(Constraint::compile(spec)?);
+        CACHE.lock().unwrap_or_else(|e| e.into_inner()).push((spec.clone(), Arc::downgrade(&c)));
+        Ok(c)
+    }
+
+    pub fn compile(spec: &ConstraintSpec) -> Result<Constraint, PolicyError> {
+        match spec {
+            ConstraintSpec::Regex(r) => Constraint::from_regex("regex", r),
+            ConstraintSpec::JsonSchema(s) => {
+                let v: serde_json::Value = serde_json::from_str(s)
+                    .map_err(|e| PolicyError::Schema { path: "#".into(), message: format!("not JSON: {e}") })?;
+                Constraint::from_regex("json_schema", &crate::schema::to_regex(&v)?)
+            }
+            ConstraintSpec::Choice(choices) => {
+                if choices.is_empty() || choices.iter().any(String::is_empty) {
+                    return Err(PolicyError::Constraint { what: "choice".into(), message: "needs at least one choice, none empty".into() });
+                }
+                let alts: Vec<String> = choices.iter().map(|c| regex_syntax::escape(c)).collect();
+                Constraint::from_regex("choice", &alts.join("|"))
+            }
+        }
+    }
+
+    fn from_regex(what: &str, regex: &str) -> Result<Constraint, PolicyError> {
+        let err = |message: String| PolicyError::Constraint { what: what.into(), message };
+        let hir = crate::rules::parse(regex).map_err(|e| err(format!("invalid regex: {e}")))?;
+        if hir.properties().minimum_len().is_none() {
+            return Err(err("the pattern can never match".into()));
+        }
+        let fused = Fused::build(what, &[regex.to_string()], CONSTRAINT_BUDGET, StartKind::Anchored)?;
+        Ok(Constraint { what: what.into(), regex: regex.into(), fused, indexes: Mutex::new(HashMap::new()) })
+    }
+
+    /// The regex the constraint was compiled from.
+    pub fn regex(&self) -> &str {
+        &self.regex
+    }
+
+    /// Whether `text` as a whole satisfies the constraint.
+    pub fn matches(&self, text: &str) -> bool {
+        let Ok(mut s) = self.fused.anchored_start(None) else { return false };
+        for &b in text.as_bytes() {
+            s = self.fused.next(s, b);
+        }
+        self.fused.is_match(self.fused.eoi(s))
+    }
+
+    /// A fresh per-response hook over `vocab`.
+    pub fn hook(&self, vocab: Arc<Vocab>) -> Result<ConstraintHook<'_>, PolicyError> {
+        let state = self.fused.anchored_start(None).map_err(|message| PolicyError::Constraint { what: self.what.clone(), message })?;
+        let index = {
+            let mut m = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(m.entry(vocab.key).or_insert_with(|| Arc::new(StateIndex::new())))
+        };
+        Ok(ConstraintHook { c: self, vocab, index, state, finished: false })
+    }
+
+    /// How many DFA states have their token sets computed for `vocab`.
+    pub fn indexed_states(&self, vocab: &Vocab) -> usize {
+        self.indexes.lock().unwrap_or_else(|e| e.into_inner()).get(&vocab.key).map_or(0, |i| i.len())
+    }
+}
+
+/// One response's position in a constraint.
+pub struct ConstraintHook<'a> {
+    c: &'a Constraint,
+    vocab: Arc<Vocab>,
+    index: Arc<StateIndex>,
+    state: StateID,
+    finished: bool,
+}
+
+impl ConstraintHook<'_> {
+    /// Whether the text so far is a full match (end-of-generation is allowed).
+    pub fn is_complete(&self) -> bool {
+        self.finished || self.c.fused.is_match(self.c.fused.eoi(self.state))
+    }
+
+    /// Non-end-of-generation tokens whose bytes keep the DFA alive from `s`.
+    fn allowed(&self, s: StateID) -> TokenSet {
+        let (f, v) = (&self.c.fused, &*self.vocab);
+        let mut set = TokenSet::new(v.len());
+        let mut stack = vec![(0u32, s)];
+        while let Some((node, st)) = stack.pop() {
+            let nd = &v.nodes[node as usize];
+            for &t in &v.sorted[nd.lo as usize..nd.ends as usize] {
+                if !v.is_eog(t) {
+                    set.insert(t);
+                }
+            }
+            for &(b, child) in v.children(node) {
+                let next = f.next(st, b);
+                if !f.is_dead(next) {
+                    stack.push((child, next));
+                }
+            }
+        }
+        set
+    }
+}
+
+impl LogitsHook for ConstraintHook<'_> {
+    fn mask(&mut self, logits: &mut [f32]) -> Result<(), HookError> {
+        let state = self.state;
+        let allowed = self.index.get_or(state.as_u32(), || self.allowed(state));
+        let complete = self.is_complete();
+        let mut any = false;
+        for (i, l) in logits.iter_mut().enumerate() {
+            let id = i as u32;
+            let keep = if self.vocab.is_eog(id) { complete } else { allowed.contains(id) };
+            if keep {
+                any |= *l > f32::NEG_INFINITY;
+            } else {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        if !any {
+            return Err(HookError(format!("{} constraint: no token of this vocabulary can continue the output", self.c.what)));
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self, token: u32) -> Result<(), HookError> {
+        if self.vocab.is_eog(token) {
+            if !self.is_complete() {
+                return Err(HookError(format!("{} constraint: generation ended before the output was complete", self.c.what)));
+            }
+            self.finished = true;
+            return Ok(());
+        }
+        for &b in self.vocab.bytes(token) {
+            self.state = self.c.fused.next(self.state, b);
+        }
+        if self.c.fused.is_dead(self.state) {
+            return Err(HookError(format!("{} constraint: token {token} leaves the constraint", self.c.what)));
+        }
+        Ok(())
+    }
+}
