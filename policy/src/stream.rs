@@ -140,8 +140,12 @@ impl<'a> StreamFilter<'a> {
                 if !o.is_continue() {
                     return Ok(o);
                 }
+                // A match state is never an idle one, so measure what is still in progress
+                // (matches are rare; this keeps the hold-back tight after each).
+                self.run = self.live_len(c)?;
+            } else {
+                self.run = if c.fused.is_idle(state) { 0 } else { self.run + 1 };
             }
-            self.run = if c.fused.is_idle(state) { 0 } else { self.run + 1 };
         }
         self.state = Ok(state);
         self.release(c, out)
@@ -287,7 +291,8 @@ impl<'a> StreamFilter<'a> {
                     break;
                 }
             }
-            if alive {
+            // A state that only reports a match already seen (every way on is dead) is over.
+            if alive && (c.fused.is_match(c.fused.eoi(st)) || (0..=255u8).any(|b| !c.fused.is_dead(c.fused.next(st, b)))) {
                 return Ok(self.pos() - s);
             }
         }
