@@ -31,8 +31,8 @@ pub struct Fused {
 const CONTEXTS: [Option<u8>; 5] = [None, Some(b'a'), Some(b' '), Some(b'\n'), Some(b'\r')];
 
 impl Fused {
-    /// Builds the DFA over `patterns`; `budget` bounds both the finished DFA and the memory
-    /// used to build it. `set` names the set in errors.
+    /// Builds the DFA over `patterns`; `budget` bounds the finished DFA (and four times it the
+    /// memory used to build it). `set` names the set in errors.
     pub fn build(set: &str, patterns: &[String], budget: usize, kind: StartKind) -> Result<Fused, PolicyError> {
         let dfa = dense::Builder::new()
             .configure(
@@ -40,7 +40,9 @@ impl Fused {
                     .match_kind(MatchKind::All)
                     .start_kind(kind)
                     .dfa_size_limit(Some(budget))
-                    .determinize_size_limit(Some(budget)),
+                    // Building needs several times the finished DFA: every state carries the
+                    // start states of all patterns while it is determinized.
+                    .determinize_size_limit(Some(budget.saturating_mul(4))),
             )
             .thompson(thompson::Config::new().nfa_size_limit(Some(budget)))
             .build_many(patterns)
