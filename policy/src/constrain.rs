@@ -35,6 +35,10 @@ pub struct Constraint {
     regex: String,
     fused: Fused,
     indexes: Mutex<HashMap<u64, Arc<StateIndex>>>,
+    /// One byte of each of the DFA's byte classes.
+    reps: Vec<u8>,
+    /// Whether a full match is still reachable from a state, as far as asked.
+    viable: Mutex<HashMap<StateID, bool>>,
 }
 
 static CACHE: Mutex<Vec<(ConstraintSpec, Weak<Constraint>)>> = Mutex::new(Vec::new());
@@ -79,7 +83,41 @@ impl Constraint {
             return Err(err("the pattern can never match".into()));
         }
         let fused = Fused::build(what, &[regex.to_string()], CONSTRAINT_BUDGET, StartKind::Anchored)?;
-        Ok(Constraint { what: what.into(), regex: regex.into(), fused, indexes: Mutex::new(HashMap::new()) })
+        let classes = fused.dfa.byte_classes();
+        let mut reps: Vec<u8> = Vec::new();
+        for b in 0..=255u8 {
+            if !reps.iter().any(|&r| classes.get(r) == classes.get(b)) {
+                reps.push(b);
+            }
+        }
+        Ok(Constraint { what: what.into(), regex: regex.into(), fused, indexes: Mutex::new(HashMap::new()), reps, viable: Mutex::new(HashMap::new()) })
+    }
+
+    /// Whether some continuation from `s` (possibly none) completes a match. Not dead is not
+    /// enough: the DFA reports a match one byte late, so the byte after a complete match leads
+    /// to a state that only reports it and goes nowhere.
+    fn is_viable(&self, s: StateID) -> bool {
+        if let Some(&v) = self.viable.lock().unwrap_or_else(|e| e.into_inner()).get(&s) {
+            return v;
+        }
+        let f = &self.fused;
+        let mut seen = std::collections::HashSet::from([s]);
+        let mut queue = std::collections::VecDeque::from([s]);
+        let mut found = false;
+        while let Some(st) = queue.pop_front() {
+            if f.is_match(f.eoi(st)) {
+                found = true;
+                break;
+            }
+            for &b in &self.reps {
+                let n = f.next(st, b);
+                if !f.is_dead(n) && seen.insert(n) {
+                    queue.push_back(n);
+                }
+            }
+        }
+        self.viable.lock().unwrap_or_else(|e| e.into_inner()).insert(s, found);
+        found
     }
 
     /// The regex the constraint was compiled from.
@@ -134,9 +172,11 @@ impl ConstraintHook<'_> {
         let mut stack = vec![(0u32, s)];
         while let Some((node, st)) = stack.pop() {
             let nd = &v.nodes[node as usize];
-            for &t in &v.sorted[nd.lo as usize..nd.ends as usize] {
-                if !v.is_eog(t) {
-                    set.insert(t);
+            if nd.ends > nd.lo && self.c.is_viable(st) {
+                for &t in &v.sorted[nd.lo as usize..nd.ends as usize] {
+                    if !v.is_eog(t) {
+                        set.insert(t);
+                    }
                 }
             }
             for &(b, child) in v.children(node) {
@@ -182,9 +222,38 @@ impl LogitsHook for ConstraintHook<'_> {
         for &b in self.vocab.bytes(token) {
             self.state = self.c.fused.next(self.state, b);
         }
-        if self.c.fused.is_dead(self.state) {
+        if !self.c.is_viable(self.state) {
             return Err(HookError(format!("{} constraint: token {token} leaves the constraint", self.c.what)));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vocab() -> Arc<Vocab> {
+        let toks: Vec<&[u8]> = vec![b"1", b"2", b"-", b"12", b"a", b"", b"2-1"];
+        Arc::new(Vocab::from_bytes(toks.iter().map(|t| t.to_vec()).collect(), vec![5]))
+    }
+
+    fn kept(h: &mut ConstraintHook<'_>) -> Vec<u32> {
+        let mut l = vec![0.0f32; 7];
+        h.mask(&mut l).expect("mask");
+        (0..7).filter(|&i| l[i as usize] == 0.0).collect()
+    }
+
+    #[test]
+    fn only_tokens_that_keep_a_match_possible_survive_and_eog_waits_for_a_full_match() {
+        let c = Constraint::compile(&ConstraintSpec::Regex("[0-9]{2}-[0-9]".into())).expect("compiles");
+        let mut h = c.hook(vocab()).expect("hook");
+        assert_eq!(kept(&mut h), [0, 1, 3]);
+        h.accept(0).expect("accept");
+        assert_eq!(kept(&mut h), [0, 1, 6]);
+        h.accept(6).expect("accept");
+        assert_eq!(kept(&mut h), [5]);
+        h.accept(5).expect("end");
+        assert!(h.is_complete());
     }
 }
