@@ -16,7 +16,7 @@ use regex_automata::util::primitives::StateID;
 
 use crate::automaton::Fused;
 use crate::error::PolicyError;
-use crate::vocab::{StateIndex, TokenSet, Vocab};
+use crate::vocab::{StateIndex, Step, TokenSet, Vocab};
 
 /// Default bound on a constraint's DFA (bytes), as for rule sets.
 pub const CONSTRAINT_BUDGET: usize = 64 << 20;
@@ -169,23 +169,18 @@ impl ConstraintHook<'_> {
     fn allowed(&self, s: StateID) -> TokenSet {
         let (f, v) = (&self.c.fused, &*self.vocab);
         let mut set = TokenSet::new(v.len());
-        let mut stack = vec![(0u32, s)];
-        while let Some((node, st)) = stack.pop() {
-            let nd = &v.nodes[node as usize];
-            if nd.ends > nd.lo && self.c.is_viable(st) {
-                for &t in &v.sorted[nd.lo as usize..nd.ends as usize] {
-                    if !v.is_eog(t) {
-                        set.insert(t);
-                    }
-                }
-            }
-            for &(b, child) in v.children(node) {
+        v.walk(
+            s,
+            |st, b| {
                 let next = f.next(st, b);
-                if !f.is_dead(next) {
-                    stack.push((child, next));
+                if f.is_dead(next) { Step::Skip } else { Step::Into(next) }
+            },
+            |toks, st| {
+                if st.is_some_and(|st| self.c.is_viable(st)) {
+                    toks.iter().filter(|&&t| !v.is_eog(t)).for_each(|&t| set.insert(t));
                 }
-            }
-        }
+            },
+        );
         set
     }
 }

@@ -15,7 +15,7 @@ use regex_automata::util::primitives::StateID;
 
 use crate::rules::Action;
 use crate::ruleset::{Compiled, RuleSet};
-use crate::vocab::{StateIndex, TokenSet, Vocab};
+use crate::vocab::{StateIndex, Step, TokenSet, Vocab};
 
 /// Per-vocabulary banned-token indexes of one set, keyed by [`Vocab`]'s content key.
 #[derive(Default)]
@@ -56,24 +56,21 @@ impl<'a> DenyMask<'a> {
     fn banned(&self, s: StateID) -> TokenSet {
         let (f, v) = (&self.c.fused, &*self.vocab);
         let mut set = TokenSet::new(v.len());
-        let mut stack = vec![(0u32, s)];
-        while let Some((node, st)) = stack.pop() {
-            let nd = &v.nodes[node as usize];
-            // A match ending exactly at the token's end is only reported by what follows;
-            // the end of input stands in for it (conservatively, for look-ahead assertions).
-            if nd.ends > nd.lo && self.denies(f.eoi(st)) {
-                v.sorted[nd.lo as usize..nd.ends as usize].iter().for_each(|&t| set.insert(t));
-            }
-            for &(b, child) in v.children(node) {
+        // A match ending exactly at a token's end is only reported by what follows; the end of
+        // input stands in for it (conservatively, for look-ahead assertions).
+        v.walk(
+            s,
+            |st, b| {
                 let next = f.next(st, b);
-                if self.denies(next) {
-                    let c = &v.nodes[child as usize];
-                    v.sorted[c.lo as usize..c.hi as usize].iter().for_each(|&t| set.insert(t));
-                } else {
-                    stack.push((child, next));
+                if self.denies(next) { Step::All } else { Step::Into(next) }
+            },
+            |toks, st| {
+                // `None`: the whole subtree already holds a match.
+                if st.is_none_or(|st| self.denies(f.eoi(st))) {
+                    toks.iter().for_each(|&t| set.insert(t));
                 }
-            }
-        }
+            },
+        );
         set
     }
 }
@@ -100,5 +97,29 @@ impl LogitsHook for DenyMask<'_> {
             self.state = self.c.fused.next(self.state, b);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_that_would_complete_a_denied_match_are_masked_and_others_kept() {
+        let set = RuleSet::from_toml("t", "[settings]\nmask = true\n[[rule]]\nid = 'd'\npattern = 'abc'\naction = 'deny'\n").expect("set");
+        let toks: Vec<&[u8]> = vec![b"a", b"b", b"c", b"abc", b"bc", b"x", b"ab", b"cx"];
+        let vocab = Arc::new(Vocab::from_bytes(toks.iter().map(|t| t.to_vec()).collect(), vec![]));
+        let mut m = DenyMask::new(&set, vocab).expect("mask").expect("set has deny rules");
+        let masked = |m: &mut DenyMask<'_>| {
+            let mut l = vec![0.0f32; 8];
+            m.mask(&mut l).expect("mask");
+            (0..8u32).filter(|&i| l[i as usize] == f32::NEG_INFINITY).collect::<Vec<_>>()
+        };
+        assert_eq!(masked(&mut m), [3]);
+        // After "ab": "c" and "cx" complete the match, and "abc" holds one of its own.
+        m.accept(6).expect("accept");
+        assert_eq!(masked(&mut m), [2, 3, 7]);
+        m.accept(5).expect("accept");
+        assert_eq!(masked(&mut m), [3]);
     }
 }

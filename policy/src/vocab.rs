@@ -130,6 +130,30 @@ impl Vocab {
         &self.eog
     }
 
+    /// Walks the trie from automaton state `start`. Along each edge `edge(state, byte)` says
+    /// where to go; tokens ending at a reached node are passed to `visit(tokens, Some(state))`,
+    /// and a [`Step::All`] subtree's tokens to `visit(tokens, None)`. One walk answers a
+    /// question about every token from one state, each shared prefix stepped once.
+    pub(crate) fn walk<S: Copy>(&self, start: S, mut edge: impl FnMut(S, u8) -> Step<S>, mut visit: impl FnMut(&[u32], Option<S>)) {
+        let mut stack = vec![(0u32, start)];
+        while let Some((node, st)) = stack.pop() {
+            let nd = &self.nodes[node as usize];
+            if nd.ends > nd.lo {
+                visit(&self.sorted[nd.lo as usize..nd.ends as usize], Some(st));
+            }
+            for &(b, child) in self.children(node) {
+                match edge(st, b) {
+                    Step::Into(next) => stack.push((child, next)),
+                    Step::Skip => {}
+                    Step::All => {
+                        let c = &self.nodes[child as usize];
+                        visit(&self.sorted[c.lo as usize..c.hi as usize], None);
+                    }
+                }
+            }
+        }
+    }
+
     pub(crate) fn children(&self, node: u32) -> &[(u8, u32)] {
         let nd = &self.nodes[node as usize];
         &self.edges[nd.first as usize..(nd.first + nd.n) as usize]
@@ -140,6 +164,16 @@ fn content_key(bytes: &[Vec<u8>], eog: &[u32]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (bytes, eog).hash(&mut h);
     h.finish()
+}
+
+/// Where a trie walk goes along one edge.
+pub(crate) enum Step<S> {
+    /// Into the child, in this state.
+    Into(S),
+    /// Nowhere: no token below matters.
+    Skip,
+    /// Every token below is taken as a whole.
+    All,
 }
 
 /// A set of token ids as bits.
