@@ -19,4 +19,7 @@ pub enum EngineError {
     PromptTooLong { prompt: usize, n_ctx: usize },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A logits hook or output filter failed; the request ends rather than pass text unchecked.
+    #[error("generation hook failed: {0}")]
+    Hook(#[from] crate::constraint::HookError),
 }

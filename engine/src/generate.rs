@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use crate::backend::SeqId;
+use crate::constraint::{FilterVerdict, Hooks};
 use crate::error::EngineError;
 use crate::graph::{forward, Logits};
 use crate::logprobs::{log_normaliser, top_alternatives, TokenLogprobs};
@@ -42,7 +43,7 @@ impl Default for GenerateParams {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StopReason {
     /// An end-of-generation token.
     Eos,
@@ -52,15 +53,18 @@ pub enum StopReason {
     Stop,
     /// The caller's callback asked to stop.
     Cancelled,
+    /// An output filter denied the text (a policy rule, named by its id).
+    Policy { rule: String },
 }
 
 impl StopReason {
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             StopReason::Eos => "eos",
             StopReason::Length => "length",
             StopReason::Stop => "stop",
             StopReason::Cancelled => "cancelled",
+            StopReason::Policy { .. } => "policy",
         }
     }
 }
@@ -174,10 +178,22 @@ impl<'m> Session<'m> {
         &mut self,
         prompt: &[u32],
         params: &GenerateParams,
+        on_text: impl FnMut(&str, u32) -> bool,
+    ) -> Result<GenerateOutput, EngineError> {
+        self.generate_hooked(prompt, params, Hooks::default(), on_text)
+    }
+
+    /// [`generate`](Self::generate) with [`Hooks`]: logits hooks run before each sampling
+    /// step, and `on_text` (and the returned text) only ever sees the output filters' output.
+    pub fn generate_hooked(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        hooks: Hooks<'_>,
         mut on_text: impl FnMut(&str, u32) -> bool,
     ) -> Result<GenerateOutput, EngineError> {
         let mut last = 0;
-        self.generate_steps(prompt, params, |step| {
+        self.generate_steps_hooked(prompt, params, hooks, |step| {
             last = step.token.unwrap_or(last);
             on_text(step.text, last)
         })
@@ -189,6 +205,18 @@ impl<'m> Session<'m> {
         &mut self,
         prompt: &[u32],
         params: &GenerateParams,
+        on_step: impl FnMut(Step<'_>) -> bool,
+    ) -> Result<GenerateOutput, EngineError> {
+        self.generate_steps_hooked(prompt, params, Hooks::default(), on_step)
+    }
+
+    /// [`generate_steps`](Self::generate_steps) with [`Hooks`] (see
+    /// [`generate_hooked`](Self::generate_hooked)).
+    pub fn generate_steps_hooked(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        mut hooks: Hooks<'_>,
         mut on_step: impl FnMut(Step<'_>) -> bool,
     ) -> Result<GenerateOutput, EngineError> {
         let mut on_text = |text: &str, tok: Option<u32>, lp: Option<&TokenLogprobs>| on_step(Step { text, token: tok, logprobs: lp });
@@ -216,7 +244,9 @@ impl<'m> Session<'m> {
                 (norm, top_alternatives(&logits, norm, n), logits.clone())
             });
             let history = &self.history;
+            hooks.mask(&mut logits)?;
             let tok = sampler.sample(&mut logits, history);
+            hooks.accept(tok)?;
             tokens.push(tok);
             if let Some((norm, top, raw)) = raw {
                 let logprob = raw.get(tok as usize).map_or(f32::NEG_INFINITY, |&l| (l as f64 - norm) as f32);
@@ -234,31 +264,51 @@ impl<'m> Session<'m> {
             if let Some((cut, stop)) = find_stop(&text, &params.stop, shown) {
                 matched_stop = Some(stop.to_string());
                 text.truncate(cut);
-                if cut > shown && !on_text(&text[shown..], Some(tok), lp) {
+                let (delta, verdict) = hooks.filter(&text[shown..], true)?;
+                if !delta.is_empty() && !on_text(&delta, Some(tok), lp) {
                     break StopReason::Cancelled;
                 }
                 shown = text.len();
-                break StopReason::Stop;
+                break policy_stop(verdict).unwrap_or(StopReason::Stop);
             }
             let safe = safe_prefix_len(&text, &params.stop);
-            if !on_text(&text[shown..safe.max(shown)], Some(tok), lp) {
+            let (delta, verdict) = hooks.filter(&text[shown..safe.max(shown)], false)?;
+            if !on_text(&delta, Some(tok), lp) {
                 break StopReason::Cancelled;
             }
             shown = safe.max(shown);
+            if let Some(reason) = policy_stop(verdict) {
+                break reason;
+            }
             if self.history.len() >= self.n_ctx {
                 break StopReason::Length;
             }
             logits = self.eval(&[tok], 1, Logits::Last)?;
         };
-        if !matches!(stop_reason, StopReason::Stop | StopReason::Cancelled) {
+        let mut stop_reason = stop_reason;
+        if !matches!(stop_reason, StopReason::Stop | StopReason::Cancelled | StopReason::Policy { .. }) {
             text.push_str(&decoder.flush());
-            if text.len() > shown {
-                on_text(&text[shown..], None, None);
+            let (delta, verdict) = hooks.filter(&text[shown..], true)?;
+            if !delta.is_empty() {
+                on_text(&delta, None, None);
             }
+            stop_reason = policy_stop(verdict).unwrap_or(stop_reason);
+        }
+        if hooks.has_output() {
+            text = hooks.take_shown();
         }
         timings.generated_tokens = tokens.len();
         timings.decode_ms = t1.elapsed().as_secs_f64() * 1e3;
         Ok(GenerateOutput { tokens, text, stop_reason, seed: sampler.seed(), timings, matched_stop, logprobs })
+    }
+}
+
+/// The stop reason an output filter's verdict ends generation with, if it does.
+fn policy_stop(v: FilterVerdict) -> Option<StopReason> {
+    match v {
+        FilterVerdict::Continue => None,
+        FilterVerdict::Stop => Some(StopReason::Stop),
+        FilterVerdict::Deny { rule } => Some(StopReason::Policy { rule }),
     }
 }
 

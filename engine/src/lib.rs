@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod chat;
+pub mod constraint;
 pub mod cpu;
 pub mod error;
 pub mod family;

@@ -47,9 +47,14 @@ pub struct Args {
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
+    /// A policy rule set (TOML) to apply to the prompt and the output.
+    #[arg(long)]
+    policy: Option<PathBuf>,
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
+pub fn run(mut a: Args) -> anyhow::Result<()> {
+    let policy = super::policy::load(a.policy.as_deref())?;
+    super::policy::screen(&policy, [&mut a.prompt, &mut a.chat, &mut a.system])?;
     let mut model = load_model(&a.model, a.backend, a.json)?;
     let prompt_tokens = match (&a.prompt, &a.chat) {
         (Some(p), None) => model.tokenizer.encode(p, true, false)?,
@@ -79,7 +84,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let json = a.json;
     let mut stdout = std::io::stdout().lock();
-    let out = model.session(a.ctx)?.generate(&prompt_tokens, &params, |delta, _| {
+    let out = super::policy::generate(&mut model, a.ctx, &policy, &prompt_tokens, &params, |delta, _| {
         if !json {
             // A closed stdout (a pipe to `head`) ends generation instead of erroring.
             return write!(stdout, "{delta}").and_then(|_| stdout.flush()).is_ok();

@@ -5,6 +5,7 @@ mod generate;
 mod inspect;
 mod load;
 mod perplexity;
+mod policy;
 mod quantize;
 mod serve;
 mod tokenize;

@@ -1,0 +1,52 @@
+//! `hangar generate --policy FILE`: one rule set applied to a CLI generation (prompt rules
+//! before any compute, output rules on the stream, masking when the set asks for it).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use hangar_engine::{GenerateOutput, GenerateParams, Model, StopReason};
+use hangar_policy::{RequestPolicy, RuleSet, Vocab};
+
+/// The set in `path`, if one was given; a set that does not load refuses the run.
+pub fn load(path: Option<&Path>) -> anyhow::Result<Option<Arc<RuleSet>>> {
+    path.map(|p| RuleSet::from_file(p).map(Arc::new).with_context(|| format!("loading policy {}", p.display()))).transpose()
+}
+
+/// Screens the prompt texts with the set's prompt rules: a deny or stop match refuses the run,
+/// redactions are applied in place.
+pub fn screen(set: &Option<Arc<RuleSet>>, texts: [&mut Option<String>; 3]) -> anyhow::Result<()> {
+    let Some(set) = set else { return Ok(()) };
+    for t in texts.into_iter().flatten() {
+        let v = set.check_prompt(t)?;
+        if !v.flagged.is_empty() {
+            eprintln!("[policy {}: prompt flagged by {:?}]", set.name(), v.flagged);
+        }
+        *t = v.text;
+    }
+    Ok(())
+}
+
+/// Generates with the set's hooks (or plainly without a set) and reports what the policy did.
+pub fn generate(
+    model: &mut Model,
+    ctx: usize,
+    set: &Option<Arc<RuleSet>>,
+    prompt: &[u32],
+    params: &GenerateParams,
+    on_text: impl FnMut(&str, u32) -> bool,
+) -> anyhow::Result<GenerateOutput> {
+    let Some(set) = set else { return Ok(model.session(ctx)?.generate(prompt, params, on_text)?) };
+    let sets = [Arc::clone(set)];
+    let vocab = Vocab::of(&model.tokenizer);
+    let mut policy = RequestPolicy::new(&sets, None, &vocab)?;
+    let out = model.session(ctx)?.generate_hooked(prompt, params, policy.hooks(), on_text)?;
+    let flagged = policy.flagged();
+    if let StopReason::Policy { rule } = &out.stop_reason {
+        eprintln!("[policy {}: denied by rule {rule:?}]", set.name());
+    }
+    if !flagged.is_empty() {
+        eprintln!("[policy {}: flagged {flagged:?}]", set.name());
+    }
+    Ok(out)
+}
