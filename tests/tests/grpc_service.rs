@@ -136,12 +136,19 @@ async fn logprobs_describe_the_chosen_tokens() {
     server.shutdown().await.expect("shutdown");
 }
 
-/// Arrival times of a stream's token deltas, until it completes.
-async fn timed_deltas(mut s: tonic::Streaming<pb::StreamEvent>) -> (Vec<Instant>, pb::GenerateComplete) {
+/// Arrival times of a stream's token deltas, until it completes; `started` fires after the
+/// eighth token so the caller can act on a stream that is well under way.
+async fn timed_deltas(mut s: tonic::Streaming<pb::StreamEvent>, started: tokio::sync::oneshot::Sender<()>) -> (Vec<Instant>, pb::GenerateComplete) {
     let mut times = Vec::new();
+    let mut started = Some(started);
     while let Some(ev) = s.next().await {
         match ev.expect("event").event {
-            Some(Event::Delta(d)) if !d.token_ids.is_empty() => times.push(Instant::now()),
+            Some(Event::Delta(d)) if !d.token_ids.is_empty() => {
+                times.push(Instant::now());
+                if times.len() == 8 {
+                    let _ = started.take().map(|s| s.send(()));
+                }
+            }
             Some(Event::Complete(c)) => return (times, c),
             _ => {}
         }
@@ -158,8 +165,9 @@ async fn a_second_model_hot_loads_while_the_first_streams_without_stalling() {
     let mut req = request(SMOL, "Tell me a long story about a dragon.", 160, 5);
     req.stopping = Some(pb::StoppingCriteria { max_tokens: Some(160), min_tokens: 160, ..Default::default() });
     let stream = c.generate_stream(req).await.expect("GenerateStream").into_inner();
-    let reader = tokio::spawn(timed_deltas(stream));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let reader = tokio::spawn(timed_deltas(stream, started_tx));
+    started.await.expect("the stream got under way");
     let mut c2 = client(&server).await;
     let t0 = Instant::now();
     let info = load(&mut c2, SECOND).await;
@@ -167,22 +175,20 @@ async fn a_second_model_hot_loads_while_the_first_streams_without_stalling() {
     assert_eq!((info.name.as_str(), info.architecture.as_str()), (SECOND, "llama"));
     let (times, done) = reader.await.expect("reader");
     assert_eq!(done.usage.map(|u| u.completion_tokens), Some(160));
-    let gaps = |from: Instant, to: Instant| -> Vec<Duration> {
-        times.windows(2).filter(|w| w[1] > from && w[0] < to).map(|w| w[1] - w[0]).collect()
-    };
-    let during = gaps(t0, t1);
     let mut before: Vec<Duration> = times.windows(2).filter(|w| w[1] <= t0).map(|w| w[1] - w[0]).collect();
     before.sort();
-    assert!(before.len() >= 3 && !during.is_empty(), "the stream must run before and across the load ({} / {} gaps)", before.len(), during.len());
     let step = before[before.len() / 2];
-    let worst = during.iter().copied().max().unwrap_or_default();
+    // Every gap that overlaps the load, including one that spans it whole.
+    let worst = times.windows(2).filter(|w| w[1] > t0 && w[0] < t1).map(|w| w[1] - w[0]).max().expect("tokens after the load");
     let tokens_during = times.iter().filter(|&&t| t > t0 && t < t1).count();
-    eprintln!("load {:?}, median step {step:?}, worst gap during load {worst:?}, {tokens_during} tokens during load", t1 - t0);
-    // Serving and loading share two cores, so steps slow down; what must not happen is the
-    // stream waiting for the load: it keeps producing tokens, and no gap approaches the load.
-    assert!(tokens_during >= 2, "only {tokens_during} tokens arrived during a {:?} load", t1 - t0);
-    assert!(worst < (t1 - t0) / 2, "a {worst:?} stall during a {:?} load", t1 - t0);
-    assert!(worst < step * 20, "a {worst:?} stall against a median step of {step:?}");
+    let load_time = t1 - t0;
+    eprintln!("load {load_time:?}, median step {step:?}, worst gap across the load {worst:?}, {tokens_during} tokens during it");
+    // Loading and decoding share two cores, so steps slow down somewhat; a stream that waited
+    // for the load would show one gap as long as the load itself.
+    assert!(worst < step * 5, "a {worst:?} gap during a {load_time:?} load, against a median step of {step:?}");
+    if load_time > step * 5 {
+        assert!(tokens_during > 0, "no token arrived during a {load_time:?} load");
+    }
     server.shutdown().await.expect("shutdown");
 }
 

@@ -26,6 +26,8 @@ pub struct Config {
     pub auto_load: bool,
     /// Unload a model after this many seconds without requests; 0 keeps models loaded.
     pub keep_alive_secs: u64,
+    /// On shutdown, how long in-flight calls may take to finish before connections are cut.
+    pub shutdown_grace_secs: u64,
     /// Defaults for `LoadModel` options.
     pub defaults: ModelOptions,
     /// Named models: a path (relative to `model_dir`) and options per name.
@@ -110,6 +112,7 @@ impl Default for Config {
             preload: Vec::new(),
             auto_load: false,
             keep_alive_secs: 0,
+            shutdown_grace_secs: 10,
             defaults: ModelOptions {
                 backend: "cpu".into(),
                 kv_cache: "f32".into(),
@@ -172,7 +175,7 @@ pub enum ConfigError {
 /// Top-level keys that `HANGAR_*` variables may set; other `HANGAR_*` variables (used by
 /// scripts and tests) are not config and are left alone.
 const ENV_KEYS: &[&str] = &[
-    "listen", "model_dir", "metrics_listen", "preload", "auto_load", "keep_alive_secs", "defaults", "models",
+    "listen", "model_dir", "metrics_listen", "preload", "auto_load", "keep_alive_secs", "shutdown_grace_secs", "defaults", "models",
     "limits", "auth_token", "tls", "telemetry",
 ];
 

@@ -48,17 +48,25 @@ pub struct Server {
     pub core: Arc<service::Core>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
+    grace: std::time::Duration,
 }
 
 impl Server {
-    /// Stops taking new work (UNAVAILABLE), lets in-flight calls finish, and waits for the
-    /// listener to close.
+    /// Stops taking new work (UNAVAILABLE) and lets in-flight calls finish, for at most
+    /// `shutdown_grace_secs`: a client that never reads its GOAWAY cannot hold the server up.
     pub async fn shutdown(mut self) -> Result<(), tonic::transport::Error> {
         self.core.start_draining();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.task.await.unwrap_or(Ok(()))
+        match tokio::time::timeout(self.grace, &mut self.task).await {
+            Ok(r) => r.unwrap_or(Ok(())),
+            Err(_) => {
+                tracing::warn!(grace = ?self.grace, "connections still open after the grace period; closing them");
+                self.task.abort();
+                Ok(())
+            }
+        }
     }
 }
 
@@ -141,5 +149,6 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         });
     }
     tracing::info!(%addr, ?metrics_addr, "hangar serving");
-    Ok(Server { addr, metrics_addr, core, stop: Some(stop), task })
+    let grace = std::time::Duration::from_secs(config.shutdown_grace_secs);
+    Ok(Server { addr, metrics_addr, core, stop: Some(stop), task, grace })
 }
