@@ -99,6 +99,18 @@ impl GpuBackend {
         self.arenas.total_bytes()
     }
 
+    /// Switches per-dispatch GPU timing on or off; false when the device cannot time
+    /// dispatches (it must be opened with HANGAR_PROFILE set).
+    pub fn set_profiling(&mut self, on: bool) -> bool {
+        self.rec.profiler = if on { crate::profile::Profiler::new(&self.gpu) } else { None };
+        self.rec.profiler.is_some()
+    }
+
+    /// GPU time per kernel since profiling was switched on, largest first; resets the totals.
+    pub fn take_profile(&mut self) -> Vec<crate::profile::ProfileLine> {
+        self.rec.profiler.as_mut().map(|p| p.take()).unwrap_or_default()
+    }
+
     /// Command buffers submitted so far.
     pub fn submissions(&self) -> u64 {
         self.rec.submits

@@ -13,6 +13,7 @@ pub mod bench;
 mod device;
 pub mod layout;
 pub mod pipelines;
+pub mod profile;
 mod recorder;
 
 pub use backend::{BackendOptions, GpuBackend};

@@ -28,6 +28,8 @@ pub struct Binds {
 }
 
 struct Dispatch {
+    op: Op,
+    ty: Option<GgmlType>,
     pipeline: wgpu::ComputePipeline,
     wg: [u32; 3],
     slot: u32,
@@ -65,6 +67,8 @@ pub struct Recorder {
     dummy_kv: wgpu::BindGroup,
     /// Submissions so far (tests check decode is one per token).
     pub submits: u64,
+    /// Per-dispatch timing, when switched on.
+    pub profiler: Option<crate::profile::Profiler>,
 }
 
 fn dummy(gpu: &Gpu, layout: &wgpu::BindGroupLayout, label: &str) -> wgpu::BindGroup {
@@ -116,6 +120,7 @@ impl Recorder {
             dummy_ro,
             dummy_kv,
             submits: 0,
+            profiler: None,
         }
     }
 
@@ -181,7 +186,7 @@ impl Recorder {
         self.params.resize(start + self.param_stride as usize, 0);
         self.params[start..start + params.len() * 4].copy_from_slice(bytemuck::cast_slice(params));
         let pipeline = self.gpu.pipelines.get(&self.gpu.device, op, ty);
-        self.dispatches.push(Dispatch { pipeline, wg, slot: slot as u32, binds });
+        self.dispatches.push(Dispatch { op, ty, pipeline, wg, slot: slot as u32, binds });
     }
 
     fn ensure_scratch(&mut self, encoder: &mut wgpu::CommandEncoder) {
@@ -262,6 +267,9 @@ impl Recorder {
             pass.set_bind_group(1, &self.dummy_ro, &[]);
             pass.set_bind_group(2, &self.dummy_ro, &[]);
             pass.set_bind_group(3, &self.dummy_kv, &[0]);
+            if let Some(p) = self.profiler.as_mut() {
+                p.begin(&mut pass);
+            }
             for d in &self.dispatches {
                 pass.set_pipeline(&d.pipeline);
                 pass.set_bind_group(0, &scratch.bind_group, &[(d.slot as u64 * self.param_stride) as u32]);
@@ -278,7 +286,14 @@ impl Recorder {
                     pass.set_bind_group(3, bg, &[*off]);
                 }
                 pass.dispatch_workgroups(d.wg[0], d.wg[1], d.wg[2]);
+                if let Some(p) = self.profiler.as_mut() {
+                    let ty = d.ty.map(crate::layout::shader_name).unwrap_or("-");
+                    p.after(&mut pass, format!("{:?}/{ty} {}x{}x{}", d.op, d.wg[0], d.wg[1], d.wg[2]));
+                }
             }
+        }
+        if let Some(p) = self.profiler.as_ref() {
+            p.resolve(&mut encoder);
         }
         self.dispatches.clear();
         self.params.clear();
@@ -291,6 +306,9 @@ impl Recorder {
             Some((off, n)) => Some(self.submit_and_read(encoder, off, n)?),
         };
         self.submits += 1;
+        if let Some(p) = self.profiler.as_mut() {
+            p.collect(&gpu)?;
+        }
         Ok(out)
     }
 
