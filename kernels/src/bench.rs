@@ -42,6 +42,8 @@ pub struct BenchReport {
     pub weight_bytes_per_token: u64,
     /// Command buffers submitted per decoded token.
     pub submissions_per_token: f64,
+    /// Host time per decoded token spent recording and submitting (overlapped with the device).
+    pub record_us_per_token: f64,
     pub profile_prefill: Vec<ProfileLine>,
     pub profile_decode: Vec<ProfileLine>,
 }
@@ -109,12 +111,27 @@ impl Run<'_> {
         Ok((seq, tok))
     }
 
-    fn decode(&mut self, seq: hangar_engine::backend::SeqId, mut tok: u32, pos0: usize, n: usize) -> Result<(), BenchError> {
+    /// Greedy decode of `n` tokens; step i + 1 is recorded while step i runs on the device
+    /// (its token id stays there). Returns the host time spent recording and submitting.
+    fn decode(&mut self, seq: hangar_engine::backend::SeqId, tok: u32, pos0: usize, n: usize) -> Result<f64, BenchError> {
+        let mut pending = None;
+        let mut record_s = 0.0;
         for i in 0..n {
+            let t = Instant::now();
+            if i > 0 {
+                self.be.set_token_from_device();
+            }
             let l = forward_act(self.spec, self.w, self.be, seq, &[tok], pos0 + i, Logits::Last)?;
-            tok = self.be.argmax(l, self.spec.hparams.n_vocab)?[0];
+            let p = self.be.argmax_to_device(l)?;
+            record_s += t.elapsed().as_secs_f64();
+            if let Some(prev) = pending.replace(p) {
+                self.be.wait_token(prev)?;
+            }
         }
-        Ok(())
+        if let Some(p) = pending {
+            self.be.wait_token(p)?;
+        }
+        Ok(record_s)
     }
 }
 
@@ -142,13 +159,14 @@ pub fn run(model_path: &Path, registry: &Registry, o: &BenchOptions) -> Result<B
 
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
     let mut subs = 0;
+    let mut record = 0.0;
     for _ in 0..o.reps.max(1) {
         let t = Instant::now();
         let (seq, tok) = r.prefill(&prompt, o.chunk, n_ctx)?;
         pp.push(t.elapsed().as_secs_f64());
         let before = r.be.submissions();
         let t = Instant::now();
-        r.decode(seq, tok, o.n_prompt, o.n_gen)?;
+        record = r.decode(seq, tok, o.n_prompt, o.n_gen)?;
         tg.push(t.elapsed().as_secs_f64());
         subs = r.be.submissions() - before;
         r.be.free_sequence(seq);
@@ -175,7 +193,31 @@ pub fn run(model_path: &Path, registry: &Registry, o: &BenchOptions) -> Result<B
         decode_s_mean: mean(&tg),
         weight_bytes_per_token: weight_bytes_per_token(&spec, &file),
         submissions_per_token: subs as f64 / o.n_gen as f64,
+        record_us_per_token: record * 1e6 / o.n_gen as f64,
         profile_prefill,
         profile_decode,
     })
+}
+
+/// GPU against CPU on `model_path` (see [`crate::parity`]) over `n_prompts` prompts of
+/// deterministic pseudo-random token ids (8 to 39 tokens), `n_gen` greedy tokens each.
+pub fn parity_check(model_path: &Path, registry: &Registry, n_prompts: usize, n_gen: usize) -> Result<crate::parity::ParityReport, BenchError> {
+    if n_prompts == 0 || n_gen == 0 {
+        return Err(BenchError::Empty);
+    }
+    let file = Arc::new(GgufFile::open(model_path)?);
+    let spec = registry.build_spec(&file)?;
+    let mut gpu = GpuBackend::new(Gpu::shared()?);
+    let gw = Weights::load(&spec, &file, &mut gpu, |_, _| {})?;
+    let mut cpu = hangar_engine::cpu::CpuBackend::new();
+    let cw = Weights::load(&spec, &file, &mut cpu, |_, _| {})?;
+    let n_vocab = spec.hparams.n_vocab.max(2) as u64;
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        state >> 33
+    };
+    let prompts: Vec<Vec<u32>> =
+        (0..n_prompts).map(|_| (0..8 + next() % 32).map(|_| (1 + next() % (n_vocab - 1)) as u32).collect()).collect();
+    Ok(crate::parity::compare(&spec, &mut gpu, &gw, &mut cpu, &cw, &prompts, n_gen)?)
 }

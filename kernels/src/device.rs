@@ -156,9 +156,4 @@ impl Gpu {
         };
         format!("{} [{:?}], {sg}", self.adapter_info.name, self.adapter_info.device_type)
     }
-
-    /// Weight rows one matvec workgroup covers.
-    pub(crate) fn matvec_rows_per_wg(&self) -> u32 {
-        self.pipelines.subgroup_size.map_or(64, |s| 64 / s)
-    }
 }

@@ -33,6 +33,10 @@ pub struct Args {
     /// Also print GPU time per kernel (needs HANGAR_PROFILE=1 in the environment).
     #[arg(long)]
     profile: bool,
+    /// Also compare the GPU with the CPU backend on this many pseudo-random prompts: greedy
+    /// continuations of 64 tokens and teacher-forced top-1 agreement.
+    #[arg(long, default_value_t = 0)]
+    check_cpu: usize,
     #[arg(long)]
     json: bool,
 }
@@ -46,6 +50,8 @@ struct Figures {
     tg_mean: f64,
     bytes_per_token: u64,
     submissions_per_token: Option<f64>,
+    record_us_per_token: Option<f64>,
+    parity: Option<hangar_kernels::parity::ParityReport>,
 }
 
 fn run_gpu(a: &Args) -> anyhow::Result<Figures> {
@@ -57,6 +63,9 @@ fn run_gpu(a: &Args) -> anyhow::Result<Figures> {
         profile: a.profile,
     };
     let r = hangar_kernels::bench::run(&a.model, &hangar_families::registry(), &o)?;
+    let parity = (a.check_cpu > 0)
+        .then(|| hangar_kernels::bench::parity_check(&a.model, &hangar_families::registry(), a.check_cpu, 64))
+        .transpose()?;
     for (what, lines) in [("prefill", &r.profile_prefill), ("decode", &r.profile_decode)] {
         if lines.is_empty() {
             continue;
@@ -76,6 +85,8 @@ fn run_gpu(a: &Args) -> anyhow::Result<Figures> {
         tg_mean: r.decode_tok_s_mean(),
         bytes_per_token: r.weight_bytes_per_token,
         submissions_per_token: Some(r.submissions_per_token),
+        record_us_per_token: Some(r.record_us_per_token),
+        parity,
     })
 }
 
@@ -131,6 +142,8 @@ fn run_cpu(a: &Args) -> anyhow::Result<Figures> {
         tg_mean: mean(&tg),
         bytes_per_token,
         submissions_per_token: None,
+        record_us_per_token: None,
+        parity: None,
     })
 }
 
@@ -141,16 +154,25 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let gb_s = f.bytes_per_token as f64 * f.tg_best / 1e9;
     let name = a.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let parity = f.parity.as_ref().map(|p| {
+        json!({
+            "prompts": p.prompts, "greedy_identical": p.identical, "greedy_rate": p.greedy_rate(),
+            "top1_agree": p.top1_agree, "top1_total": p.top1_total, "top1_rate": p.top1_rate(),
+            "divergences": p.divergences, "max_submissions_per_token": p.max_submissions_per_token,
+        })
+    });
     if a.json {
         println!(
             "{}",
             json!({
+                "parity_vs_cpu": parity,
                 "model": name, "backend": f.backend, "adapter": f.adapter,
                 "prefill_tok_s": f.pp_best, "decode_tok_s": f.tg_best, "decode_gb_s": gb_s,
                 "prefill_tok_s_mean": f.pp_mean, "decode_tok_s_mean": f.tg_mean,
                 "prompt_len": a.prompt_len, "gen": a.gen, "reps": a.reps,
                 "weight_bytes_per_token": f.bytes_per_token,
                 "submissions_per_token": f.submissions_per_token,
+                "record_us_per_token": f.record_us_per_token,
             })
         );
     } else {
@@ -162,6 +184,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         println!("| tg{} | {:.1} | {:.1} |", a.gen, f.tg_best, f.tg_mean);
         println!("decode reads {:.3} GB of weights per token: {gb_s:.1} GB/s", f.bytes_per_token as f64 / 1e9);
+        if let Some(p) = &f.parity {
+            println!(
+                "GPU vs CPU: greedy 64-token continuations identical for {}/{}, teacher-forced top-1 {}/{} = {:.4}",
+                p.identical,
+                p.prompts,
+                p.top1_agree,
+                p.top1_total,
+                p.top1_rate()
+            );
+        }
     }
     Ok(())
 }
