@@ -19,8 +19,6 @@ use crate::backend::{shape, u, ActInfo, GpuBackend, St};
 use crate::pipelines::Op;
 use crate::recorder::{grid, Binds};
 
-/// Largest row the norm prologue holds in workgroup memory (mv.wgsl's `xs`).
-pub const NORM_PROLOGUE_MAX: usize = 4096;
 const NO_BIAS: u32 = u32::MAX;
 
 /// A norm not yet dispatched: its input, weights (arena, offset) and parameters.
@@ -166,13 +164,12 @@ impl GpuBackend {
             Some(n) => n.src,
             None => self.ready(g.x)?,
         };
-        let fast = crate::pipelines::mv_unit_source(g.ty).is_some();
-        let x = if (fast || norm.is_some()) && x.off % 4 != 0 { self.aligned_copy(x)? } else { x };
-        let unit = if fast { 8 } else { 32 };
-        let units = g.cols.div_ceil(unit);
+        // The input is staged with vector loads.
+        let x = if x.off % 4 != 0 { self.aligned_copy(x)? } else { x };
+        let units = g.cols.div_ceil(32);
         let ss = self.gpu.pipelines.subgroup_size.unwrap_or(1) as usize;
         let rows: u32 = if g.gated.is_some() { g.parts[0].rows } else { g.parts.iter().map(|p| p.rows).sum() };
-        // About eight units per invocation: enough loads in flight per invocation, enough
+        // About eight blocks per invocation: enough loads in flight per invocation, enough
         // workgroups to fill the device. The norm prologue costs a read of the whole input
         // per workgroup, so with plenty of rows a workgroup takes more of them.
         let mut t = (units / 8).next_power_of_two().clamp(32.max(ss), 256);
@@ -330,7 +327,7 @@ impl GpuBackend {
 
     /// A one-token full-row norm the next matvecs can compute in their prologue.
     pub(crate) fn lazy_norm(&mut self, x: ActInfo, w: Option<(u32, u32)>, b: Option<(u32, u32)>, p: NormParams) -> Result<Option<Act>, BackendError> {
-        if x.rows != 1 || p.group != x.cols || x.cols > NORM_PROLOGUE_MAX || x.cols % 4 != 0 || !matches!(x.st, St::Ready) {
+        if x.rows != 1 || p.group != x.cols || x.cols % 4 != 0 || !matches!(x.st, St::Ready) {
             return Ok(None);
         }
         let (out, _) = self.new_act(1, x.cols)?;

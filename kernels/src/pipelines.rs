@@ -178,7 +178,7 @@ impl Pipelines {
         });
         let arena_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("arena"),
-            entries: &[storage(0, true, false)],
+            entries: &[storage(0, true, false), storage(1, true, false)],
         });
         let kv_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("kv"),

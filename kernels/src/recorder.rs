@@ -89,7 +89,8 @@ pub struct Recorder {
     ring_next: usize,
 }
 
-fn dummy(gpu: &Gpu, layout: &wgpu::BindGroupLayout, label: &str) -> wgpu::BindGroup {
+/// A placeholder bind group of `layout_entries` bindings for kernels that ignore a group.
+fn dummy(gpu: &Gpu, layout: &wgpu::BindGroupLayout, layout_entries: u32, label: &str) -> wgpu::BindGroup {
     let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
         size: 256,
@@ -99,10 +100,12 @@ fn dummy(gpu: &Gpu, layout: &wgpu::BindGroupLayout, label: &str) -> wgpu::BindGr
     gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some(label),
         layout,
-        entries: &[wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &buffer, offset: 0, size: wgpu::BufferSize::new(256) }),
-        }],
+        entries: &(0..layout_entries)
+            .map(|binding| wgpu::BindGroupEntry {
+                binding,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &buffer, offset: 0, size: wgpu::BufferSize::new(256) }),
+            })
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -120,8 +123,8 @@ impl Recorder {
     pub fn new(gpu: Arc<Gpu>) -> Recorder {
         let align = gpu.limits.min_uniform_buffer_offset_alignment as u64;
         let param_stride = PARAM_BYTES.next_multiple_of(align.max(16));
-        let dummy_ro = dummy(&gpu, &gpu.pipelines.arena_layout, "dummy arena");
-        let dummy_kv = dummy(&gpu, &gpu.pipelines.kv_layout, "dummy kv");
+        let dummy_ro = dummy(&gpu, &gpu.pipelines.arena_layout, 2, "dummy arena");
+        let dummy_kv = dummy(&gpu, &gpu.pipelines.kv_layout, 1, "dummy kv");
         Recorder {
             gpu,
             param_stride,
@@ -322,6 +325,9 @@ impl Recorder {
         self.ring_busy[slot] = true;
         self.ring_next += 1;
         self.submits += 1;
+        if let Some(p) = self.profiler.as_mut() {
+            p.collect(&gpu)?;
+        }
         Ok(PendingWord { slot, index, rx })
     }
 

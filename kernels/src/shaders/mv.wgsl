@@ -1,12 +1,14 @@
 // Decode matvec (one token): out[r] = W[r] · x, for up to three weights sharing the input
 // (fused QKV: their rows are concatenated), or for a gate/up pair producing act(gate) * up
-// (fused FFN). Optional prologue: the input is RMS/Layer-normalized into workgroup memory
-// first (norm fused into the matvec, so no separate norm dispatch). Optional epilogue: + bias,
-// and + residual written to a second output (residual add fused).
+// (fused FFN). Optional prologue: the input's RMS/Layer norm statistics, so the input is
+// normalized as it is staged (norm fused into the matvec). Optional epilogue: + bias, and
+// + residual written to a second output (residual add fused).
 //
-// R rows per workgroup of 256 invocations, T = 256 / R invocations per row; each invocation
-// walks the row's units (8 weights for the block types with a fast `udot`, a 32-element group
-// through `dq32` otherwise) and the partial dots are reduced per row.
+// R rows per workgroup of 256 invocations, T = 256 / R invocations per row. The input is
+// staged through workgroup memory 128 blocks (4096 values) at a time, padded so that
+// invocations reading different blocks hit different banks; each invocation then walks its
+// row's blocks of the chunk: one or two 16-byte loads a block for the planar types with a
+// `udot` snippet (mv_*.wgsl), a 32-element group through `dq32` otherwise.
 struct Params {
     k: u32, row_words: u32, x_off: u32, n_parts: u32,
     flags: u32, rows: u32, r_per_wg: u32, act: u32,
@@ -22,100 +24,94 @@ const WG: u32 = 256u;
 const F_RESIDUAL: u32 = 1u;
 const F_GATED: u32 = 2u;
 const NO_BIAS: u32 = 0xFFFFFFFFu;
+const CB: u32 = 128u; // blocks of 32 values per staged chunk
+const BS: u32 = 9u; // vec4 slots per staged block (8 + 1 of padding)
 
 var<workgroup> red: array<f32, 256>;
 var<workgroup> red2: array<f32, 256>;
+var<workgroup> xs: array<vec4<f32>, 1152>; // CB * BS
+var<private> c0: u32; // first block of the staged chunk
 
-//#if NORM
-// The normalized input (k <= 4096).
-var<workgroup> xs: array<vec4<f32>, 1024>;
-
-fn x4(j4: u32) -> vec4<f32> {
-    return xs[j4];
+// Values 4i..4i+3 of block b (absolute) of the staged input.
+fn x4(b: u32, i: u32) -> vec4<f32> {
+    return xs[(b - c0) * BS + i];
 }
-fn x1(j: u32) -> f32 {
-    return xs[j >> 2u][j & 3u];
-}
-//#else
-fn x4(j4: u32) -> vec4<f32> {
-    return act4[(P.x_off >> 2u) + j4];
-}
-fn x1(j: u32) -> f32 {
-    return act[P.x_off + j];
-}
-//#endif
 
 //#if FAST
-// udot(row word offset, unit, weights per unit) comes from the type's mv_*.wgsl snippet.
+// udot(row word offset, block) comes from the type's mv_*.wgsl snippet.
 //#else
-// Generic path: a unit is one 32-element group, dequantized through dq32.
-const UNIT: u32 = 32u;
+// Generic path: dq32 of one 32-element group.
 var<private> e_acc: f32;
-var<private> e_x: u32;
+var<private> e_b: u32;
 
 fn emit(i: u32, w: f32) {
-    e_acc += w * x1(e_x + i);
+    e_acc += w * xs[(e_b - c0) * BS + (i >> 2u)][i & 3u];
 }
 
-fn udot(row: u32, u: u32) -> f32 {
+fn udot(row: u32, b: u32) -> f32 {
     e_acc = 0.0;
-    e_x = u * 32u;
-    dq32(row, u, P.k);
+    e_b = b;
+    dq32(row, b, P.k);
     return e_acc;
 }
 //#endif
 
-fn wg_sum2(a: f32, b: f32, lid: u32) -> vec2<f32> {
+fn wg_sum(a: f32, lid: u32) -> f32 {
     red[lid] = a;
-    red2[lid] = b;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
         if (lid < s) {
             red[lid] += red[lid + s];
-            red2[lid] += red2[lid + s];
         }
         workgroupBarrier();
     }
-    let r = vec2<f32>(red[0], red2[0]);
+    let r = red[0];
     workgroupBarrier();
     return r;
 }
 
+var<private> n_mean: f32;
+var<private> n_scale: f32;
+
 //#if NORM
-fn norm_prologue(lid: u32) {
+fn norm_stats(lid: u32) {
     let n4 = P.k >> 2u;
     let base = P.x_off >> 2u;
     let len = f32(P.k);
-    var mean = 0.0;
+    n_mean = 0.0;
     if (P.norm_kind == 1u) {
         var s = vec4<f32>(0.0);
         for (var j = lid; j < n4; j += WG) {
             s += act4[base + j];
         }
-        mean = wg_sum2(s.x + s.y + s.z + s.w, 0.0, lid).x / len;
+        n_mean = wg_sum(s.x + s.y + s.z + s.w, lid) / len;
     }
     var ss = vec4<f32>(0.0);
     for (var j = lid; j < n4; j += WG) {
-        let v = act4[base + j] - vec4<f32>(mean);
+        let v = act4[base + j] - vec4<f32>(n_mean);
         ss += v * v;
     }
-    let scale = 1.0 / sqrt(wg_sum2(ss.x + ss.y + ss.z + ss.w, 0.0, lid).x / len + P.eps);
-    for (var j = lid; j < n4; j += WG) {
-        var v = (act4[base + j] - vec4<f32>(mean)) * scale;
-        let i = j * 4u;
-        if ((P.norm_flags & 1u) != 0u) {
-            var w = vec4<f32>(wvec[P.nw_off + i], wvec[P.nw_off + i + 1u], wvec[P.nw_off + i + 2u], wvec[P.nw_off + i + 3u]);
-            if ((P.norm_flags & 4u) != 0u) {
-                w += vec4<f32>(1.0);
-            }
-            v *= w;
+    n_scale = 1.0 / sqrt(wg_sum(ss.x + ss.y + ss.z + ss.w, lid) / len + P.eps);
+}
+
+fn load_x(j4: u32) -> vec4<f32> {
+    var v = (act4[(P.x_off >> 2u) + j4] - vec4<f32>(n_mean)) * n_scale;
+    let i = j4 * 4u;
+    if ((P.norm_flags & 1u) != 0u) {
+        var w = vec4<f32>(wvec[P.nw_off + i], wvec[P.nw_off + i + 1u], wvec[P.nw_off + i + 2u], wvec[P.nw_off + i + 3u]);
+        if ((P.norm_flags & 4u) != 0u) {
+            w += vec4<f32>(1.0);
         }
-        if ((P.norm_flags & 2u) != 0u) {
-            v += vec4<f32>(wvec[P.nb_off + i], wvec[P.nb_off + i + 1u], wvec[P.nb_off + i + 2u], wvec[P.nb_off + i + 3u]);
-        }
-        xs[j] = v;
+        v *= w;
     }
-    workgroupBarrier();
+    if ((P.norm_flags & 2u) != 0u) {
+        v += vec4<f32>(wvec[P.nb_off + i], wvec[P.nb_off + i + 1u], wvec[P.nb_off + i + 2u], wvec[P.nb_off + i + 3u]);
+    }
+    return v;
+}
+//#else
+fn load_x(j4: u32) -> vec4<f32> {
+    return act4[(P.x_off >> 2u) + j4];
 }
 //#endif
 
@@ -140,7 +136,7 @@ fn bias(p: u32, r: u32) -> f32 {
 
 fn body(wl: u32, lid: u32, sl: u32, ss: u32) {
 //#if NORM
-    norm_prologue(lid);
+    norm_stats(lid);
 //#endif
     let T = WG / P.r_per_wg;
     let rl = lid / T;
@@ -148,7 +144,9 @@ fn body(wl: u32, lid: u32, sl: u32, ss: u32) {
     let gr = wl * P.r_per_wg + rl;
     let valid = gr < P.rows;
     let r = min(gr, P.rows - 1u);
-    let units = (P.k + UNIT - 1u) / UNIT;
+    // Blocks of 32 values (the last may be partial for float rows).
+    let units = (P.k + 31u) / 32u;
+    let n4 = P.k >> 2u;
     let gated = (P.flags & F_GATED) != 0u;
     // Which part the row belongs to (gated: part 0 is the gate, part 1 the up projection).
     var p = 0u;
@@ -160,27 +158,40 @@ fn body(wl: u32, lid: u32, sl: u32, ss: u32) {
         }
     }
     let row = P.w_off[p] + lr * P.row_words;
+    let row_u = P.w_off[1] + lr * P.row_words;
     var a = 0.0;
     var b = 0.0;
-    // Four units per iteration, so their loads are in flight together.
-    var u = t;
-    if (gated) {
-        let row_u = P.w_off[1] + lr * P.row_words;
-        for (; u + T < units; u += 2u * T) {
-            a += udot(row, u) + udot(row, u + T);
-            b += udot(row_u, u) + udot(row_u, u + T);
+    for (c0 = 0u; c0 < units; c0 += CB) {
+        let c1 = min(units, c0 + CB);
+        for (var j = lid; j < (c1 - c0) * 8u; j += WG) {
+            let j4 = c0 * 8u + j;
+            var v = vec4<f32>(0.0);
+            if (j4 < n4) {
+                v = load_x(j4);
+            }
+            xs[(j >> 3u) * BS + (j & 7u)] = v;
         }
-        for (; u < units; u += T) {
-            a += udot(row, u);
-            b += udot(row_u, u);
+        workgroupBarrier();
+        // Two blocks per iteration, so their loads are in flight together.
+        var u = c0 + t;
+        if (gated) {
+            for (; u + T < c1; u += 2u * T) {
+                a += udot(row, u) + udot(row, u + T);
+                b += udot(row_u, u) + udot(row_u, u + T);
+            }
+            for (; u < c1; u += T) {
+                a += udot(row, u);
+                b += udot(row_u, u);
+            }
+        } else {
+            for (; u + T < c1; u += 2u * T) {
+                a += udot(row, u) + udot(row, u + T);
+            }
+            for (; u < c1; u += T) {
+                a += udot(row, u);
+            }
         }
-    } else {
-        for (; u + 3u * T < units; u += 4u * T) {
-            a += (udot(row, u) + udot(row, u + T)) + (udot(row, u + 2u * T) + udot(row, u + 3u * T));
-        }
-        for (; u < units; u += T) {
-            a += udot(row, u);
-        }
+        workgroupBarrier();
     }
     // Reduce within each row's T invocations (T is a power of two, a multiple of ss).
 //#if subgroups

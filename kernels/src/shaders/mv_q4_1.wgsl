@@ -1,18 +1,22 @@
-// Q4_1 unit for the decode matvec: one qs word (a quarter block) = 8 weights; block = d, m
-// (f16) then 4 qs words.
-const UNIT: u32 = 8u;
-
+// Q4_1 block for the decode matvec (planar row: 16 quant bytes a block, then (d, m) f16
+// pairs): one 16-byte load holds the block's 32 nibbles.
 fn nib(w: u32, s: u32) -> vec4<f32> {
     return vec4<f32>(f32((w >> s) & 0xFu), f32((w >> (s + 8u)) & 0xFu), f32((w >> (s + 16u)) & 0xFu), f32((w >> (s + 24u)) & 0xFu));
 }
 
-fn udot(row: u32, u: u32) -> f32 {
-    let b = u >> 2u;
-    let q = u & 3u;
-    let base = row + b * 5u;
-    let dm = unpack2x16float(wq[base]);
-    let w = wq[base + 1u + q];
-    let xa = x4(b * 8u + q);
-    let xb = x4(b * 8u + 4u + q);
-    return dm.x * (dot(nib(w, 0u), xa) + dot(nib(w, 4u), xb)) + dm.y * dot(xa + xb, vec4<f32>(1.0));
+fn udot(row: u32, b: u32) -> f32 {
+    let q = wq4[(row >> 2u) + b];
+    let dm = unpack2x16float(wq[row + (P.k >> 3u) + b]);
+    let x0 = x4(b, 0u);
+    let x1 = x4(b, 1u);
+    let x2 = x4(b, 2u);
+    let x3 = x4(b, 3u);
+    let x4_ = x4(b, 4u);
+    let x5 = x4(b, 5u);
+    let x6 = x4(b, 6u);
+    let x7 = x4(b, 7u);
+    let lo = dot(nib(q.x, 0u), x0) + dot(nib(q.y, 0u), x1) + dot(nib(q.z, 0u), x2) + dot(nib(q.w, 0u), x3);
+    let hi = dot(nib(q.x, 4u), x4_) + dot(nib(q.y, 4u), x5) + dot(nib(q.z, 4u), x6) + dot(nib(q.w, 4u), x7);
+    let sx = (x0 + x1) + (x2 + x3) + (x4_ + x5) + (x6 + x7);
+    return dm.x * (lo + hi) + dm.y * (sx.x + sx.y + sx.z + sx.w);
 }
