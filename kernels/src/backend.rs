@@ -79,6 +79,8 @@ pub struct GpuBackend {
     fuse: bool,
     /// The next one-token `embed` reads its id from the device (`set_token_from_device`).
     token_from_device: bool,
+    /// Invocations per row of the decode matvec, when set (HANGAR_MV_THREADS, for tuning).
+    pub(crate) mv_threads: Option<usize>,
     reuse_bytes: u64,
     /// Rope frequency tables uploaded in this step, by their bits (one per layer otherwise).
     freq_cache: HashMap<Vec<u32>, u32>,
@@ -111,6 +113,7 @@ impl GpuBackend {
             lazy_ropes: Vec::new(),
             fuse: !opts.no_fusion,
             token_from_device: false,
+            mv_threads: std::env::var("HANGAR_MV_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).map(|t| t.next_power_of_two()),
             freq_cache: HashMap::new(),
             reuse_bytes: opts.reuse_bytes.unwrap_or(REUSE_BYTES),
             gpu,

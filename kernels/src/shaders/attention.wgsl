@@ -103,17 +103,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var s = -3.0e38;
         if (j <= pos) {
             let kb = j * kv4dim + koff4;
-            // Four loads in flight per iteration.
+            // Eight loads in flight per iteration.
             var da = vec4<f32>(0.0);
             var db = vec4<f32>(0.0);
             var d = 0u;
-            for (; d + 3u < hd4; d += 4u) {
+            for (; d + 7u < hd4; d += 8u) {
                 let k0 = kv4[kb + d];
                 let k1 = kv4[kb + d + 1u];
                 let k2 = kv4[kb + d + 2u];
                 let k3 = kv4[kb + d + 3u];
-                da += qs[d] * k0 + qs[d + 1u] * k1;
-                db += qs[d + 2u] * k2 + qs[d + 3u] * k3;
+                let k4 = kv4[kb + d + 4u];
+                let k5 = kv4[kb + d + 5u];
+                let k6 = kv4[kb + d + 6u];
+                let k7 = kv4[kb + d + 7u];
+                da += (qs[d] * k0 + qs[d + 1u] * k1) + (qs[d + 2u] * k2 + qs[d + 3u] * k3);
+                db += (qs[d + 4u] * k4 + qs[d + 5u] * k5) + (qs[d + 6u] * k6 + qs[d + 7u] * k7);
             }
             for (; d < hd4; d++) {
                 da += qs[d] * kv4[kb + d];

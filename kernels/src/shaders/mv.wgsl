@@ -4,7 +4,8 @@
 // normalized as it is staged (norm fused into the matvec). Optional epilogue: + bias, and
 // + residual written to a second output (residual add fused).
 //
-// R rows per workgroup of 256 invocations, T = 256 / R invocations per row. The input is
+// R row slots per workgroup of 256 invocations, T = 256 / R invocations per slot (a slot is
+// a gate/up pair, or two rows r and r + R without a gate). The input is
 // staged through workgroup memory 128 blocks (4096 values) at a time, padded so that
 // invocations reading different blocks hit different banks; each invocation then walks its
 // row's blocks of the chunk: one or two 16-byte loads a block for the planar types with a
@@ -141,24 +142,37 @@ fn body(wl: u32, lid: u32, sl: u32, ss: u32) {
     let T = WG / P.r_per_wg;
     let rl = lid / T;
     let t = lid % T;
-    let gr = wl * P.r_per_wg + rl;
+    let gated = (P.flags & F_GATED) != 0u;
+    // Without a gate, each invocation takes two rows (rl and rl + R), so the staged input
+    // and the workgroup's fixed costs serve twice the rows.
+    let per_wg = select(2u * P.r_per_wg, P.r_per_wg, gated);
+    let gr = wl * per_wg + rl;
+    let gr2 = gr + P.r_per_wg;
     let valid = gr < P.rows;
-    let r = min(gr, P.rows - 1u);
+    let valid2 = !gated && gr2 < P.rows;
     // Blocks of 32 values (the last may be partial for float rows).
     let units = (P.k + 31u) / 32u;
     let n4 = P.k >> 2u;
-    let gated = (P.flags & F_GATED) != 0u;
-    // Which part the row belongs to (gated: part 0 is the gate, part 1 the up projection).
+    // Which part each row belongs to (gated: part 0 is the gate, part 1 the up projection).
     var p = 0u;
-    var lr = r;
+    var lr = min(gr, P.rows - 1u);
+    var p2 = 0u;
+    var lr2 = min(gr2, P.rows - 1u);
     if (!gated) {
         while (p + 1u < P.n_parts && lr >= P.p_rows[p]) {
             lr -= P.p_rows[p];
             p++;
         }
+        while (p2 + 1u < P.n_parts && lr2 >= P.p_rows[p2]) {
+            lr2 -= P.p_rows[p2];
+            p2++;
+        }
     }
     let row = P.w_off[p] + lr * P.row_words;
-    let row_u = P.w_off[1] + lr * P.row_words;
+    var row_u = P.w_off[1] + lr * P.row_words;
+    if (!gated) {
+        row_u = P.w_off[p2] + lr2 * P.row_words;
+    }
     var a = 0.0;
     var b = 0.0;
     for (c0 = 0u; c0 < units; c0 += CB) {
@@ -174,22 +188,13 @@ fn body(wl: u32, lid: u32, sl: u32, ss: u32) {
         workgroupBarrier();
         // Two blocks per iteration, so their loads are in flight together.
         var u = c0 + t;
-        if (gated) {
-            for (; u + T < c1; u += 2u * T) {
-                a += udot(row, u) + udot(row, u + T);
-                b += udot(row_u, u) + udot(row_u, u + T);
-            }
-            for (; u < c1; u += T) {
-                a += udot(row, u);
-                b += udot(row_u, u);
-            }
-        } else {
-            for (; u + T < c1; u += 2u * T) {
-                a += udot(row, u) + udot(row, u + T);
-            }
-            for (; u < c1; u += T) {
-                a += udot(row, u);
-            }
+        for (; u + T < c1; u += 2u * T) {
+            a += udot(row, u) + udot(row, u + T);
+            b += udot(row_u, u) + udot(row_u, u + T);
+        }
+        for (; u < c1; u += T) {
+            a += udot(row, u);
+            b += udot(row_u, u);
         }
         workgroupBarrier();
     }
@@ -202,7 +207,7 @@ fn body(wl: u32, lid: u32, sl: u32, ss: u32) {
         red2[lid / ss] = sb;
     }
     workgroupBarrier();
-    if (!valid || t != 0u) {
+    if (t != 0u) {
         return;
     }
     var dot = 0.0;
@@ -222,13 +227,13 @@ fn body(wl: u32, lid: u32, sl: u32, ss: u32) {
         }
         workgroupBarrier();
     }
-    if (!valid || t != 0u) {
+    if (t != 0u) {
         return;
     }
     let dot = red[lid];
     let dot2 = red2[lid];
 //#endif
-    if (gated) {
+    if (gated && valid) {
         let g = dot + bias(0u, lr);
         let u = dot2 + bias(1u, lr);
         act[P.out_off[0] + lr] = g;
@@ -236,6 +241,15 @@ fn body(wl: u32, lid: u32, sl: u32, ss: u32) {
         act[P.sum_off + lr] = activate(g) * u;
         return;
     }
+    if (valid && !gated) {
+        store(p, lr, dot);
+    }
+    if (valid2) {
+        store(p2, lr2, dot2);
+    }
+}
+
+fn store(p: u32, lr: u32, dot: f32) {
     let v = dot + bias(p, lr);
     act[P.out_off[p] + lr] = v;
     if ((P.flags & F_RESIDUAL) != 0u) {
