@@ -127,6 +127,10 @@ pub fn shader_source(op: Op, ty: Option<GgmlType>, subgroups: bool) -> String {
     s.push_str(&select_variant(op.source(), &defines));
     s.push('\n');
     s.push_str(COMMON);
+    if matches!(op, Op::Rope | Op::KvWrite | Op::Attention) {
+        s.push('\n');
+        s.push_str(include_str!("shaders/rope_common.wgsl"));
+    }
     if let Some(src) = unit.or_else(|| ty.and_then(dequant_source)) {
         s.push('\n');
         s.push_str(src);

@@ -65,7 +65,6 @@ fn smollm2_gpu_matches_cpu_greedy_and_teacher_forced() {
     let (_f, spec, gw) = load(&mut gpu_be);
     let mut cpu_be = CpuBackend::new();
     let (_f2, _, cw) = load(&mut cpu_be);
-    let n_vocab = spec.hparams.n_vocab;
 
     // The last-position logits of a prompt agree closely, not just their argmax.
     let (_, first) = &golden_prompts()[0];

@@ -40,24 +40,9 @@ fn q_elem(qb: u32, pos: u32, i: u32) -> f32 {
     if (P.rope == 0u || i >= P.n_rot) {
         return x;
     }
-    let half = P.n_rot / 2u;
-    var p: u32;
-    var first: bool;
-    var other: u32;
-    if (P.neox != 0u) {
-        p = i % half;
-        first = i < half;
-        other = select(i - half, i + half, first);
-    } else {
-        p = i / 2u;
-        first = (i & 1u) == 0u;
-        other = select(i - 1u, i + 1u, first);
-    }
-    let theta = f32(pos) * P.freq_scale * act[P.freq_off + p];
-    let c = cos(theta);
-    let s = sin(theta);
-    let y = act[qb + other];
-    return select(y * s + x * c, x * c - y * s, first);
+    let pr = rope_pair(i, P.n_rot, P.neox);
+    let theta = f32(pos) * P.freq_scale * act[P.freq_off + pr.x];
+    return rope_apply(x, act[qb + pr.y], pr.y > i, theta);
 }
 
 @compute @workgroup_size(64)

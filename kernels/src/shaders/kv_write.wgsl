@@ -1,6 +1,6 @@
 // Appends this step's k and v rows at positions pos0.. of the bound layer's cache
 // (k rows at 0, v rows at n_ctx * kv_dim). k can be rotated (RoPE) on the way in, so the rope
-// of k needs no dispatch of its own; the formula is rope.wgsl's.
+// of k needs no dispatch of its own; the formula is rope_common.wgsl's.
 struct Params {
     k_off: u32, v_off: u32, total: u32, kv_dim: u32,
     pos0: u32, n_ctx: u32, rope: u32, head_dim: u32,
@@ -15,24 +15,9 @@ fn k_elem(idx: u32) -> f32 {
     if (P.rope == 0u || i >= P.n_rot) {
         return x;
     }
-    let half = P.n_rot / 2u;
-    var p: u32;
-    var first: bool;
-    var other: u32;
-    if (P.neox != 0u) {
-        p = i % half;
-        first = i < half;
-        other = select(idx - half, idx + half, first);
-    } else {
-        p = i / 2u;
-        first = (i & 1u) == 0u;
-        other = select(idx - 1u, idx + 1u, first);
-    }
-    let theta = f32(P.pos0 + idx / P.kv_dim) * P.freq_scale * act[P.freq_off + p];
-    let c = cos(theta);
-    let s = sin(theta);
-    let y = act[P.k_off + other];
-    return select(y * s + x * c, x * c - y * s, first);
+    let pr = rope_pair(i, P.n_rot, P.neox);
+    let theta = f32(P.pos0 + idx / P.kv_dim) * P.freq_scale * act[P.freq_off + pr.x];
+    return rope_apply(x, act[P.k_off + idx - i + pr.y], pr.y > i, theta);
 }
 
 @compute @workgroup_size(64)

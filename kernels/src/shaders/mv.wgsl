@@ -40,6 +40,27 @@ fn x4(b: u32, i: u32) -> vec4<f32> {
 
 //#if FAST
 // udot(row word offset, block) comes from the type's mv_*.wgsl snippet.
+
+fn nib(w: u32, s: u32) -> vec4<f32> {
+    return vec4<f32>(f32((w >> s) & 0xFu), f32((w >> (s + 8u)) & 0xFu), f32((w >> (s + 16u)) & 0xFu), f32((w >> (s + 24u)) & 0xFu));
+}
+
+// (Σ nibble * x, Σ x) over 4-bit block b whose 16 quant bytes are q: low nibbles are
+// elements 4i.., high nibbles 16+4i.. (Q4_0 and Q4_1 differ only in how they scale these).
+fn q4_sums(q: vec4<u32>, b: u32) -> vec2<f32> {
+    let x0 = x4(b, 0u);
+    let x1 = x4(b, 1u);
+    let x2 = x4(b, 2u);
+    let x3 = x4(b, 3u);
+    let x4_ = x4(b, 4u);
+    let x5 = x4(b, 5u);
+    let x6 = x4(b, 6u);
+    let x7 = x4(b, 7u);
+    let lo = dot(nib(q.x, 0u), x0) + dot(nib(q.y, 0u), x1) + dot(nib(q.z, 0u), x2) + dot(nib(q.w, 0u), x3);
+    let hi = dot(nib(q.x, 4u), x4_) + dot(nib(q.y, 4u), x5) + dot(nib(q.z, 4u), x6) + dot(nib(q.w, 4u), x7);
+    let sx = (x0 + x1) + (x2 + x3) + (x4_ + x5) + (x6 + x7);
+    return vec2<f32>(lo + hi, sx.x + sx.y + sx.z + sx.w);
+}
 //#else
 // Generic path: dq32 of one 32-element group.
 var<private> e_acc: f32;
