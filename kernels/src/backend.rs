@@ -423,7 +423,7 @@ impl Backend for GpuBackend {
 
     fn rope(&mut self, x: Act, head_dim: usize, pos0: usize, rope: &RopeConfig) -> Result<Act, BackendError> {
         let xa = self.act(x)?;
-        if head_dim == 0 || xa.cols % head_dim != 0 || rope.n_rot > head_dim || rope.n_rot % 2 != 0 {
+        if head_dim == 0 || !xa.cols.is_multiple_of(head_dim) || rope.n_rot > head_dim || !rope.n_rot.is_multiple_of(2) {
             return Err(shape("rope", format!("row {}, head_dim {head_dim}, n_rot {}", xa.cols, rope.n_rot)));
         }
         u(pos0 + xa.rows, "position")?;
@@ -473,12 +473,12 @@ impl Backend for GpuBackend {
             || va.cols != kv_dim
             || kv_dim != p.n_head_kv * hd
             || p.n_head_kv == 0
-            || p.n_head % p.n_head_kv != 0
+            || !p.n_head.is_multiple_of(p.n_head_kv)
             || ka.rows != n
             || va.rows != n
             || layer >= s.n_layer
             || hd > 256
-            || hd % 4 != 0
+            || !hd.is_multiple_of(4)
         {
             return Err(shape("attention", format!("q {n}x{}, k/v width {} vs cache {kv_dim}, head_dim {hd}", qa.cols, ka.cols)));
         }

@@ -330,7 +330,7 @@ impl GpuBackend {
 
     /// A one-token full-row norm the next matvecs can compute in their prologue.
     pub(crate) fn lazy_norm(&mut self, x: ActInfo, w: Option<(u32, u32)>, b: Option<(u32, u32)>, p: NormParams) -> Result<Option<Act>, BackendError> {
-        if x.rows != 1 || p.group != x.cols || x.cols % 4 != 0 || !matches!(x.st, St::Ready) {
+        if x.rows != 1 || p.group != x.cols || !x.cols.is_multiple_of(4) || !matches!(x.st, St::Ready) {
             return Ok(None);
         }
         let (out, _) = self.new_act(1, x.cols)?;
