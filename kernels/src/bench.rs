@@ -1,6 +1,7 @@
 //! Prefill and decode throughput of a model on the shared device, for `hangar bench` (the
-//! subcommand lives in services): a synthetic prompt is prefilled in chunks, then `n_gen`
-//! tokens are decoded greedily with argmax on the device, one submission per token.
+//! subcommand lives in services), measured as llama-bench does: pp = a synthetic prompt of
+//! `n_prompt` tokens prefilled in chunks; tg = `n_gen` tokens decoded greedily on a fresh
+//! sequence, argmax on the device, one submission per token.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -162,11 +163,14 @@ pub fn run(model_path: &Path, registry: &Registry, o: &BenchOptions) -> Result<B
     let mut record = 0.0;
     for _ in 0..o.reps.max(1) {
         let t = Instant::now();
-        let (seq, tok) = r.prefill(&prompt, o.chunk, n_ctx)?;
+        let (seq, _) = r.prefill(&prompt, o.chunk, n_ctx)?;
         pp.push(t.elapsed().as_secs_f64());
+        r.be.free_sequence(seq);
+        // Decode on a fresh sequence, as llama-bench's tg test does (one prompt token).
+        let (seq, tok) = r.prefill(&prompt[..1], o.chunk, n_ctx)?;
         let before = r.be.submissions();
         let t = Instant::now();
-        record = r.decode(seq, tok, o.n_prompt, o.n_gen)?;
+        record = r.decode(seq, tok, 1, o.n_gen)?;
         tg.push(t.elapsed().as_secs_f64());
         subs = r.be.submissions() - before;
         r.be.free_sequence(seq);
