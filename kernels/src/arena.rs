@@ -62,7 +62,7 @@ fn err(name: &str, e: impl std::fmt::Display) -> BackendError {
 
 impl Arenas {
     pub fn new(max_bytes: u64) -> Arenas {
-        Arenas { max_bytes: max_bytes.max(ALIGN) & !3, arenas: Vec::new(), plans: Vec::new() }
+        Arenas { max_bytes: max_bytes.max(ALIGN) & !15, arenas: Vec::new(), plans: Vec::new() }
     }
 
     pub fn has_pending(&self) -> bool {
@@ -144,7 +144,8 @@ impl Arenas {
     /// Creates and fills the planned arenas.
     pub fn upload(&mut self, gpu: &Gpu) -> Result<(), BackendError> {
         for plan in std::mem::take(&mut self.plans) {
-            let size = plan.size.max(4).next_multiple_of(4);
+            // Whole 16-byte words, for the vec4 view of the arena.
+            let size = plan.size.max(16).next_multiple_of(16);
             let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("weight arena"),
                 size,
@@ -181,7 +182,10 @@ impl Arenas {
             let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("weight arena"),
                 layout: &gpu.pipelines.arena_layout,
-                entries: &[wgpu::BindGroupEntry { binding: 0, resource: buffer.as_entire_binding() }],
+                entries: &[
+                    wgpu::BindGroupEntry { binding: 0, resource: buffer.as_entire_binding() },
+                    wgpu::BindGroupEntry { binding: 1, resource: buffer.as_entire_binding() },
+                ],
             });
             self.arenas.push(Arena { buffer, bind_group });
         }

@@ -1,27 +1,45 @@
 //! `GpuBackend`: the engine's `Backend` on the shared wgpu device. Ops are recorded (see
 //! `recorder`) and submitted as one command buffer when something is read back, so a decode
-//! step is one submission that returns one token id (`argmax`/`sample`) or the logits.
+//! step is one submission that returns one token id (`argmax`/`sample`) or the logits. Decode
+//! ops are fused where one can absorb another (see `fuse`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use hangar_engine::backend::{Act, AttnParams, Backend, BackendError, DeviceSampling, NormParams, SeqId, WeightId};
 use hangar_engine::gguf::GgufFile;
-use hangar_engine::spec::{Activation, NormKind, RopeConfig, RopeStyle};
+use hangar_engine::spec::{Activation, RopeConfig, RopeStyle};
 
 use crate::arena::{Arenas, GpuWeight};
 use crate::device::Gpu;
+use crate::fuse::{Group, LazyNorm, LazyRope, Part};
 use crate::pipelines::Op;
-use crate::recorder::{grid, Binds, Recorder};
+use crate::recorder::{grid, Binds, PendingWord, Recorder, TOKEN_SLOT};
+
+/// A decode step's token id on its way back (see `GpuBackend::argmax_to_device`).
+pub struct PendingToken(PendingWord);
 
 /// Activations of a step beyond this are reused at layer boundaries.
 const REUSE_BYTES: u64 = 8 << 20;
 
+/// Whether an activation's data exists yet, or which pending op will produce it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum St {
+    Ready,
+    /// An output of the open matvec group.
+    Group,
+    /// A norm folded into the matvecs that read it (index into `lazy_norms`).
+    Norm(u32),
+    /// A rope folded into attention (index into `lazy_ropes`).
+    Rope(u32),
+}
+
 #[derive(Clone, Copy, Debug)]
-struct ActInfo {
-    off: u32,
-    rows: usize,
-    cols: usize,
+pub(crate) struct ActInfo {
+    pub off: u32,
+    pub rows: usize,
+    pub cols: usize,
+    pub st: St,
 }
 
 struct KvSeq {
@@ -42,26 +60,37 @@ pub struct BackendOptions {
     pub max_arena_bytes: Option<u64>,
     /// Activation bytes of a step beyond which layer boundaries reuse memory (default 8 MiB).
     pub reuse_bytes: Option<u64>,
+    /// Dispatch every op on its own instead of fusing decode ops (tests compare the two).
+    pub no_fusion: bool,
 }
 
 pub struct GpuBackend {
-    gpu: Arc<Gpu>,
+    pub(crate) gpu: Arc<Gpu>,
     arenas: Arenas,
     weights: Vec<GpuWeight>,
     seqs: HashMap<u32, KvSeq>,
     next_seq: u32,
-    acts: Vec<ActInfo>,
-    rec: Recorder,
+    pub(crate) acts: Vec<ActInfo>,
+    pub(crate) rec: Recorder,
+    pub(crate) group: Option<Group>,
+    pub(crate) lazy_norms: Vec<LazyNorm>,
+    pub(crate) lazy_ropes: Vec<LazyRope>,
+    /// Decode ops are fused (tests switch it off to compare against the unfused kernels).
+    fuse: bool,
+    /// The next one-token `embed` reads its id from the device (`set_token_from_device`).
+    token_from_device: bool,
+    /// Invocations per row of the decode matvec, when set (HANGAR_MV_THREADS, for tuning).
+    pub(crate) mv_threads: Option<usize>,
     reuse_bytes: u64,
     /// Rope frequency tables uploaded in this step, by their bits (one per layer otherwise).
     freq_cache: HashMap<Vec<u32>, u32>,
 }
 
-fn shape(op: &'static str, detail: String) -> BackendError {
+pub(crate) fn shape(op: &'static str, detail: String) -> BackendError {
     BackendError::Shape { op, detail }
 }
 
-fn u(v: usize, what: &str) -> Result<u32, BackendError> {
+pub(crate) fn u(v: usize, what: &str) -> Result<u32, BackendError> {
     u32::try_from(v).map_err(|_| BackendError::OutOfMemory(format!("{what} of {v} exceeds 32 bits")))
 }
 
@@ -79,6 +108,12 @@ impl GpuBackend {
             next_seq: 0,
             acts: Vec::new(),
             rec: Recorder::new(gpu.clone()),
+            group: None,
+            lazy_norms: Vec::new(),
+            lazy_ropes: Vec::new(),
+            fuse: !opts.no_fusion,
+            token_from_device: false,
+            mv_threads: std::env::var("HANGAR_MV_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).map(|t| t.next_power_of_two()),
             freq_cache: HashMap::new(),
             reuse_bytes: opts.reuse_bytes.unwrap_or(REUSE_BYTES),
             gpu,
@@ -99,6 +134,47 @@ impl GpuBackend {
         self.arenas.total_bytes()
     }
 
+    /// Switches per-dispatch GPU timing on or off; false when the device cannot time
+    /// dispatches (it must be opened with HANGAR_PROFILE set).
+    pub fn set_profiling(&mut self, on: bool) -> bool {
+        self.rec.profiler = if on { crate::profile::Profiler::new(&self.gpu) } else { None };
+        self.rec.profiler.is_some()
+    }
+
+    /// GPU time per kernel since profiling was switched on, largest first; resets the totals.
+    pub fn take_profile(&mut self) -> Vec<crate::profile::ProfileLine> {
+        self.rec.profiler.as_mut().map(|p| p.take()).unwrap_or_default()
+    }
+
+    /// Picks the argmax of the one-row logits `x` on the device, leaves it where the next
+    /// step's embedding can read it (`set_token_from_device`) and submits the step without
+    /// waiting, so the host can record the next step while this one runs.
+    pub fn argmax_to_device(&mut self, x: Act) -> Result<PendingToken, BackendError> {
+        let a = self.ready(x)?;
+        if a.rows != 1 || a.cols == 0 {
+            return Err(shape("argmax", format!("{}x{} logits; one row expected", a.rows, a.cols)));
+        }
+        let p = [a.off, a.cols as u32, TOKEN_SLOT, 0];
+        self.rec.dispatch(Op::Argmax, None, &p, [1, 1, 1], Binds::default());
+        Ok(PendingToken(self.rec.flush_async(&self.arenas.arenas, TOKEN_SLOT)?))
+    }
+
+    /// The token id of an `argmax_to_device` step, waiting for it if needed.
+    pub fn wait_token(&mut self, p: PendingToken) -> Result<u32, BackendError> {
+        Ok(self.rec.wait_word(p.0)? as u32)
+    }
+
+    /// Makes the next one-token `embed` take its id from the last `argmax_to_device` on the
+    /// device instead of from the host (whose value it ignores).
+    pub fn set_token_from_device(&mut self) {
+        self.token_from_device = true;
+    }
+
+    /// Kernel dispatches recorded so far.
+    pub fn dispatches(&self) -> u64 {
+        self.rec.dispatched
+    }
+
     /// Command buffers submitted so far.
     pub fn submissions(&self) -> u64 {
         self.rec.submits
@@ -113,13 +189,13 @@ impl GpuBackend {
         }
     }
 
-    fn act(&self, a: Act) -> Result<ActInfo, BackendError> {
+    pub(crate) fn act(&self, a: Act) -> Result<ActInfo, BackendError> {
         self.acts.get(a.0 as usize).copied().ok_or_else(|| BackendError::BadHandle(format!("{a:?}")))
     }
 
-    fn new_act(&mut self, rows: usize, cols: usize) -> Result<(Act, u32), BackendError> {
+    pub(crate) fn new_act(&mut self, rows: usize, cols: usize) -> Result<(Act, u32), BackendError> {
         let off = self.rec.alloc(rows.checked_mul(cols).ok_or_else(|| BackendError::OutOfMemory("activation".into()))?)?;
-        self.acts.push(ActInfo { off, rows, cols });
+        self.acts.push(ActInfo { off, rows, cols, st: St::Ready });
         Ok((Act(self.acts.len() as u32 - 1), off))
     }
 
@@ -136,12 +212,12 @@ impl GpuBackend {
         .transpose()
     }
 
-    fn threads(&self, total: usize) -> Result<[u32; 3], BackendError> {
+    pub(crate) fn threads(&self, total: usize) -> Result<[u32; 3], BackendError> {
         let (x, y) = grid(&self.gpu, u(total.div_ceil(64), "dispatch")?);
         Ok([x, y, 1])
     }
 
-    fn eltwise(&mut self, op: u32, a: ActInfo, b: Option<ActInfo>, s: f32) -> Result<Act, BackendError> {
+    pub(crate) fn eltwise(&mut self, op: u32, a: ActInfo, b: Option<ActInfo>, s: f32) -> Result<Act, BackendError> {
         let total = a.rows * a.cols;
         let (out, off) = self.new_act(a.rows, a.cols)?;
         let p = [op, u(total, "activation")?, a.off, b.map_or(0, |b| b.off), off, s.to_bits(), 0, 0, 1];
@@ -151,7 +227,7 @@ impl GpuBackend {
     }
 
     /// Copies columns `col0..col0 + width` of every row of `a`.
-    fn slice_cols(&mut self, a: ActInfo, col0: usize, width: usize) -> Result<Act, BackendError> {
+    pub(crate) fn slice_cols(&mut self, a: ActInfo, col0: usize, width: usize) -> Result<Act, BackendError> {
         let total = a.rows * width;
         let (out, off) = self.new_act(a.rows, width)?;
         let p = [6, u(total, "activation")?, a.off, 0, off, 0, a.cols as u32, col0 as u32, width.max(1) as u32];
@@ -233,6 +309,10 @@ impl Backend for GpuBackend {
     }
 
     fn begin_step(&mut self) {
+        // Pending fused ops of the previous step produce nothing anyone can read any more.
+        self.group = None;
+        self.lazy_norms.clear();
+        self.lazy_ropes.clear();
         // Work of the previous step (KV writes) must run even if nothing was read back; a
         // failure here resurfaces at the next read.
         if let Err(e) = self.flush(None) {
@@ -256,8 +336,12 @@ impl Backend for GpuBackend {
             return Err(BackendError::TokenOutOfRange { id, n_vocab: rows });
         }
         let n = tokens.len();
-        let ids: Vec<f32> = tokens.iter().map(|&t| t as f32).collect();
-        let tok_off = self.rec.upload(&ids)?;
+        let tok_off = if std::mem::take(&mut self.token_from_device) && n == 1 {
+            TOKEN_SLOT
+        } else {
+            let ids: Vec<f32> = tokens.iter().map(|&t| t as f32).collect();
+            self.rec.upload(&ids)?
+        };
         let (out, off) = self.new_act(n, cols)?;
         let groups = u(cols.div_ceil(32), "row")?;
         for s in &segs {
@@ -269,26 +353,39 @@ impl Backend for GpuBackend {
     }
 
     fn linear(&mut self, x: Act, w: WeightId, bias: Option<WeightId>) -> Result<Act, BackendError> {
-        let xa = self.act(x)?;
         let GpuWeight::Matrix { name, ty, rows, cols, row_words, segs } = self.weight(w)?.clone() else {
             return Err(shape("linear", "weight is a vector".into()));
         };
-        if xa.cols != cols {
-            return Err(shape("linear", format!("{name}: input width {} vs weight rows of {cols}", xa.cols)));
-        }
         let b = self.vector(bias)?;
-        if b.is_some_and(|b| b.2 != rows) {
-            return Err(shape("linear", format!("{name}: bias length differs from {rows} outputs")));
+        let xa = self.act(x)?;
+        self.check_linear(&name, xa, cols, rows, b.map(|b| b.2))?;
+        let bias2 = b.map(|b| (b.0, b.1));
+        if xa.rows == 1 && cols % 4 == 0 {
+            if self.fuse && segs.len() == 1 {
+                return self.group_linear(x, ty, cols, row_words, segs[0], bias2);
+            }
+            // One matvec per segment of a weight split over arenas (or unfused): each is a
+            // group of one part writing its rows at their offset.
+            let (out, off) = self.new_act(1, rows)?;
+            for s in &segs {
+                self.flush_group()?;
+                let part = Part { w_off: s.word_off, rows: s.rows, out, out_off: off + s.row0, bias: bias2.map(|(a, o)| (a, o + s.row0)) };
+                self.group = Some(Group { x, ty, cols, row_words, arena_w: s.arena, parts: vec![part], gated: None, residual: None });
+                self.flush_group()?;
+            }
+            return Ok(out);
         }
+        let xa = self.ready(x)?;
+        self.flush_group()?;
         let (out, off) = self.new_act(xa.rows, rows)?;
-        let groups = u(cols.div_ceil(32), "row")?;
         for s in &segs {
-            let flags = b.is_some() as u32;
+            let tiles_m = s.rows.div_ceil(64);
+            let tiles = tiles_m * u(xa.rows.div_ceil(64), "tokens")?;
             let p = [
                 s.word_off,
                 row_words,
                 cols as u32,
-                groups,
+                u(cols.div_ceil(32), "row")?,
                 rows as u32,
                 s.row0,
                 s.rows,
@@ -296,53 +393,43 @@ impl Backend for GpuBackend {
                 xa.off,
                 off,
                 b.map_or(0, |b| b.1),
-                flags,
+                b.is_some() as u32,
                 0,
+                tiles_m,
             ];
-            let (gx, gy) = grid(&self.gpu, s.rows.div_ceil(self.gpu.matvec_rows_per_wg()));
-            let wg = [gx, gy, u(xa.rows.div_ceil(4), "tokens")?];
+            let (gx, gy) = grid(&self.gpu, tiles);
             let binds = Binds { arena_w: Some(s.arena), arena_v: b.map(|b| b.0), kv: None };
-            self.rec.dispatch(Op::Matvec, Some(ty), &p, wg, binds);
+            self.rec.dispatch(Op::Matmul, Some(ty), &p, [gx, gy, 1], binds);
         }
         Ok(out)
     }
 
     fn norm(&mut self, x: Act, w: Option<WeightId>, b: Option<WeightId>, p: NormParams) -> Result<Act, BackendError> {
-        let xa = self.act(x)?;
+        let xa = self.ready(x)?;
         let (wv, bv) = (self.vector(w)?, self.vector(b)?);
         if p.group == 0 || xa.cols % p.group != 0 || wv.is_some_and(|w| w.2 != p.group) || bv.is_some_and(|b| b.2 != p.group) {
             return Err(shape("norm", format!("row {}, group {}", xa.cols, p.group)));
         }
-        let runs = xa.rows * xa.cols / p.group;
+        let (w2, b2) = (wv.map(|w| (w.0, w.1)), bv.map(|b| (b.0, b.1)));
+        if self.fuse {
+            if let Some(a) = self.lazy_norm(xa, w2, b2, p)? {
+                return Ok(a);
+            }
+        }
         let (out, off) = self.new_act(xa.rows, xa.cols)?;
-        let flags = wv.is_some() as u32 | (bv.is_some() as u32) << 1 | (p.add_one as u32) << 2;
-        let kind = matches!(p.kind, NormKind::Layer) as u32;
-        let params = [
-            xa.off,
-            off,
-            p.group as u32,
-            u(runs, "norm runs")?,
-            wv.map_or(0, |w| w.1),
-            bv.map_or(0, |b| b.1),
-            flags,
-            kind,
-            p.eps.to_bits(),
-        ];
-        let (gx, gy) = grid(&self.gpu, u(runs, "norm runs")?);
-        // The bias is read through the matrix binding, so weight and bias may sit in different arenas.
-        let binds = Binds { arena_w: bv.map(|b| b.0), arena_v: wv.map(|w| w.0), kv: None };
-        self.rec.dispatch(Op::Norm, None, &params, [gx, gy, 1], binds);
+        self.dispatch_norm(xa, off, w2, b2, p)?;
         Ok(out)
     }
 
     fn rope(&mut self, x: Act, head_dim: usize, pos0: usize, rope: &RopeConfig) -> Result<Act, BackendError> {
         let xa = self.act(x)?;
-        if head_dim == 0 || xa.cols % head_dim != 0 || rope.n_rot > head_dim || rope.n_rot % 2 != 0 {
+        if head_dim == 0 || !xa.cols.is_multiple_of(head_dim) || rope.n_rot > head_dim || !rope.n_rot.is_multiple_of(2) {
             return Err(shape("rope", format!("row {}, head_dim {head_dim}, n_rot {}", xa.cols, rope.n_rot)));
         }
+        u(pos0 + xa.rows, "position")?;
         let freqs = hangar_engine::cpu::ops::rope_inv_freq(rope);
         let key: Vec<u32> = freqs.iter().map(|f| f.to_bits()).collect();
-        let f_off = match self.freq_cache.get(&key) {
+        let freq_off = match self.freq_cache.get(&key) {
             Some(&off) => off,
             None => {
                 let off = self.rec.upload(&freqs)?;
@@ -350,75 +437,121 @@ impl Backend for GpuBackend {
                 off
             }
         };
-        let total = xa.rows * xa.cols;
+        let r = LazyRope {
+            src: x,
+            head_dim,
+            pos0,
+            n_rot: rope.n_rot,
+            neox: matches!(rope.style, RopeStyle::Neox),
+            freq_off,
+            freq_scale: rope.freq_scale,
+        };
         let (out, off) = self.new_act(xa.rows, xa.cols)?;
-        let neox = matches!(rope.style, RopeStyle::Neox) as u32;
-        let p = [
-            xa.off,
-            off,
-            xa.cols as u32,
-            head_dim as u32,
-            rope.n_rot as u32,
-            u(pos0, "position")?,
-            neox,
-            u(total, "activation")?,
-            f_off,
-            rope.freq_scale.to_bits(),
-        ];
-        let wg = self.threads(total)?;
-        self.rec.dispatch(Op::Rope, None, &p, wg, Binds::default());
+        if self.fuse {
+            self.acts[out.0 as usize].st = St::Rope(self.lazy_ropes.len() as u32);
+            self.lazy_ropes.push(r);
+        } else {
+            let src = self.ready(x)?;
+            self.dispatch_rope(src, off, &r)?;
+        }
         Ok(out)
     }
 
     fn attention(&mut self, seq: SeqId, layer: usize, pos0: usize, q: Act, k: Act, v: Act, p: &AttnParams) -> Result<Act, BackendError> {
-        let (qa, ka, va) = (self.act(q)?, self.act(k)?, self.act(v)?);
+        // A pending rope of q or k is applied by the kernels that load them.
+        let fits = |r: &LazyRope| r.head_dim == p.head_dim && r.pos0 == pos0;
+        let (q_rope, k_rope) = (self.pending_rope(q)?.filter(fits), self.pending_rope(k)?.filter(fits));
+        let q = q_rope.map_or(q, |r| r.src);
+        let k = k_rope.map_or(k, |r| r.src);
+        let (qa, ka, va) = (self.ready(q)?, self.ready(k)?, self.ready(v)?);
         let s = self.seqs.get(&seq.0).ok_or_else(|| BackendError::BadHandle(format!("{seq:?}")))?;
         let (kv_dim, n_ctx) = (s.kv_dim, s.n_ctx);
         let n = qa.rows;
-        if qa.cols != p.n_head * p.head_dim
+        let hd = p.head_dim;
+        if qa.cols != p.n_head * hd
             || ka.cols != kv_dim
             || va.cols != kv_dim
-            || kv_dim != p.n_head_kv * p.head_dim
+            || kv_dim != p.n_head_kv * hd
             || p.n_head_kv == 0
-            || p.n_head % p.n_head_kv != 0
+            || !p.n_head.is_multiple_of(p.n_head_kv)
             || ka.rows != n
             || va.rows != n
             || layer >= s.n_layer
-            || p.head_dim > 256
+            || hd > 256
+            || !hd.is_multiple_of(4)
         {
-            return Err(shape("attention", format!("q {n}x{}, k/v width {} vs cache {kv_dim}, head_dim {}", qa.cols, ka.cols, p.head_dim)));
+            return Err(shape("attention", format!("q {n}x{}, k/v width {} vs cache {kv_dim}, head_dim {hd}", qa.cols, ka.cols)));
         }
         if pos0 + n > n_ctx {
             return Err(BackendError::ContextFull { pos: pos0, n, n_ctx });
         }
         let kv = self.kv_layer(seq, layer)?;
         let total = n * kv_dim;
-        let wp = [ka.off, va.off, u(total, "kv rows")?, kv_dim as u32, pos0 as u32, n_ctx as u32];
+        let kr = k_rope.unwrap_or(LazyRope { src: k, head_dim: hd, pos0, n_rot: 0, neox: false, freq_off: 0, freq_scale: 1.0 });
+        let wp = [
+            ka.off,
+            va.off,
+            u(total, "kv rows")?,
+            kv_dim as u32,
+            pos0 as u32,
+            n_ctx as u32,
+            k_rope.is_some() as u32,
+            hd as u32,
+            kr.n_rot as u32,
+            kr.neox as u32,
+            kr.freq_off,
+            kr.freq_scale.to_bits(),
+        ];
         let wg = self.threads(total)?;
         self.rec.dispatch(Op::KvWrite, None, &wp, wg, Binds { kv: Some(kv.clone()), ..Default::default() });
+        // Decode splits the context over workgroups of 64 positions; prefill has enough
+        // (token, head) pairs to fill the device without.
+        let span = p.window.map_or(pos0 + n, |w| w.min(pos0 + n));
+        let n_chunks = if n == 1 { span.div_ceil(64).clamp(1, 64) } else { 1 };
         let (out, off) = self.new_act(n, qa.cols)?;
+        let part_off = if n_chunks > 1 { self.new_act(n * p.n_head * n_chunks, hd + 2)?.1 } else { 0 };
+        let qr = q_rope.unwrap_or(LazyRope { src: q, head_dim: hd, pos0, n_rot: 0, neox: false, freq_off: 0, freq_scale: 1.0 });
         let ap = [
             qa.off,
             off,
             n as u32,
             p.n_head as u32,
             p.n_head_kv as u32,
-            p.head_dim as u32,
+            hd as u32,
             pos0 as u32,
             n_ctx as u32,
             kv_dim as u32,
             p.window.map_or(0, |w| w.min(u32::MAX as usize) as u32),
             p.scale.to_bits(),
             p.softcap.unwrap_or(0.0).to_bits(),
+            n_chunks as u32,
+            part_off,
+            q_rope.is_some() as u32,
+            qr.freq_off,
+            qr.n_rot as u32,
+            qr.neox as u32,
+            qr.freq_scale.to_bits(),
         ];
-        let (gx, gy) = grid(&self.gpu, u(n * p.n_head, "attention rows")?);
+        let (gx, gy) = grid(&self.gpu, u(n * p.n_head * n_chunks, "attention rows")?);
         self.rec.dispatch(Op::Attention, None, &ap, [gx, gy, 1], Binds { kv: Some(kv), ..Default::default() });
+        if n_chunks > 1 {
+            let cp = [part_off, off, n as u32, p.n_head as u32, hd as u32, n_chunks as u32];
+            let (gx, gy) = grid(&self.gpu, u(n * p.n_head, "attention rows")?);
+            self.rec.dispatch(Op::AttnCombine, None, &cp, [gx, gy, 1], Binds::default());
+        }
         Ok(out)
     }
 
     fn ffn_act(&mut self, gate: Option<Act>, up: Act, act: Activation) -> Result<Act, BackendError> {
-        let ua = self.act(up)?;
-        let ga = gate.map(|g| self.act(g)).transpose()?;
+        if let Some(g) = gate {
+            if self.fuse {
+                if let Some(out) = self.try_fuse_gated(g, up, act)? {
+                    return Ok(out);
+                }
+            }
+        }
+        let ua = self.ready(up)?;
+        let ga = gate.map(|g| self.ready(g)).transpose()?;
         if ga.is_some_and(|g| g.rows * g.cols != ua.rows * ua.cols) {
             return Err(shape("ffn_act", "gate and up differ in size".into()));
         }
@@ -430,7 +563,12 @@ impl Backend for GpuBackend {
     }
 
     fn add(&mut self, a: Act, b: Act) -> Result<Act, BackendError> {
-        let (aa, ba) = (self.act(a)?, self.act(b)?);
+        if self.fuse {
+            if let Some(out) = self.try_fuse_residual(a, b)? {
+                return Ok(out);
+            }
+        }
+        let (aa, ba) = (self.ready(a)?, self.ready(b)?);
         if (aa.rows, aa.cols) != (ba.rows, ba.cols) {
             return Err(shape("add", format!("{}x{} + {}x{}", aa.rows, aa.cols, ba.rows, ba.cols)));
         }
@@ -438,17 +576,17 @@ impl Backend for GpuBackend {
     }
 
     fn scale(&mut self, x: Act, s: f32) -> Result<Act, BackendError> {
-        let a = self.act(x)?;
+        let a = self.ready(x)?;
         self.eltwise(1, a, None, s)
     }
 
     fn softcap(&mut self, x: Act, cap: f32) -> Result<Act, BackendError> {
-        let a = self.act(x)?;
+        let a = self.ready(x)?;
         self.eltwise(2, a, None, cap)
     }
 
     fn split_cols(&mut self, x: Act, widths: &[usize]) -> Result<Vec<Act>, BackendError> {
-        let a = self.act(x)?;
+        let a = self.ready(x)?;
         if widths.iter().sum::<usize>() != a.cols {
             return Err(shape("split_cols", format!("{widths:?} of {}", a.cols)));
         }
@@ -462,21 +600,28 @@ impl Backend for GpuBackend {
     }
 
     fn last_row(&mut self, x: Act) -> Result<Act, BackendError> {
-        let a = self.act(x)?;
+        let a = self.ready(x)?;
         if a.rows == 0 {
             return Err(shape("last_row", "no rows".into()));
         }
+        if a.rows == 1 {
+            return Ok(x);
+        }
         // Rows are contiguous, so the last one is a view.
-        self.acts.push(ActInfo { off: a.off + ((a.rows - 1) * a.cols) as u32, rows: 1, cols: a.cols });
+        self.acts.push(ActInfo { off: a.off + ((a.rows - 1) * a.cols) as u32, rows: 1, cols: a.cols, st: St::Ready });
         Ok(Act(self.acts.len() as u32 - 1))
     }
 
     fn read(&mut self, x: Act) -> Result<Vec<f32>, BackendError> {
-        let a = self.act(x)?;
+        let a = self.ready(x)?;
         Ok(self.flush(Some((a.off, a.rows * a.cols)))?.unwrap_or_default())
     }
 
     fn retain(&mut self, keep: &[Act]) -> Result<(), BackendError> {
+        for &a in keep {
+            self.ready(a)?;
+        }
+        self.flush_group()?;
         // Decode steps are small; reuse pays off for prefill chunks.
         if self.rec.act_bytes() < self.reuse_bytes {
             return Ok(());
@@ -487,6 +632,9 @@ impl Backend for GpuBackend {
         if infos.iter().any(|a| (a.off as usize) < base as usize + need) || !self.rec.truncate(base) {
             return Ok(());
         }
+        // Everything pending refers to memory about to be reused; nothing but `keep` is read again.
+        self.lazy_norms.clear();
+        self.lazy_ropes.clear();
         // Move the survivors to the bottom; copies run in order before anything reuses the space.
         for (&a, info) in keep.iter().zip(infos) {
             let moved = self.slice_cols(info, 0, info.cols)?;
@@ -497,7 +645,7 @@ impl Backend for GpuBackend {
     }
 
     fn argmax(&mut self, x: Act, cols: usize) -> Result<Vec<u32>, BackendError> {
-        let a = self.act(x)?;
+        let a = self.ready(x)?;
         if cols != a.cols || a.cols == 0 {
             return Err(shape("argmax", format!("{cols} columns asked of a {}-wide activation", a.cols)));
         }
@@ -509,7 +657,7 @@ impl Backend for GpuBackend {
     }
 
     fn sample(&mut self, x: Act, p: &DeviceSampling, u01: f32) -> Result<u32, BackendError> {
-        let a = self.act(x)?;
+        let a = self.ready(x)?;
         if a.rows != 1 || a.cols == 0 {
             return Err(shape("sample", format!("{}x{} logits; one row expected", a.rows, a.cols)));
         }

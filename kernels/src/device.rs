@@ -40,6 +40,8 @@ pub struct Gpu {
     pub f16: bool,
     /// SUBGROUP was requested and granted.
     pub subgroups: bool,
+    /// Timestamp queries inside passes were requested (HANGAR_PROFILE set) and granted.
+    pub timestamps: bool,
     /// Largest storage binding, a multiple of 4.
     pub max_binding: u64,
     /// Serializes submit-and-wait so two models on two threads don't interleave polls.
@@ -115,6 +117,11 @@ impl Gpu {
         if subgroups {
             features |= wgpu::Features::SUBGROUP;
         }
+        let ts = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        let timestamps = std::env::var_os("HANGAR_PROFILE").is_some() && have.contains(ts);
+        if timestamps {
+            features |= ts;
+        }
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("hangar"),
@@ -138,7 +145,7 @@ impl Gpu {
             max_binding,
             "wgpu device"
         );
-        Ok(Gpu { adapter_info: info, device, queue, limits, f16, subgroups, max_binding, submit_lock: Mutex::new(()), pipelines })
+        Ok(Gpu { adapter_info: info, device, queue, limits, f16, subgroups, timestamps, max_binding, submit_lock: Mutex::new(()), pipelines })
     }
 
     /// "llvmpipe (LLVM 15…) [Cpu], subgroups of 8".
@@ -148,10 +155,5 @@ impl Gpu {
             None => "no subgroups".to_string(),
         };
         format!("{} [{:?}], {sg}", self.adapter_info.name, self.adapter_info.device_type)
-    }
-
-    /// Weight rows one matvec workgroup covers.
-    pub(crate) fn matvec_rows_per_wg(&self) -> u32 {
-        self.pipelines.subgroup_size.map_or(64, |s| 64 / s)
     }
 }

@@ -11,9 +11,12 @@ mod arena;
 mod backend;
 pub mod bench;
 mod device;
+mod fuse;
 pub mod layout;
+pub mod parity;
 pub mod pipelines;
+pub mod profile;
 mod recorder;
 
-pub use backend::{BackendOptions, GpuBackend};
+pub use backend::{BackendOptions, GpuBackend, PendingToken};
 pub use device::{Gpu, GpuError, GpuOptions};

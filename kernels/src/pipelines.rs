@@ -11,19 +11,25 @@ use hangar_engine::quant::GgmlType;
 use crate::layout;
 
 /// Bytes of one params slot the shader sees (the largest `Params` struct, rounded up).
-pub const PARAM_BYTES: u64 = 64;
+pub const PARAM_BYTES: u64 = 128;
 
 pub(crate) const COMMON: &str = include_str!("shaders/common.wgsl");
 
 /// The op kernels, one file each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
-    Matvec,
+    /// Decode matvec (one token), optionally fused QKV / gate-up / residual.
+    Mv,
+    /// `Mv` with the input's RMS/Layer norm computed in its prologue.
+    MvNorm,
+    /// Prefill matmul, tiled through workgroup memory.
+    Matmul,
     Embed,
     Norm,
     Rope,
     KvWrite,
     Attention,
+    AttnCombine,
     Eltwise,
     Argmax,
     Sample,
@@ -32,17 +38,30 @@ pub enum Op {
 impl Op {
     fn source(self) -> &'static str {
         match self {
-            Op::Matvec => include_str!("shaders/matvec.wgsl"),
+            Op::Mv | Op::MvNorm => include_str!("shaders/mv.wgsl"),
+            Op::Matmul => include_str!("shaders/matmul.wgsl"),
             Op::Embed => include_str!("shaders/embed.wgsl"),
             Op::Norm => include_str!("shaders/norm.wgsl"),
             Op::Rope => include_str!("shaders/rope.wgsl"),
             Op::KvWrite => include_str!("shaders/kv_write.wgsl"),
             Op::Attention => include_str!("shaders/attention.wgsl"),
+            Op::AttnCombine => include_str!("shaders/attn_combine.wgsl"),
             Op::Eltwise => include_str!("shaders/eltwise.wgsl"),
             Op::Argmax => include_str!("shaders/argmax.wgsl"),
             Op::Sample => include_str!("shaders/sample.wgsl"),
         }
     }
+}
+
+/// The decode-matvec unit snippet (8 weights per `udot`, vector loads of x) of the block
+/// types that have one; the others go through their `dq32`.
+pub fn mv_unit_source(ty: GgmlType) -> Option<&'static str> {
+    Some(match ty {
+        GgmlType::Q4_0 => include_str!("shaders/mv_q4_0.wgsl"),
+        GgmlType::Q4_1 => include_str!("shaders/mv_q4_1.wgsl"),
+        GgmlType::Q8_0 => include_str!("shaders/mv_q8_0.wgsl"),
+        _ => return None,
+    })
 }
 
 /// The dequantization snippet providing `dq32(row, group, k)` for a weight type.
@@ -66,20 +85,22 @@ pub fn dequant_source(ty: GgmlType) -> Option<&'static str> {
     })
 }
 
-/// Keeps the `//#if subgroups` or the `//#else` part of `src` (blocks do not nest).
-fn select_variant(src: &str, subgroups: bool) -> String {
+/// Keeps the `//#if NAME` part of `src` when NAME is in `defines`, else its `//#else` part
+/// (blocks do not nest).
+fn select_variant(src: &str, defines: &[&str]) -> String {
     let mut out = String::with_capacity(src.len());
     let mut keep = true;
     for line in src.lines() {
-        match line.trim() {
-            "//#if subgroups" => keep = subgroups,
-            "//#else" => keep = !keep,
-            "//#endif" => keep = true,
-            _ if keep => {
-                out.push_str(line);
-                out.push('\n');
-            }
-            _ => {}
+        let l = line.trim();
+        if let Some(name) = l.strip_prefix("//#if ") {
+            keep = defines.contains(&name.trim());
+        } else if l == "//#else" {
+            keep = !keep;
+        } else if l == "//#endif" {
+            keep = true;
+        } else if keep {
+            out.push_str(line);
+            out.push('\n');
         }
     }
     out
@@ -88,13 +109,31 @@ fn select_variant(src: &str, subgroups: bool) -> String {
 /// Full WGSL of `op` (specialized to `ty` for the ops that read weight matrices, and to the
 /// subgroup or fallback variant).
 pub fn shader_source(op: Op, ty: Option<GgmlType>, subgroups: bool) -> String {
+    let unit = match op {
+        Op::Mv | Op::MvNorm => ty.and_then(mv_unit_source),
+        _ => None,
+    };
+    let mut defines = Vec::new();
+    if subgroups {
+        defines.push("subgroups");
+    }
+    if op == Op::MvNorm {
+        defines.push("NORM");
+    }
+    if unit.is_some() {
+        defines.push("FAST");
+    }
     let mut s = String::new();
-    s.push_str(&select_variant(op.source(), subgroups));
+    s.push_str(&select_variant(op.source(), &defines));
     s.push('\n');
     s.push_str(COMMON);
-    if let Some(dq) = ty.and_then(dequant_source) {
+    if matches!(op, Op::Rope | Op::KvWrite | Op::Attention) {
         s.push('\n');
-        s.push_str(dq);
+        s.push_str(include_str!("shaders/rope_common.wgsl"));
+    }
+    if let Some(src) = unit.or_else(|| ty.and_then(dequant_source)) {
+        s.push('\n');
+        s.push_str(src);
     }
     s
 }
@@ -138,11 +177,12 @@ impl Pipelines {
                     count: None,
                 },
                 storage(1, false, false),
+                storage(2, false, false),
             ],
         });
         let arena_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("arena"),
-            entries: &[storage(0, true, false)],
+            entries: &[storage(0, true, false), storage(1, true, false)],
         });
         let kv_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("kv"),

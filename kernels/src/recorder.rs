@@ -19,6 +19,19 @@ const ACT_ALIGN: u64 = 64;
 /// a submission's first dispatch and so must not share memory with reusable activations.
 const UPLOAD_ELEMS: u64 = 1 << 16;
 
+/// Token reads that may be in flight at once (decode keeps at most two).
+const RING: usize = 4;
+/// Element of the scratch where `argmax_to_device` leaves the token id for the next step's
+/// embedding (below the upload area proper).
+pub const TOKEN_SLOT: u32 = 0;
+
+/// A token id on its way back to the host.
+pub struct PendingWord {
+    slot: usize,
+    index: wgpu::SubmissionIndex,
+    rx: std::sync::mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>,
+}
+
 /// Which weight/vector arenas and KV layer a dispatch binds.
 #[derive(Clone, Default)]
 pub struct Binds {
@@ -28,6 +41,8 @@ pub struct Binds {
 }
 
 struct Dispatch {
+    op: Op,
+    ty: Option<GgmlType>,
     pipeline: wgpu::ComputePipeline,
     wg: [u32; 3],
     slot: u32,
@@ -65,9 +80,17 @@ pub struct Recorder {
     dummy_kv: wgpu::BindGroup,
     /// Submissions so far (tests check decode is one per token).
     pub submits: u64,
+    /// Dispatches recorded so far (tests check fusion removes some).
+    pub dispatched: u64,
+    /// Per-dispatch timing, when switched on.
+    pub profiler: Option<crate::profile::Profiler>,
+    ring: Vec<wgpu::Buffer>,
+    ring_busy: [bool; RING],
+    ring_next: usize,
 }
 
-fn dummy(gpu: &Gpu, layout: &wgpu::BindGroupLayout, label: &str) -> wgpu::BindGroup {
+/// A placeholder bind group of `layout_entries` bindings for kernels that ignore a group.
+fn dummy(gpu: &Gpu, layout: &wgpu::BindGroupLayout, layout_entries: u32, label: &str) -> wgpu::BindGroup {
     let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
         size: 256,
@@ -77,10 +100,12 @@ fn dummy(gpu: &Gpu, layout: &wgpu::BindGroupLayout, label: &str) -> wgpu::BindGr
     gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some(label),
         layout,
-        entries: &[wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &buffer, offset: 0, size: wgpu::BufferSize::new(256) }),
-        }],
+        entries: &(0..layout_entries)
+            .map(|binding| wgpu::BindGroupEntry {
+                binding,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &buffer, offset: 0, size: wgpu::BufferSize::new(256) }),
+            })
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -98,8 +123,8 @@ impl Recorder {
     pub fn new(gpu: Arc<Gpu>) -> Recorder {
         let align = gpu.limits.min_uniform_buffer_offset_alignment as u64;
         let param_stride = PARAM_BYTES.next_multiple_of(align.max(16));
-        let dummy_ro = dummy(&gpu, &gpu.pipelines.arena_layout, "dummy arena");
-        let dummy_kv = dummy(&gpu, &gpu.pipelines.kv_layout, "dummy kv");
+        let dummy_ro = dummy(&gpu, &gpu.pipelines.arena_layout, 2, "dummy arena");
+        let dummy_kv = dummy(&gpu, &gpu.pipelines.kv_layout, 1, "dummy kv");
         Recorder {
             gpu,
             param_stride,
@@ -108,7 +133,7 @@ impl Recorder {
             uploads: Vec::new(),
             top: UPLOAD_ELEMS,
             peak: UPLOAD_ELEMS,
-            utop: 0,
+            utop: ACT_ALIGN,
             pinned: false,
             flushed_top: UPLOAD_ELEMS,
             scratch: None,
@@ -116,6 +141,11 @@ impl Recorder {
             dummy_ro,
             dummy_kv,
             submits: 0,
+            dispatched: 0,
+            profiler: None,
+            ring: Vec::new(),
+            ring_busy: [false; RING],
+            ring_next: 0,
         }
     }
 
@@ -124,7 +154,7 @@ impl Recorder {
         debug_assert!(self.dispatches.is_empty());
         self.top = UPLOAD_ELEMS;
         self.peak = UPLOAD_ELEMS;
-        self.utop = 0;
+        self.utop = ACT_ALIGN;
         self.pinned = false;
         self.flushed_top = UPLOAD_ELEMS;
     }
@@ -181,7 +211,8 @@ impl Recorder {
         self.params.resize(start + self.param_stride as usize, 0);
         self.params[start..start + params.len() * 4].copy_from_slice(bytemuck::cast_slice(params));
         let pipeline = self.gpu.pipelines.get(&self.gpu.device, op, ty);
-        self.dispatches.push(Dispatch { pipeline, wg, slot: slot as u32, binds });
+        self.dispatched += 1;
+        self.dispatches.push(Dispatch { op, ty, pipeline, wg, slot: slot as u32, binds });
     }
 
     fn ensure_scratch(&mut self, encoder: &mut wgpu::CommandEncoder) {
@@ -207,6 +238,10 @@ impl Recorder {
         };
         if let Some(s) = &old {
             let keep = self.flushed_top.min(s.cap);
+            if s.cap != cap {
+                // The device-side token id lives below the upload area.
+                encoder.copy_buffer_to_buffer(&s.buffer, 0, &buffer, 0, ACT_ALIGN * 4);
+            }
             if s.cap != cap && keep > UPLOAD_ELEMS {
                 // Activations of earlier submissions in this step stay valid. Only those: this
                 // submission's uploads are written before the copy runs and must survive it.
@@ -235,6 +270,7 @@ impl Recorder {
                     }),
                 },
                 wgpu::BindGroupEntry { binding: 1, resource: buffer.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 2, resource: buffer.as_entire_binding() },
             ],
         });
         self.scratch = Some(Scratch { buffer, params, bind_group, cap, param_cap });
@@ -246,6 +282,80 @@ impl Recorder {
         if self.dispatches.is_empty() && self.uploads.is_empty() && read.is_none() {
             return Ok(None);
         }
+        let gpu = self.gpu.clone();
+        let encoder = self.encode(arenas)?;
+        let out = match read {
+            None => {
+                gpu.queue.submit([encoder.finish()]);
+                None
+            }
+            Some((off, n)) => Some(self.submit_and_read(encoder, off, n)?),
+        };
+        self.submits += 1;
+        if let Some(p) = self.profiler.as_mut() {
+            p.collect(&gpu)?;
+        }
+        Ok(out)
+    }
+
+    /// Submits everything recorded and starts copying one word of the scratch (a token id)
+    /// back without waiting; [`Recorder::wait_word`] collects it.
+    pub fn flush_async(&mut self, arenas: &[Arena], off: u32) -> Result<PendingWord, BackendError> {
+        let gpu = self.gpu.clone();
+        let slot = self.ring_next % RING;
+        if self.ring_busy[slot] {
+            return Err(BackendError::Device("too many token reads in flight".into()));
+        }
+        if self.ring.len() <= slot {
+            self.ring.push(gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("token readback"),
+                size: 256,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        let mut encoder = self.encode(arenas)?;
+        let scratch = self.scratch.as_ref().expect("encode ensures the scratch");
+        encoder.copy_buffer_to_buffer(&scratch.buffer, off as u64 * 4, &self.ring[slot], 0, 4);
+        let index = gpu.queue.submit([encoder.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.ring[slot].slice(0..4).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.ring_busy[slot] = true;
+        self.ring_next += 1;
+        self.submits += 1;
+        if let Some(p) = self.profiler.as_mut() {
+            p.collect(&gpu)?;
+        }
+        Ok(PendingWord { slot, index, rx })
+    }
+
+    /// Waits for a word started by [`Recorder::flush_async`].
+    pub fn wait_word(&mut self, p: PendingWord) -> Result<f32, BackendError> {
+        let gpu = self.gpu.clone();
+        let r = match p.rx.try_recv() {
+            Ok(r) => r,
+            Err(_) => {
+                gpu.device
+                    .poll(wgpu::PollType::Wait { submission_index: Some(p.index), timeout: None })
+                    .map_err(|e| BackendError::Device(e.to_string()))?;
+                p.rx.recv().map_err(|e| BackendError::Device(e.to_string()))?
+            }
+        };
+        r.map_err(|e| BackendError::Device(e.to_string()))?;
+        let buf = &self.ring[p.slot];
+        let v = {
+            let view = buf.slice(0..4).get_mapped_range().map_err(|e| BackendError::Device(e.to_string()))?;
+            f32::from_le_bytes([view[0], view[1], view[2], view[3]])
+        };
+        buf.unmap();
+        self.ring_busy[p.slot] = false;
+        Ok(v)
+    }
+
+    /// Records the pending dispatches (and queues the params and uploads) into an encoder.
+    fn encode(&mut self, arenas: &[Arena]) -> Result<wgpu::CommandEncoder, BackendError> {
         let gpu = self.gpu.clone();
         let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
         self.ensure_scratch(&mut encoder);
@@ -262,6 +372,9 @@ impl Recorder {
             pass.set_bind_group(1, &self.dummy_ro, &[]);
             pass.set_bind_group(2, &self.dummy_ro, &[]);
             pass.set_bind_group(3, &self.dummy_kv, &[0]);
+            if let Some(p) = self.profiler.as_mut() {
+                p.begin(&mut pass);
+            }
             for d in &self.dispatches {
                 pass.set_pipeline(&d.pipeline);
                 pass.set_bind_group(0, &scratch.bind_group, &[(d.slot as u64 * self.param_stride) as u32]);
@@ -278,20 +391,19 @@ impl Recorder {
                     pass.set_bind_group(3, bg, &[*off]);
                 }
                 pass.dispatch_workgroups(d.wg[0], d.wg[1], d.wg[2]);
+                if let Some(p) = self.profiler.as_mut() {
+                    let ty = d.ty.map(crate::layout::shader_name).unwrap_or("-");
+                    p.after(&mut pass, format!("{:?}/{ty} {}x{}x{}", d.op, d.wg[0], d.wg[1], d.wg[2]));
+                }
             }
+        }
+        if let Some(p) = self.profiler.as_ref() {
+            p.resolve(&mut encoder);
         }
         self.dispatches.clear();
         self.params.clear();
         self.flushed_top = self.peak;
-        let out = match read {
-            None => {
-                gpu.queue.submit([encoder.finish()]);
-                None
-            }
-            Some((off, n)) => Some(self.submit_and_read(encoder, off, n)?),
-        };
-        self.submits += 1;
-        Ok(out)
+        Ok(encoder)
     }
 
     fn submit_and_read(&mut self, mut encoder: wgpu::CommandEncoder, off: u32, n: usize) -> Result<Vec<f32>, BackendError> {

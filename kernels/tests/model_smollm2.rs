@@ -16,9 +16,9 @@ use std::time::Instant;
 use hangar_engine::backend::Backend;
 use hangar_engine::cpu::CpuBackend;
 use hangar_engine::gguf::GgufFile;
-use hangar_engine::graph::{forward, forward_act, Logits, Weights};
+use hangar_engine::graph::{forward, Logits, Weights};
 use hangar_engine::spec::ModelSpec;
-use hangar_kernels::GpuBackend;
+use hangar_kernels::{parity, GpuBackend};
 
 const MIN_GREEDY_MATCH: f64 = 0.90;
 const MIN_TOP1_AGREEMENT: f64 = 0.995;
@@ -57,24 +57,6 @@ fn load(be: &mut dyn Backend) -> (Arc<GgufFile>, ModelSpec, Weights) {
     (file, spec, w)
 }
 
-/// Greedy decoding where every token is picked by `be.argmax` (on the device for the GPU).
-fn greedy(be: &mut dyn Backend, spec: &ModelSpec, w: &Weights, prompt: &[u32], n: usize) -> Vec<u32> {
-    let hp = &spec.hparams;
-    let seq = be.new_sequence(hp.n_layer, hp.kv_dim(), N_CTX).expect("sequence");
-    let mut out = Vec::with_capacity(n);
-    let mut pos = 0;
-    let mut input = prompt.to_vec();
-    while out.len() < n {
-        let logits = forward_act(spec, w, be, seq, &input, pos, Logits::Last).expect("forward");
-        let tok = be.argmax(logits, hp.n_vocab).expect("argmax")[0];
-        pos += input.len();
-        out.push(tok);
-        input = vec![tok];
-    }
-    be.free_sequence(seq);
-    out
-}
-
 #[test]
 fn smollm2_gpu_matches_cpu_greedy_and_teacher_forced() {
     let t0 = Instant::now();
@@ -83,7 +65,6 @@ fn smollm2_gpu_matches_cpu_greedy_and_teacher_forced() {
     let (_f, spec, gw) = load(&mut gpu_be);
     let mut cpu_be = CpuBackend::new();
     let (_f2, _, cw) = load(&mut cpu_be);
-    let n_vocab = spec.hparams.n_vocab;
 
     // The last-position logits of a prompt agree closely, not just their argmax.
     let (_, first) = &golden_prompts()[0];
@@ -96,52 +77,24 @@ fn smollm2_gpu_matches_cpu_greedy_and_teacher_forced() {
     cpu_be.free_sequence(seq_c);
     gpu_be.free_sequence(seq_g);
 
-    let (mut same, mut agree, mut total) = (0usize, 0usize, 0usize);
-    let (mut t_gpu, mut t_cpu) = (0f64, 0f64);
-    let prompts = golden_prompts();
-    for (name, prompt) in prompts.iter().take(N_PROMPTS) {
-        let s = Instant::now();
-        let submits = gpu_be.submissions();
-        let g = greedy(&mut gpu_be, &spec, &gw, prompt, N_GEN);
-        // The prompt is one submission and so is each of the N_GEN - 1 decode steps.
-        assert_eq!(gpu_be.submissions() - submits, N_GEN as u64, "{name}: submissions per token");
-        t_gpu += s.elapsed().as_secs_f64();
-        let s = Instant::now();
-        let c = greedy(&mut cpu_be, &spec, &cw, prompt, N_GEN);
-        t_cpu += s.elapsed().as_secs_f64();
-        if g == c {
-            same += 1;
-        } else {
-            let at = g.iter().zip(&c).position(|(a, b)| a != b).unwrap_or(0);
-            eprintln!("{name}: GPU greedy diverges from CPU at step {at}");
-        }
-        // Teacher forcing over prompt + the CPU's continuation, one batch per backend; the
-        // GPU picks its top-1 on the device.
-        let all: Vec<u32> = prompt.iter().chain(&c[..N_GEN - 1]).copied().collect();
-        let hp = &spec.hparams;
-        let seq = cpu_be.new_sequence(hp.n_layer, hp.kv_dim(), N_CTX).expect("seq");
-        let want: Vec<u32> = forward(&spec, &cw, &mut cpu_be, seq, &all, 0, Logits::All)
-            .expect("cpu tf forward")
-            .chunks(n_vocab)
-            .map(hangar_engine::cpu::ops::argmax)
-            .collect();
-        cpu_be.free_sequence(seq);
-        let seq = gpu_be.new_sequence(hp.n_layer, hp.kv_dim(), N_CTX).expect("seq");
-        let logits = forward_act(&spec, &gw, &mut gpu_be, seq, &all, 0, Logits::All).expect("gpu tf forward");
-        let got = gpu_be.argmax(logits, n_vocab).expect("argmax");
-        gpu_be.free_sequence(seq);
-        total += want.len();
-        agree += got.iter().zip(&want).filter(|(a, b)| a == b).count();
+    let prompts: Vec<Vec<u32>> = golden_prompts().into_iter().take(N_PROMPTS).map(|(_, p)| p).collect();
+    let names: Vec<String> = golden_prompts().into_iter().map(|(n, _)| n).collect();
+    let s = Instant::now();
+    let rep = parity::compare(&spec, &mut gpu_be, &gw, &mut cpu_be, &cw, &prompts, N_GEN).expect("parity run");
+    for (i, at) in &rep.divergences {
+        eprintln!("{}: GPU greedy diverges from CPU at step {at}", names[*i]);
     }
-    let n = prompts.len().min(N_PROMPTS);
-    let greedy_rate = same as f64 / n as f64;
-    let top1 = agree as f64 / total as f64;
+    let n = rep.prompts;
+    let (same, greedy_rate, top1) = (rep.identical, rep.greedy_rate(), rep.top1_rate());
     eprintln!(
-        "SmolLM2 GPU vs CPU: greedy {same}/{n}, teacher-forced top-1 {agree}/{total} = {top1:.4}; GPU decode {:.1} tok/s, CPU {:.1} tok/s, total {:.1}s",
-        (n * N_GEN) as f64 / t_gpu,
-        (n * N_GEN) as f64 / t_cpu,
+        "SmolLM2 GPU vs CPU: greedy {same}/{n}, teacher-forced top-1 {}/{} = {top1:.4}; {:.1}s for the comparison, {:.1}s in all",
+        rep.top1_agree,
+        rep.top1_total,
+        s.elapsed().as_secs_f64(),
         t0.elapsed().as_secs_f64()
     );
+    // The prompt is one submission and so is each of the N_GEN - 1 decode steps.
+    assert!(rep.max_submissions_per_token <= 1.0, "{} submissions per token", rep.max_submissions_per_token);
     assert!(greedy_rate >= MIN_GREEDY_MATCH, "greedy continuations identical for {same}/{n}");
     assert!(top1 >= MIN_TOP1_AGREEMENT, "teacher-forced top-1 agreement {top1:.4}");
 }

@@ -1,15 +1,23 @@
-// Causal GQA attention for one (token, head) per workgroup, over the cache tile by tile with
-// an online softmax, so the context length is not bounded by workgroup memory. Sliding
-// window and logit soft-capping as in the CPU twin (`cpu::attend`).
+// Causal GQA attention over the KV cache with an online softmax. A workgroup owns one
+// (token, head) and one slice of the positions it attends to (`n_chunks` slices: decode splits
+// the context over many workgroups, prefill gives each workgroup the whole span), walked in
+// tiles of 64 positions: one invocation scores one position, then the invocations sweep
+// head dimensions over the tile's values. With one slice the output is final; otherwise each
+// slice writes (max, sum, unnormalized output) for attn_combine.wgsl. q can be rotated (RoPE)
+// as it is loaded, so the rope of q needs no dispatch of its own. Sliding window and logit
+// soft-capping as in the CPU twin (`cpu::attend`).
 struct Params {
     q_off: u32, out_off: u32, n: u32, n_head: u32,
     n_head_kv: u32, head_dim: u32, pos0: u32, n_ctx: u32,
     kv_dim: u32, window: u32, scale: f32, softcap: f32,
+    n_chunks: u32, part_off: u32, rope: u32, freq_off: u32,
+    n_rot: u32, neox: u32, freq_scale: f32, p0: u32,
 }
 
+@group(3) @binding(0) var<storage, read_write> kv4: array<vec4<f32>>;
+
 const WG: u32 = 64u;
-const MAXD: u32 = 4u; // head_dim <= WG * MAXD = 256
-var<workgroup> qs: array<f32, 256>;
+var<workgroup> qs: array<vec4<f32>, 64>; // head_dim <= 256
 var<workgroup> pr: array<f32, 64>;
 var<workgroup> red: array<f32, 64>;
 
@@ -27,41 +35,80 @@ fn wg_reduce(v: f32, lid: u32, is_max: bool) -> f32 {
     return r;
 }
 
+fn q_elem(qb: u32, pos: u32, i: u32) -> f32 {
+    let x = act[qb + i];
+    if (P.rope == 0u || i >= P.n_rot) {
+        return x;
+    }
+    let pr = rope_pair(i, P.n_rot, P.neox);
+    let theta = f32(pos) * P.freq_scale * act[P.freq_off + pr.x];
+    return rope_apply(x, act[qb + pr.y], pr.y > i, theta);
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let idx = wid.y * nwg.x + wid.x;
-    if (idx >= P.n * P.n_head) {
+    if (idx >= P.n * P.n_head * P.n_chunks) {
         return;
     }
-    let t = idx / P.n_head;
-    let h = idx % P.n_head;
+    let c = idx % P.n_chunks;
+    let th = idx / P.n_chunks;
+    let t = th / P.n_head;
+    let h = th % P.n_head;
     let hd = P.head_dim;
+    let hd4 = hd / 4u;
     let pos = P.pos0 + t;
     var start = 0u;
     if (P.window > 0u && pos + 1u > P.window) {
         start = pos + 1u - P.window;
     }
-    let koff = (h / (P.n_head / P.n_head_kv)) * hd;
+    // This slice's tiles.
+    let tiles = (pos - start) / WG + 1u;
+    let per = (tiles + P.n_chunks - 1u) / P.n_chunks;
+    let tile0 = c * per;
+    let tile1 = min(tiles, tile0 + per);
+    let koff4 = (h / (P.n_head / P.n_head_kv)) * hd4;
     let qb = P.q_off + (t * P.n_head + h) * hd;
-    for (var d = lid; d < hd; d += WG) {
-        qs[d] = act[qb + d];
+    for (var d = lid; d < hd4; d += WG) {
+        qs[d] = vec4<f32>(q_elem(qb, pos, 4u * d), q_elem(qb, pos, 4u * d + 1u), q_elem(qb, pos, 4u * d + 2u), q_elem(qb, pos, 4u * d + 3u));
     }
     workgroupBarrier();
-    let vbase = P.n_ctx * P.kv_dim;
+    let kv4dim = P.kv_dim / 4u;
+    let vbase = P.n_ctx * kv4dim;
     var m = -3.0e38;
     var l = 0.0;
-    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-    for (var j0 = start; j0 <= pos; j0 += WG) {
+    // Invocation lid owns output dims 4 * (lid % hd4) .. +4 for tile rows lid / hd4, + 64 / hd4, ...
+    let dl = lid % hd4;
+    let rstep = WG / hd4;
+    var o = vec4<f32>(0.0);
+    for (var tile = tile0; tile < tile1; tile++) {
+        let j0 = start + tile * WG;
         let j = j0 + lid;
         var s = -3.0e38;
         if (j <= pos) {
-            let kb = j * P.kv_dim + koff;
-            var dot = 0.0;
-            for (var d = 0u; d < hd; d++) {
-                dot += qs[d] * kv[kb + d];
+            let kb = j * kv4dim + koff4;
+            // Eight loads in flight per iteration.
+            var da = vec4<f32>(0.0);
+            var db = vec4<f32>(0.0);
+            var d = 0u;
+            for (; d + 7u < hd4; d += 8u) {
+                let k0 = kv4[kb + d];
+                let k1 = kv4[kb + d + 1u];
+                let k2 = kv4[kb + d + 2u];
+                let k3 = kv4[kb + d + 3u];
+                let k4 = kv4[kb + d + 4u];
+                let k5 = kv4[kb + d + 5u];
+                let k6 = kv4[kb + d + 6u];
+                let k7 = kv4[kb + d + 7u];
+                da += (qs[d] * k0 + qs[d + 1u] * k1) + (qs[d + 2u] * k2 + qs[d + 3u] * k3);
+                db += (qs[d + 4u] * k4 + qs[d + 5u] * k5) + (qs[d + 6u] * k6 + qs[d + 7u] * k7);
             }
-            s = dot * P.scale;
+            for (; d < hd4; d++) {
+                da += qs[d] * kv4[kb + d];
+            }
+            let d4 = da + db;
+            s = (d4.x + d4.y + d4.z + d4.w) * P.scale;
             if (P.softcap > 0.0) {
                 s = P.softcap * tanh(clamp(s / P.softcap, -15.0, 15.0));
             }
@@ -72,24 +119,53 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         pr[lid] = p;
         l = l * corr + wg_reduce(p, lid, false);
         let cnt = min(WG, pos + 1u - j0);
-        for (var dd = 0u; dd < MAXD; dd++) {
-            let d = lid + dd * WG;
-            if (d < hd) {
-                var a = acc[dd] * corr;
-                for (var jj = 0u; jj < cnt; jj++) {
-                    a += pr[jj] * kv[vbase + (j0 + jj) * P.kv_dim + koff + d];
-                }
-                acc[dd] = a;
+        o *= corr;
+        if (lid < rstep * hd4) {
+            let vb = vbase + j0 * kv4dim + koff4 + dl;
+            var jj = lid / hd4;
+            for (; jj + 3u * rstep < cnt; jj += 4u * rstep) {
+                let v0 = kv4[vb + jj * kv4dim];
+                let v1 = kv4[vb + (jj + rstep) * kv4dim];
+                let v2 = kv4[vb + (jj + 2u * rstep) * kv4dim];
+                let v3 = kv4[vb + (jj + 3u * rstep) * kv4dim];
+                o += (pr[jj] * v0 + pr[jj + rstep] * v1) + (pr[jj + 2u * rstep] * v2 + pr[jj + 3u * rstep] * v3);
+            }
+            for (; jj < cnt; jj += rstep) {
+                o += pr[jj] * kv4[vb + jj * kv4dim];
             }
         }
         m = mnew;
         workgroupBarrier();
     }
-    let ob = P.out_off + (t * P.n_head + h) * hd;
-    for (var dd = 0u; dd < MAXD; dd++) {
-        let d = lid + dd * WG;
-        if (d < hd) {
-            act[ob + d] = acc[dd] / l;
-        }
+    // Sum the row groups' partial outputs (through qs, no longer needed).
+    if (lid < rstep * hd4) {
+        qs[lid] = o;
     }
+    workgroupBarrier();
+    if (lid >= hd4) {
+        return;
+    }
+    var total = vec4<f32>(0.0);
+    for (var r = 0u; r < rstep; r++) {
+        total += qs[r * hd4 + lid];
+    }
+    if (P.n_chunks == 1u) {
+        let ob = P.out_off + (t * P.n_head + h) * hd + 4u * lid;
+        let v = total / l;
+        act[ob] = v.x;
+        act[ob + 1u] = v.y;
+        act[ob + 2u] = v.z;
+        act[ob + 3u] = v.w;
+        return;
+    }
+    // Partial: m, l, then hd unnormalized values, per (token, head, slice).
+    let pb = P.part_off + idx * (hd + 2u);
+    if (lid == 0u) {
+        act[pb] = select(-3.0e38, m, tile0 < tile1);
+        act[pb + 1u] = select(0.0, l, tile0 < tile1);
+    }
+    act[pb + 2u + 4u * lid] = total.x;
+    act[pb + 3u + 4u * lid] = total.y;
+    act[pb + 4u + 4u * lid] = total.z;
+    act[pb + 5u + 4u * lid] = total.w;
 }

@@ -1,13 +1,16 @@
 // Bindings every kernel shares (one pipeline layout for all of them):
-//   group 0: the step's params slot (uniform, dynamic offset) and the activation scratch;
-//   group 1: the weight arena holding the matrix being read (u32 words);
+//   group 0: the step's params slot (uniform, dynamic offset) and the activation scratch
+//            (bound twice: as f32 and as vec4 for aligned vector loads);
+//   group 1: the weight arena holding the matrix being read (u32 words, and as vec4<u32>);
 //   group 2: the arena holding vectors (norm weights, biases) as f32;
-//   group 3: one layer's KV cache (dynamic offset): k rows then v rows.
+//   group 3: one layer's KV cache (dynamic offset): k rows then v rows; the kernels that use
+//            it declare it (kv_write.wgsl as f32, attention.wgsl as vec4).
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read_write> act: array<f32>;
+@group(0) @binding(2) var<storage, read_write> act4: array<vec4<f32>>;
 @group(1) @binding(0) var<storage, read> wq: array<u32>;
+@group(1) @binding(1) var<storage, read> wq4: array<vec4<u32>>;
 @group(2) @binding(0) var<storage, read> wvec: array<f32>;
-@group(3) @binding(0) var<storage, read_write> kv: array<f32>;
 
 // Linear workgroup index of a dispatch split over x and y (x is at most 65535 wide).
 fn wg_linear(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {

@@ -1,7 +1,9 @@
-// Q4_0, GPU layout (20 bytes): qs[16] then d (f16) and 2 bytes of padding.
+// Q4_0, planar GPU row: qs[16] of every block, then every block's d (f16).
 fn dq32(row: u32, g: u32, k: u32) {
-    let base = row + g * 5u;
-    let d = unpack2x16float(wq[base + 4u]).x;
+    let nb = k / 32u;
+    let base = row + g * 4u;
+    let dw = unpack2x16float(wq[row + nb * 4u + (g >> 1u)]);
+    let d = select(dw.x, dw.y, (g & 1u) != 0u);
     for (var i = 0u; i < 4u; i++) {
         let w = wq[base + i];
         for (var j = 0u; j < 4u; j++) {

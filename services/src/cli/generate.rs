@@ -42,8 +42,9 @@ pub struct Args {
     stop: Vec<String>,
     #[arg(long, default_value_t = 2048)]
     ctx: usize,
-    #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendKind,
+    /// Default: the GPU when an adapter exists, else the CPU.
+    #[arg(long, value_enum)]
+    backend: Option<BackendKind>,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,

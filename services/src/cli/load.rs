@@ -13,13 +13,33 @@ pub enum BackendKind {
     Gpu,
 }
 
-pub fn load_model(path: &Path, backend: BackendKind, quiet: bool) -> anyhow::Result<Model> {
-    let backend: Box<dyn hangar_engine::backend::Backend> = match backend {
-        BackendKind::Cpu => Box::new(CpuBackend::new()),
-        BackendKind::Gpu => {
+/// The backend to use: the one asked for, else the GPU when an adapter opens, else the CPU.
+/// The adapter chosen is reported on stderr.
+pub fn resolve_backend(asked: Option<BackendKind>) -> anyhow::Result<BackendKind> {
+    match asked {
+        Some(BackendKind::Cpu) => Ok(BackendKind::Cpu),
+        Some(BackendKind::Gpu) => {
             let gpu = hangar_kernels::Gpu::shared().context("opening the GPU (set HANGAR_ADAPTER to choose one)")?;
-            Box::new(hangar_kernels::GpuBackend::new(gpu))
+            eprintln!("hangar: GPU adapter {}", gpu.describe());
+            Ok(BackendKind::Gpu)
         }
+        None => match hangar_kernels::Gpu::shared() {
+            Ok(gpu) => {
+                eprintln!("hangar: GPU adapter {}", gpu.describe());
+                Ok(BackendKind::Gpu)
+            }
+            Err(e) => {
+                eprintln!("hangar: no GPU ({e}); using the CPU backend");
+                Ok(BackendKind::Cpu)
+            }
+        },
+    }
+}
+
+pub fn load_model(path: &Path, asked: Option<BackendKind>, quiet: bool) -> anyhow::Result<Model> {
+    let backend: Box<dyn hangar_engine::backend::Backend> = match resolve_backend(asked)? {
+        BackendKind::Cpu => Box::new(CpuBackend::new()),
+        BackendKind::Gpu => Box::new(hangar_kernels::GpuBackend::new(hangar_kernels::Gpu::shared()?)),
     };
     let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
     bar.set_style(ProgressStyle::with_template("loading {msg} [{bar:30}] {pos}/{len} tensors").unwrap_or_else(|_| ProgressStyle::default_bar()));

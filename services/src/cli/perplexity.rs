@@ -17,8 +17,9 @@ pub struct Args {
     /// Tokens per forward pass within a window.
     #[arg(long, default_value_t = 512)]
     batch: usize,
-    #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendKind,
+    /// Default: the GPU when an adapter exists, else the CPU.
+    #[arg(long, value_enum)]
+    backend: Option<BackendKind>,
     #[arg(long)]
     json: bool,
 }

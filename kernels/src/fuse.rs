@@ -1,0 +1,360 @@
+//! Kernel fusion for decode. Ops that a later op can absorb are not dispatched when the graph
+//! calls them; they are recorded and emitted when their result is needed:
+//!
+//! - a full-row norm of one token becomes the prologue of the matvecs that read it;
+//! - consecutive one-token `linear`s of the same input (Q, K, V) become one matvec dispatch
+//!   over their concatenated rows (a "group");
+//! - `ffn_act(gate, up)` of a two-part group turns it into a gate/up matvec producing
+//!   `act(gate) * up`; `add(linear, x)` of a one-part group adds the residual in its epilogue;
+//! - `rope` of q and k is applied as attention loads q and as k is written to the cache.
+//!
+//! Anything else that reads a pending result first emits it ([`GpuBackend::ready`]), so every
+//! fused path computes exactly what the separate ops would.
+
+use hangar_engine::backend::{Act, BackendError, NormParams};
+use hangar_engine::quant::GgmlType;
+use hangar_engine::spec::{Activation, NormKind};
+
+use crate::backend::{shape, u, ActInfo, GpuBackend, St};
+use crate::pipelines::Op;
+use crate::recorder::{grid, Binds};
+
+const NO_BIAS: u32 = u32::MAX;
+
+/// A norm not yet dispatched: its input, weights (arena, offset) and parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct LazyNorm {
+    pub src: ActInfo,
+    pub w: Option<(u32, u32)>,
+    pub b: Option<(u32, u32)>,
+    pub p: NormParams,
+}
+
+/// A rope not yet dispatched.
+#[derive(Clone, Copy, Debug)]
+pub struct LazyRope {
+    pub src: Act,
+    pub head_dim: usize,
+    pub pos0: usize,
+    pub n_rot: usize,
+    pub neox: bool,
+    pub freq_off: u32,
+    pub freq_scale: f32,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Part {
+    pub w_off: u32,
+    pub rows: u32,
+    pub out: Act,
+    pub out_off: u32,
+    /// (arena, offset) of the bias.
+    pub bias: Option<(u32, u32)>,
+}
+
+/// One-token matvecs of one input waiting to be dispatched together.
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub x: Act,
+    pub ty: GgmlType,
+    pub cols: usize,
+    pub row_words: u32,
+    pub arena_w: u32,
+    pub parts: Vec<Part>,
+    /// (activation, output act, its offset): the parts are gate and up.
+    pub gated: Option<(Activation, Act, u32)>,
+    /// (residual offset, sum act, its offset).
+    pub residual: Option<(u32, Act, u32)>,
+}
+
+impl GpuBackend {
+    /// The activation's data, dispatching whatever pending op produces it.
+    pub(crate) fn ready(&mut self, a: Act) -> Result<ActInfo, BackendError> {
+        let info = self.act(a)?;
+        match info.st {
+            St::Ready => {}
+            St::Group => self.flush_group()?,
+            St::Norm(i) => {
+                let n = *self.lazy_norms.get(i as usize).ok_or_else(|| BackendError::BadHandle(format!("{a:?} (dead)")))?;
+                self.dispatch_norm(n.src, info.off, n.w, n.b, n.p)?;
+            }
+            St::Rope(i) => {
+                let r = *self.lazy_ropes.get(i as usize).ok_or_else(|| BackendError::BadHandle(format!("{a:?} (dead)")))?;
+                let src = self.ready(r.src)?;
+                self.dispatch_rope(src, info.off, &r)?;
+            }
+        }
+        self.set_ready(a);
+        self.act(a)
+    }
+
+    pub(crate) fn set_ready(&mut self, a: Act) {
+        if let Some(i) = self.acts.get_mut(a.0 as usize) {
+            i.st = St::Ready;
+        }
+    }
+
+    pub(crate) fn dispatch_norm(
+        &mut self,
+        x: ActInfo,
+        off: u32,
+        w: Option<(u32, u32)>,
+        b: Option<(u32, u32)>,
+        p: NormParams,
+    ) -> Result<(), BackendError> {
+        let runs = x.rows * x.cols / p.group;
+        let flags = w.is_some() as u32 | (b.is_some() as u32) << 1 | (p.add_one as u32) << 2;
+        let kind = matches!(p.kind, NormKind::Layer) as u32;
+        let params = [
+            x.off,
+            off,
+            p.group as u32,
+            u(runs, "norm runs")?,
+            w.map_or(0, |w| w.1),
+            b.map_or(0, |b| b.1),
+            flags,
+            kind,
+            p.eps.to_bits(),
+        ];
+        let (gx, gy) = grid(&self.gpu, u(runs, "norm runs")?);
+        // The bias is read through the matrix binding, so weight and bias may sit in different arenas.
+        let binds = Binds { arena_w: b.map(|b| b.0), arena_v: w.map(|w| w.0), kv: None };
+        self.rec.dispatch(Op::Norm, None, &params, [gx, gy, 1], binds);
+        Ok(())
+    }
+
+    pub(crate) fn dispatch_rope(&mut self, x: ActInfo, off: u32, r: &LazyRope) -> Result<(), BackendError> {
+        let total = x.rows * x.cols;
+        let p = [
+            x.off,
+            off,
+            x.cols as u32,
+            r.head_dim as u32,
+            r.n_rot as u32,
+            u(r.pos0, "position")?,
+            r.neox as u32,
+            u(total, "activation")?,
+            r.freq_off,
+            r.freq_scale.to_bits(),
+        ];
+        let wg = self.threads(total)?;
+        self.rec.dispatch(Op::Rope, None, &p, wg, Binds::default());
+        Ok(())
+    }
+
+    /// Emits the open group, if any.
+    pub(crate) fn flush_group(&mut self) -> Result<(), BackendError> {
+        let Some(g) = self.group.take() else { return Ok(()) };
+        let xi = self.act(g.x)?;
+        // The norm prologue needs its weights in the vector arena the biases use.
+        let mut norm = match xi.st {
+            St::Norm(i) => self.lazy_norms.get(i as usize).copied(),
+            _ => None,
+        };
+        let vec_arena = g.parts.iter().find_map(|p| p.bias.map(|b| b.0));
+        if let Some(n) = norm {
+            let arenas = [n.w.map(|w| w.0), n.b.map(|b| b.0), vec_arena];
+            let mut it = arenas.iter().flatten();
+            let first = it.next().copied();
+            if it.any(|&a| Some(a) != first) {
+                norm = None;
+            }
+        }
+        let x = match norm {
+            Some(n) => n.src,
+            None => self.ready(g.x)?,
+        };
+        // The input is staged with vector loads.
+        let x = if x.off % 4 != 0 { self.aligned_copy(x)? } else { x };
+        let units = g.cols.div_ceil(32);
+        let ss = self.gpu.pipelines.subgroup_size.unwrap_or(1) as usize;
+        let rows: u32 = if g.gated.is_some() { g.parts[0].rows } else { g.parts.iter().map(|p| p.rows).sum() };
+        // About sixteen blocks per invocation (one warp per row for 4096-wide rows, which
+        // measured fastest on the H100): enough loads in flight per invocation, and the
+        // workgroup's fixed costs spread over many rows. The norm prologue costs a read of the whole input
+        // per workgroup, so with plenty of rows a workgroup takes more of them.
+        let mut t = self.mv_threads.unwrap_or_else(|| (units / 16).next_power_of_two()).clamp(32.max(ss), 256);
+        if norm.is_some() && t > 32.max(ss) && rows as usize / (256 / t) > 4096 {
+            t /= 2;
+        }
+        let r_per_wg = 256 / t;
+        let mut p = [0u32; 32];
+        p[0] = g.cols as u32;
+        p[1] = g.row_words;
+        p[2] = x.off;
+        p[3] = g.parts.len() as u32;
+        p[4] = g.residual.is_some() as u32 | (g.gated.is_some() as u32) << 1;
+        p[5] = rows;
+        p[6] = r_per_wg as u32;
+        p[7] = matches!(g.gated, Some((Activation::GeGlu, _, _))) as u32;
+        for (i, part) in g.parts.iter().enumerate() {
+            p[8 + i] = part.w_off;
+            p[12 + i] = part.rows;
+            p[16 + i] = part.out_off;
+            p[20 + i] = part.bias.map_or(NO_BIAS, |b| b.1);
+        }
+        for i in g.parts.len()..4 {
+            p[20 + i] = NO_BIAS;
+        }
+        if let Some((res, _, sum)) = g.residual {
+            p[24] = res;
+            p[25] = sum;
+        }
+        if let Some((_, _, out)) = g.gated {
+            p[25] = out;
+        }
+        let mut arena_v = vec_arena;
+        if let Some(n) = norm {
+            p[26] = n.w.map_or(0, |w| w.1);
+            p[27] = n.b.map_or(0, |b| b.1);
+            p[28] = n.p.eps.to_bits();
+            p[29] = matches!(n.p.kind, NormKind::Layer) as u32;
+            p[30] = n.w.is_some() as u32 | (n.b.is_some() as u32) << 1 | (n.p.add_one as u32) << 2;
+            arena_v = arena_v.or(n.w.map(|w| w.0)).or(n.b.map(|b| b.0));
+        }
+        // Without a gate each invocation computes two rows.
+        let per_wg = if g.gated.is_some() { r_per_wg } else { 2 * r_per_wg } as u32;
+        let (gx, gy) = grid(&self.gpu, rows.div_ceil(per_wg));
+        let op = if norm.is_some() { Op::MvNorm } else { Op::Mv };
+        self.rec.dispatch(op, Some(g.ty), &p, [gx, gy, 1], Binds { arena_w: Some(g.arena_w), arena_v, kv: None });
+        for part in &g.parts {
+            self.set_ready(part.out);
+        }
+        if let Some((_, a, _)) = g.gated {
+            self.set_ready(a);
+        }
+        if let Some((_, a, _)) = g.residual {
+            self.set_ready(a);
+        }
+        Ok(())
+    }
+
+    /// A copy of `x` at a 4-element boundary (vector loads need one).
+    fn aligned_copy(&mut self, x: ActInfo) -> Result<ActInfo, BackendError> {
+        let a = self.slice_cols(x, 0, x.cols)?;
+        self.act(a)
+    }
+
+    /// Whether a one-token matvec of `x` can join or start a group, and which.
+    pub(crate) fn group_linear(
+        &mut self,
+        x: Act,
+        ty: GgmlType,
+        cols: usize,
+        row_words: u32,
+        seg: crate::arena::Segment,
+        bias: Option<(u32, u32)>,
+    ) -> Result<Act, BackendError> {
+        let joins = self.group.as_ref().is_some_and(|g| {
+            g.x == x
+                && g.ty == ty
+                && g.cols == cols
+                && g.row_words == row_words
+                && g.arena_w == seg.arena
+                && g.parts.len() < 3
+                && g.gated.is_none()
+                && g.residual.is_none()
+                && match (bias, g.parts.iter().find_map(|p| p.bias)) {
+                    (Some(b), Some(o)) => b.0 == o.0,
+                    _ => true,
+                }
+        });
+        if !joins {
+            self.flush_group()?;
+        }
+        let (out, out_off) = self.new_act(1, seg.rows as usize)?;
+        self.acts[out.0 as usize].st = St::Group;
+        let part = Part { w_off: seg.word_off, rows: seg.rows, out, out_off, bias };
+        match self.group.as_mut() {
+            Some(g) if joins => g.parts.push(part),
+            _ => {
+                self.group =
+                    Some(Group { x, ty, cols, row_words, arena_w: seg.arena, parts: vec![part], gated: None, residual: None })
+            }
+        }
+        Ok(out)
+    }
+
+    /// `act(gate) * up` folded into the open group when it holds exactly gate and up.
+    pub(crate) fn try_fuse_gated(&mut self, gate: Act, up: Act, act: Activation) -> Result<Option<Act>, BackendError> {
+        if !matches!(act, Activation::SwiGlu | Activation::GeGlu) {
+            return Ok(None);
+        }
+        let ok = self.group.as_ref().is_some_and(|g| {
+            g.parts.len() == 2
+                && g.gated.is_none()
+                && g.residual.is_none()
+                && g.parts[0].rows == g.parts[1].rows
+                && ((g.parts[0].out == gate && g.parts[1].out == up) || (g.parts[0].out == up && g.parts[1].out == gate))
+        });
+        if !ok {
+            return Ok(None);
+        }
+        let rows = self.group.as_ref().map_or(0, |g| g.parts[0].rows as usize);
+        let (out, off) = self.new_act(1, rows)?;
+        self.acts[out.0 as usize].st = St::Group;
+        if let Some(g) = self.group.as_mut() {
+            if g.parts[0].out != gate {
+                g.parts.swap(0, 1);
+            }
+            g.gated = Some((act, out, off));
+        }
+        Ok(Some(out))
+    }
+
+    /// `a + b` folded into the open one-part group when one side is its output.
+    pub(crate) fn try_fuse_residual(&mut self, a: Act, b: Act) -> Result<Option<Act>, BackendError> {
+        let Some(g) = self.group.as_ref() else { return Ok(None) };
+        if g.parts.len() != 1 || g.gated.is_some() || g.residual.is_some() {
+            return Ok(None);
+        }
+        let out = g.parts[0].out;
+        let other = if a == out {
+            b
+        } else if b == out {
+            a
+        } else {
+            return Ok(None);
+        };
+        let (oi, li) = (self.act(other)?, self.act(out)?);
+        if !matches!(oi.st, St::Ready) || (oi.rows, oi.cols) != (li.rows, li.cols) {
+            return Ok(None);
+        }
+        let (sum, off) = self.new_act(li.rows, li.cols)?;
+        self.acts[sum.0 as usize].st = St::Group;
+        if let Some(g) = self.group.as_mut() {
+            g.residual = Some((oi.off, sum, off));
+        }
+        Ok(Some(sum))
+    }
+
+    /// A one-token full-row norm the next matvecs can compute in their prologue.
+    pub(crate) fn lazy_norm(&mut self, x: ActInfo, w: Option<(u32, u32)>, b: Option<(u32, u32)>, p: NormParams) -> Result<Option<Act>, BackendError> {
+        if x.rows != 1 || p.group != x.cols || !x.cols.is_multiple_of(4) || !matches!(x.st, St::Ready) {
+            return Ok(None);
+        }
+        let (out, _) = self.new_act(1, x.cols)?;
+        self.acts[out.0 as usize].st = St::Norm(self.lazy_norms.len() as u32);
+        self.lazy_norms.push(LazyNorm { src: x, w, b, p });
+        Ok(Some(out))
+    }
+
+    /// The rope of `a`, if `a` is a pending rope: (its input, the rope).
+    pub(crate) fn pending_rope(&self, a: Act) -> Result<Option<LazyRope>, BackendError> {
+        Ok(match self.act(a)?.st {
+            St::Rope(i) => self.lazy_ropes.get(i as usize).copied(),
+            _ => None,
+        })
+    }
+
+    /// Shape checks shared by the group paths.
+    pub(crate) fn check_linear(&self, name: &str, xa: ActInfo, cols: usize, rows: usize, bias_len: Option<usize>) -> Result<(), BackendError> {
+        if xa.cols != cols {
+            return Err(shape("linear", format!("{name}: input width {} vs weight rows of {cols}", xa.cols)));
+        }
+        if bias_len.is_some_and(|l| l != rows) {
+            return Err(shape("linear", format!("{name}: bias length differs from {rows} outputs")));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,97 @@
+//! GPU against CPU on one model: greedy continuations (tokens picked by `argmax` on the
+//! device, one submission per token) and teacher-forced top-1 agreement over prompt plus
+//! continuation. Used by the SmolLM2 test on lavapipe and by `hangar bench --check-cpu` on
+//! real GPUs.
+
+use hangar_engine::backend::{Backend, BackendError};
+use hangar_engine::graph::{forward, forward_act, Logits, Weights};
+use hangar_engine::spec::ModelSpec;
+
+use crate::GpuBackend;
+
+#[derive(Clone, Debug, Default)]
+pub struct ParityReport {
+    pub prompts: usize,
+    /// Prompts whose greedy continuations are identical on both backends.
+    pub identical: usize,
+    /// (prompt index, first differing step) of the others.
+    pub divergences: Vec<(usize, usize)>,
+    pub top1_agree: usize,
+    pub top1_total: usize,
+    /// Submissions per generated token on the GPU, worst prompt.
+    pub max_submissions_per_token: f64,
+}
+
+impl ParityReport {
+    pub fn greedy_rate(&self) -> f64 {
+        self.identical as f64 / self.prompts.max(1) as f64
+    }
+    pub fn top1_rate(&self) -> f64 {
+        self.top1_agree as f64 / self.top1_total.max(1) as f64
+    }
+}
+
+/// Greedy decoding where every token is picked by `be.argmax` (on the device for the GPU).
+pub fn greedy(be: &mut dyn Backend, spec: &ModelSpec, w: &Weights, prompt: &[u32], n: usize, n_ctx: usize) -> Result<Vec<u32>, BackendError> {
+    let hp = &spec.hparams;
+    let seq = be.new_sequence(hp.n_layer, hp.kv_dim(), n_ctx)?;
+    let mut out = Vec::with_capacity(n);
+    let mut pos = 0;
+    let mut input = prompt.to_vec();
+    let r = (|| {
+        while out.len() < n {
+            let logits = forward_act(spec, w, be, seq, &input, pos, Logits::Last)?;
+            let tok = *be.argmax(logits, hp.n_vocab)?.first().ok_or_else(|| BackendError::Device("argmax returned nothing".into()))?;
+            pos += input.len();
+            out.push(tok);
+            input = vec![tok];
+        }
+        Ok(())
+    })();
+    be.free_sequence(seq);
+    r.map(|_| out)
+}
+
+/// Top-1 of every position of `tokens` in one forward pass (on the device for the GPU).
+fn top1_all(be: &mut dyn Backend, spec: &ModelSpec, w: &Weights, tokens: &[u32], n_ctx: usize, on_device: bool) -> Result<Vec<u32>, BackendError> {
+    let hp = &spec.hparams;
+    let seq = be.new_sequence(hp.n_layer, hp.kv_dim(), n_ctx)?;
+    let r = if on_device {
+        forward_act(spec, w, be, seq, tokens, 0, Logits::All).and_then(|l| be.argmax(l, hp.n_vocab))
+    } else {
+        forward(spec, w, be, seq, tokens, 0, Logits::All).map(|l| l.chunks(hp.n_vocab).map(hangar_engine::cpu::ops::argmax).collect())
+    };
+    be.free_sequence(seq);
+    r
+}
+
+/// Runs every prompt on both backends: `n_gen` greedy tokens each, then teacher forcing over
+/// prompt + the CPU's continuation.
+pub fn compare(
+    spec: &ModelSpec,
+    gpu: &mut GpuBackend,
+    gw: &Weights,
+    cpu: &mut dyn Backend,
+    cw: &Weights,
+    prompts: &[Vec<u32>],
+    n_gen: usize,
+) -> Result<ParityReport, BackendError> {
+    let mut rep = ParityReport { prompts: prompts.len(), ..Default::default() };
+    for (i, prompt) in prompts.iter().enumerate() {
+        let n_ctx = prompt.len() + n_gen + 1;
+        let before = gpu.submissions();
+        let g = greedy(gpu, spec, gw, prompt, n_gen, n_ctx)?;
+        rep.max_submissions_per_token = rep.max_submissions_per_token.max((gpu.submissions() - before) as f64 / n_gen.max(1) as f64);
+        let c = greedy(cpu, spec, cw, prompt, n_gen, n_ctx)?;
+        match g.iter().zip(&c).position(|(a, b)| a != b) {
+            None => rep.identical += 1,
+            Some(at) => rep.divergences.push((i, at)),
+        }
+        let all: Vec<u32> = prompt.iter().chain(&c[..c.len().saturating_sub(1)]).copied().collect();
+        let want = top1_all(cpu, spec, cw, &all, n_ctx, false)?;
+        let got = top1_all(gpu, spec, gw, &all, n_ctx, true)?;
+        rep.top1_total += want.len();
+        rep.top1_agree += got.iter().zip(&want).filter(|(a, b)| a == b).count();
+    }
+    Ok(rep)
+}

@@ -1,0 +1,294 @@
+// Decode matvec (one token): out[r] = W[r] · x, for up to three weights sharing the input
+// (fused QKV: their rows are concatenated), or for a gate/up pair producing act(gate) * up
+// (fused FFN). Optional prologue: the input's RMS/Layer norm statistics, so the input is
+// normalized as it is staged (norm fused into the matvec). Optional epilogue: + bias, and
+// + residual written to a second output (residual add fused).
+//
+// R row slots per workgroup of 256 invocations, T = 256 / R invocations per slot (a slot is
+// a gate/up pair, or two rows r and r + R without a gate). The input is
+// staged through workgroup memory 128 blocks (4096 values) at a time, padded so that
+// invocations reading different blocks hit different banks; each invocation then walks its
+// row's blocks of the chunk: one or two 16-byte loads a block for the planar types with a
+// `udot` snippet (mv_*.wgsl), a 32-element group through `dq32` otherwise.
+struct Params {
+    k: u32, row_words: u32, x_off: u32, n_parts: u32,
+    flags: u32, rows: u32, r_per_wg: u32, act: u32,
+    w_off: vec4<u32>,
+    p_rows: vec4<u32>,
+    out_off: vec4<u32>,
+    bias_off: vec4<u32>,
+    res_off: u32, sum_off: u32, nw_off: u32, nb_off: u32,
+    eps: f32, norm_kind: u32, norm_flags: u32, p0: u32,
+}
+
+const WG: u32 = 256u;
+const F_RESIDUAL: u32 = 1u;
+const F_GATED: u32 = 2u;
+const NO_BIAS: u32 = 0xFFFFFFFFu;
+const CB: u32 = 128u; // blocks of 32 values per staged chunk
+const BS: u32 = 9u; // vec4 slots per staged block (8 + 1 of padding)
+
+var<workgroup> red: array<f32, 256>;
+var<workgroup> red2: array<f32, 256>;
+var<workgroup> xs: array<vec4<f32>, 1152>; // CB * BS
+var<private> c0: u32; // first block of the staged chunk
+
+// Values 4i..4i+3 of block b (absolute) of the staged input.
+fn x4(b: u32, i: u32) -> vec4<f32> {
+    return xs[(b - c0) * BS + i];
+}
+
+//#if FAST
+// udot(row word offset, block) comes from the type's mv_*.wgsl snippet.
+
+fn nib(w: u32, s: u32) -> vec4<f32> {
+    return vec4<f32>(f32((w >> s) & 0xFu), f32((w >> (s + 8u)) & 0xFu), f32((w >> (s + 16u)) & 0xFu), f32((w >> (s + 24u)) & 0xFu));
+}
+
+// (Σ nibble * x, Σ x) over 4-bit block b whose 16 quant bytes are q: low nibbles are
+// elements 4i.., high nibbles 16+4i.. (Q4_0 and Q4_1 differ only in how they scale these).
+fn q4_sums(q: vec4<u32>, b: u32) -> vec2<f32> {
+    let x0 = x4(b, 0u);
+    let x1 = x4(b, 1u);
+    let x2 = x4(b, 2u);
+    let x3 = x4(b, 3u);
+    let x4_ = x4(b, 4u);
+    let x5 = x4(b, 5u);
+    let x6 = x4(b, 6u);
+    let x7 = x4(b, 7u);
+    let lo = dot(nib(q.x, 0u), x0) + dot(nib(q.y, 0u), x1) + dot(nib(q.z, 0u), x2) + dot(nib(q.w, 0u), x3);
+    let hi = dot(nib(q.x, 4u), x4_) + dot(nib(q.y, 4u), x5) + dot(nib(q.z, 4u), x6) + dot(nib(q.w, 4u), x7);
+    let sx = (x0 + x1) + (x2 + x3) + (x4_ + x5) + (x6 + x7);
+    return vec2<f32>(lo + hi, sx.x + sx.y + sx.z + sx.w);
+}
+//#else
+// Generic path: dq32 of one 32-element group.
+var<private> e_acc: f32;
+var<private> e_b: u32;
+
+fn emit(i: u32, w: f32) {
+    e_acc += w * xs[(e_b - c0) * BS + (i >> 2u)][i & 3u];
+}
+
+fn udot(row: u32, b: u32) -> f32 {
+    e_acc = 0.0;
+    e_b = b;
+    dq32(row, b, P.k);
+    return e_acc;
+}
+//#endif
+
+fn wg_sum(a: f32, lid: u32) -> f32 {
+    red[lid] = a;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red[lid] += red[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+var<private> n_mean: f32;
+var<private> n_scale: f32;
+
+//#if NORM
+fn norm_stats(lid: u32) {
+    let n4 = P.k >> 2u;
+    let base = P.x_off >> 2u;
+    let len = f32(P.k);
+    n_mean = 0.0;
+    if (P.norm_kind == 1u) {
+        var s = vec4<f32>(0.0);
+        for (var j = lid; j < n4; j += WG) {
+            s += act4[base + j];
+        }
+        n_mean = wg_sum(s.x + s.y + s.z + s.w, lid) / len;
+    }
+    var ss = vec4<f32>(0.0);
+    for (var j = lid; j < n4; j += WG) {
+        let v = act4[base + j] - vec4<f32>(n_mean);
+        ss += v * v;
+    }
+    n_scale = 1.0 / sqrt(wg_sum(ss.x + ss.y + ss.z + ss.w, lid) / len + P.eps);
+}
+
+fn load_x(j4: u32) -> vec4<f32> {
+    var v = (act4[(P.x_off >> 2u) + j4] - vec4<f32>(n_mean)) * n_scale;
+    let i = j4 * 4u;
+    if ((P.norm_flags & 1u) != 0u) {
+        var w = vec4<f32>(wvec[P.nw_off + i], wvec[P.nw_off + i + 1u], wvec[P.nw_off + i + 2u], wvec[P.nw_off + i + 3u]);
+        if ((P.norm_flags & 4u) != 0u) {
+            w += vec4<f32>(1.0);
+        }
+        v *= w;
+    }
+    if ((P.norm_flags & 2u) != 0u) {
+        v += vec4<f32>(wvec[P.nb_off + i], wvec[P.nb_off + i + 1u], wvec[P.nb_off + i + 2u], wvec[P.nb_off + i + 3u]);
+    }
+    return v;
+}
+//#else
+fn load_x(j4: u32) -> vec4<f32> {
+    return act4[(P.x_off >> 2u) + j4];
+}
+//#endif
+
+fn safe_tanh(x: f32) -> f32 {
+    return tanh(clamp(x, -15.0, 15.0));
+}
+
+fn activate(g: f32) -> f32 {
+    if (P.act == 1u) {
+        return 0.5 * g * (1.0 + safe_tanh(0.7978846 * g * (1.0 + 0.044715 * g * g)));
+    }
+    return g / (1.0 + exp(-g));
+}
+
+fn bias(p: u32, r: u32) -> f32 {
+    let b = P.bias_off[p];
+    if (b == NO_BIAS) {
+        return 0.0;
+    }
+    return wvec[b + r];
+}
+
+fn body(wl: u32, lid: u32, sl: u32, ss: u32) {
+//#if NORM
+    norm_stats(lid);
+//#endif
+    let T = WG / P.r_per_wg;
+    let rl = lid / T;
+    let t = lid % T;
+    let gated = (P.flags & F_GATED) != 0u;
+    // Without a gate, each invocation takes two rows (rl and rl + R), so the staged input
+    // and the workgroup's fixed costs serve twice the rows.
+    let per_wg = select(2u * P.r_per_wg, P.r_per_wg, gated);
+    let gr = wl * per_wg + rl;
+    let gr2 = gr + P.r_per_wg;
+    let valid = gr < P.rows;
+    let valid2 = !gated && gr2 < P.rows;
+    // Blocks of 32 values (the last may be partial for float rows).
+    let units = (P.k + 31u) / 32u;
+    let n4 = P.k >> 2u;
+    // Which part each row belongs to (gated: part 0 is the gate, part 1 the up projection).
+    var p = 0u;
+    var lr = min(gr, P.rows - 1u);
+    var p2 = 0u;
+    var lr2 = min(gr2, P.rows - 1u);
+    if (!gated) {
+        while (p + 1u < P.n_parts && lr >= P.p_rows[p]) {
+            lr -= P.p_rows[p];
+            p++;
+        }
+        while (p2 + 1u < P.n_parts && lr2 >= P.p_rows[p2]) {
+            lr2 -= P.p_rows[p2];
+            p2++;
+        }
+    }
+    let row = P.w_off[p] + lr * P.row_words;
+    var row_u = P.w_off[1] + lr * P.row_words;
+    if (!gated) {
+        row_u = P.w_off[p2] + lr2 * P.row_words;
+    }
+    var a = 0.0;
+    var b = 0.0;
+    for (c0 = 0u; c0 < units; c0 += CB) {
+        let c1 = min(units, c0 + CB);
+        for (var j = lid; j < (c1 - c0) * 8u; j += WG) {
+            let j4 = c0 * 8u + j;
+            var v = vec4<f32>(0.0);
+            if (j4 < n4) {
+                v = load_x(j4);
+            }
+            xs[(j >> 3u) * BS + (j & 7u)] = v;
+        }
+        workgroupBarrier();
+        // Two blocks per iteration, so their loads are in flight together.
+        var u = c0 + t;
+        for (; u + T < c1; u += 2u * T) {
+            a += udot(row, u) + udot(row, u + T);
+            b += udot(row_u, u) + udot(row_u, u + T);
+        }
+        for (; u < c1; u += T) {
+            a += udot(row, u);
+            b += udot(row_u, u);
+        }
+        workgroupBarrier();
+    }
+    // Reduce within each row's T invocations (T is a power of two, a multiple of ss).
+//#if subgroups
+    let sa = subgroupAdd(a);
+    let sb = subgroupAdd(b);
+    if (sl == 0u) {
+        red[lid / ss] = sa;
+        red2[lid / ss] = sb;
+    }
+    workgroupBarrier();
+    if (t != 0u) {
+        return;
+    }
+    var dot = 0.0;
+    var dot2 = 0.0;
+    for (var i = lid / ss; i < (lid + T) / ss; i++) {
+        dot += red[i];
+        dot2 += red2[i];
+    }
+//#else
+    red[lid] = a;
+    red2[lid] = b;
+    workgroupBarrier();
+    for (var s = T / 2u; s > 0u; s >>= 1u) {
+        if (t < s) {
+            red[lid] += red[lid + s];
+            red2[lid] += red2[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if (t != 0u) {
+        return;
+    }
+    let dot = red[lid];
+    let dot2 = red2[lid];
+//#endif
+    if (gated && valid) {
+        let g = dot + bias(0u, lr);
+        let u = dot2 + bias(1u, lr);
+        act[P.out_off[0] + lr] = g;
+        act[P.out_off[1] + lr] = u;
+        act[P.sum_off + lr] = activate(g) * u;
+        return;
+    }
+    if (valid && !gated) {
+        store(p, lr, dot);
+    }
+    if (valid2) {
+        store(p2, lr2, dot2);
+    }
+}
+
+fn store(p: u32, lr: u32, dot: f32) {
+    let v = dot + bias(p, lr);
+    act[P.out_off[p] + lr] = v;
+    if ((P.flags & F_RESIDUAL) != 0u) {
+        act[P.sum_off + lr] = v + act[P.res_off + lr];
+    }
+}
+
+//#if subgroups
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sl: u32,
+        @builtin(subgroup_size) ss: u32) {
+    body(wid.y * nwg.x + wid.x, lid, sl, ss);
+}
+//#else
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    body(wid.y * nwg.x + wid.x, lid, 0u, 1u);
+}
+//#endif
