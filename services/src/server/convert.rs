@@ -201,6 +201,7 @@ pub fn stop_reason(f: Finish) -> pb::StopReason {
         Finish::StopSequence => pb::StopReason::StopSequence,
         Finish::Cancelled => pb::StopReason::Cancelled,
         Finish::TimeLimit => pb::StopReason::TimeLimit,
+        Finish::Policy => pb::StopReason::Policy,
     }
 }
 

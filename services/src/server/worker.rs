@@ -55,6 +55,8 @@ pub enum Finish {
     StopSequence,
     Cancelled,
     TimeLimit,
+    /// A policy rule ended the request (its id is in the trace).
+    Policy,
 }
 
 /// The end of a generation.
@@ -228,6 +230,10 @@ fn run(model: &mut Model, n_ctx: usize, job: GenJob, shared: &Shared) -> Result<
         StopReason::Stop => Finish::StopSequence,
         StopReason::Cancelled if timed_out => Finish::TimeLimit,
         StopReason::Cancelled => Finish::Cancelled,
+        StopReason::Policy { rule } => {
+            tracing::info!(rule = %rule, "policy ended the request");
+            Finish::Policy
+        }
     };
     if job.include_stop_string {
         if let Some(stop) = out.matched_stop.take() {
