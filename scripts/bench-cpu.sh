@@ -8,8 +8,8 @@ MODELS=${HANGAR_MODEL_DIR:-$HOME/.cache/hangar/models}
 MODEL=${1:-$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf}
 ROUNDS=${2:-3}
 ORACLE=${HANGAR_ORACLE:-../shared/oracle/oracle_logits.py}
-cargo build --release --locked -q --bin hangar
+cargo build --release --locked -q -p hangar-services --bin hangar
 for r in $(seq "$ROUNDS"); do
-    ./target/release/hangar bench --model "$MODEL" --backend cpu --prompt-tokens 41 --gen-tokens 64 --reps 1 --json
+    ./target/release/hangar bench --model "$MODEL" --backend cpu --prompt-len 41 --gen 64 --reps 1 --json
     python3 "$ORACLE" bench "$MODEL" --n-predict 64
 done

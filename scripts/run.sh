@@ -7,4 +7,4 @@ MODELS=${HANGAR_MODEL_DIR:-$HOME/.cache/hangar/models}
 MODEL="$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf"
 [ -f "$MODEL" ] || bash scripts/fetch-models.sh "$MODELS" smollm2
 [ $# -gt 0 ] || set -- --chat "What is the capital of France?"
-cargo run --release --locked -q --bin hangar -- generate --model "$MODEL" "$@"
+cargo run --release --locked -q -p hangar-services --bin hangar -- generate --model "$MODEL" "$@"

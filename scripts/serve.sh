@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 MODELS=${HANGAR_MODEL_DIR:-$HOME/.cache/hangar/models}
 NAME=SmolLM2-135M-Instruct.Q4_1
 [ -f "$MODELS/$NAME.gguf" ] || bash scripts/fetch-models.sh "$MODELS" smollm2
-exec cargo run --release --locked -q --bin hangar -- serve --model-dir "$MODELS" --preload "$NAME" "$@"
+exec cargo run --release --locked -q -p hangar-services --bin hangar -- serve --model-dir "$MODELS" --preload "$NAME" "$@"
