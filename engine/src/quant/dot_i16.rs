@@ -12,6 +12,7 @@
 
 use std::arch::x86_64::*;
 
+use super::dot_avx2::{f16_to_f32 as f16, hsum};
 use super::GgmlType;
 
 /// Activations prepared for the i16 kernels: levels, one scale and one level sum per 32.
@@ -70,22 +71,6 @@ pub(crate) unsafe fn dot(ty: GgmlType, row: &[u8], x: &XI16, sums: &[f32], n_blo
         GgmlType::Q8_0 => dot_q8_0(r, q, s, n_blocks),
         _ => return None,
     })
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16(p: *const u8) -> f32 {
-    let bits = u16::from_le_bytes([*p, *p.add(1)]);
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    _mm_cvtss_f32(s)
 }
 
 /// Sixteen packed bytes of nibbles against 32 activation levels: low nibbles hold elements
