@@ -144,7 +144,7 @@ fn greedy(path: &Path, registry: &hangar_engine::family::Registry, prompt: &str)
 
 #[test]
 fn the_example_plugin_family_serves_a_renamed_llama_like_the_in_tree_family() {
-    let smol = hangar_tests_model("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let smol = hangar_tests::model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
     let dir = tempfile::tempdir().expect("temp dir");
     let renamed = dir.path().join("renamed.gguf");
     rename_architecture(&smol, &renamed, "hangar-llama");
@@ -165,13 +165,4 @@ fn the_example_plugin_family_serves_a_renamed_llama_like_the_in_tree_family() {
     // by the parity tests: same weights, same greedy tokens.
     let prompt = "The three primary colours are";
     assert_eq!(greedy(&renamed, &registry, prompt), greedy(&smol, &registry, prompt));
-}
-
-fn hangar_tests_model(name: &str) -> PathBuf {
-    let dir = std::env::var_os("HANGAR_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/hangar/models"));
-    let p = dir.join(name);
-    assert!(p.exists(), "{} is missing: run scripts/fetch-models.sh", p.display());
-    p
 }

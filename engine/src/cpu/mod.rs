@@ -35,13 +35,17 @@ pub struct CpuBackend {
     next_seq: u32,
 }
 
+fn act_in(acts: &[Mat], a: Act) -> Result<&Mat, BackendError> {
+    acts.get(a.0 as usize).ok_or_else(|| BackendError::BadHandle(format!("{a:?}")))
+}
+
 impl CpuBackend {
     pub fn new() -> Self {
         Self::default()
     }
 
     fn act(&self, a: Act) -> Result<&Mat, BackendError> {
-        self.acts.get(a.0 as usize).ok_or_else(|| BackendError::BadHandle(format!("{a:?}")))
+        act_in(&self.acts, a)
     }
 
     fn push(&mut self, m: Mat) -> Act {
@@ -182,8 +186,7 @@ impl Backend for CpuBackend {
 
     fn attention(&mut self, seq: SeqId, layer: usize, pos0: usize, q: Act, k: Act, v: Act, p: &AttnParams) -> Result<Act, BackendError> {
         // Borrow the activations and the caches as disjoint fields, so no copy is needed.
-        let get = |a: Act| self.acts.get(a.0 as usize).ok_or_else(|| BackendError::BadHandle(format!("{a:?}")));
-        let (qm, km, vm) = (get(q)?, get(k)?, get(v)?);
+        let (qm, km, vm) = (act_in(&self.acts, q)?, act_in(&self.acts, k)?, act_in(&self.acts, v)?);
         let n = qm.rows;
         let cache = self.seqs.get_mut(&seq.0).ok_or_else(|| BackendError::BadHandle(format!("{seq:?}")))?;
         let kv_dim = cache.kv_dim;
