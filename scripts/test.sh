@@ -50,4 +50,4 @@ fi
 
 bash scripts/fetch-models.sh "$HANGAR_MODEL_DIR" smollm2 gemma3 qwen05 qwen15 vocab
 
-cargo test --workspace --all-targets --locked
+cargo test --workspace --all-targets --locked --no-fail-fast

@@ -235,14 +235,17 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
                 "custom.toml",
-                "listen = \"0.0.0.0:1\"\nmodel_dir = \"/from/file\"\nkeep_alive_secs = 5\n[limits]\nmax_tokens = 100\n[models.tiny]\npath = \"t.gguf\"\nbackend = \"gpu\"\n",
+                "listen = \"0.0.0.0:1\"\nmodel_dir = \"/from/file\"\nshutdown_grace_secs = 3\nkeep_alive_secs = 5\n[limits]\nmax_tokens = 100\n[models.tiny]\npath = \"t.gguf\"\nbackend = \"gpu\"\n",
             )?;
+            // Set, not inherited: the test runner exports its own HANGAR_MODEL_DIR.
+            jail.set_env("HANGAR_MODEL_DIR", "/from/env");
             jail.set_env("HANGAR_KEEP_ALIVE_SECS", "7");
             jail.set_env("HANGAR_LIMITS__MAX_TOKENS", "200");
             let cli = CliOverrides { listen: Some("127.0.0.1:9".into()), model_dir: None, preload: Some(vec!["m".into()]) };
             let c = Config::load(Some(Path::new("custom.toml")), &cli).map_err(|e| e.to_string())?;
             assert_eq!(c.listen, "127.0.0.1:9", "CLI beats file");
-            assert_eq!(c.model_dir, PathBuf::from("/from/file"), "file beats default");
+            assert_eq!(c.shutdown_grace_secs, 3, "file beats default");
+            assert_eq!(c.model_dir, PathBuf::from("/from/env"), "env beats file");
             assert_eq!(c.keep_alive_secs, 7, "env beats file");
             assert_eq!(c.limits.max_tokens, 200);
             assert_eq!(c.preload, vec!["m".to_string()]);
