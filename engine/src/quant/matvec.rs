@@ -7,11 +7,14 @@ use super::dequant::{dequantize, supports_dequantize};
 use super::dot::{dot_f32_scalar, Isa, PreparedX};
 use super::{GgmlType, QuantError};
 
-/// Weight bytes below which a product runs on the calling thread: rayon's fork/join costs
-/// a few microseconds, about what a 64 KiB matvec takes on one core.
-const SERIAL_BYTES: usize = 64 * 1024;
-/// Smallest share of weight bytes handed to one rayon task.
-const TASK_BYTES: usize = 16 * 1024;
+/// Weight bytes below which a matvec runs on the calling thread. Measured on SmolLM2 decode
+/// (bench/RESULTS.md): splitting the 69 KiB k/v projections cost more in hand-offs than the
+/// second core gave back.
+const SERIAL_BYTES: usize = 128 * 1024;
+/// Largest share of weight bytes handed to one task. Tasks stream their rows sequentially,
+/// and long streams are what the hardware prefetcher rewards: 16 KiB tasks ran decode at
+/// half the speed of 256 KiB ones on the same machine.
+const TASK_BYTES: usize = 256 * 1024;
 /// Weight rows dequantized together in `matmul`, so each activation row is read from cache
 /// once per tile rather than once per weight row.
 const MATMUL_TILE_ROWS: usize = 16;
@@ -55,6 +58,16 @@ fn rows_per_task(row_bytes: usize) -> usize {
     (TASK_BYTES / row_bytes.max(1)).max(1)
 }
 
+/// Rows per task for a matvec over `n_rows` rows on a team of `threads`: the fewest tasks of
+/// at most [`TASK_BYTES`] each, rounded up to a multiple of the team size so that every
+/// thread gets the same share (uneven shares leave a core waiting at the end of each loop).
+fn balanced_rows_per_task(n_rows: usize, row_bytes: usize, threads: usize) -> usize {
+    let threads = threads.max(1);
+    let total = n_rows * row_bytes;
+    let rounds = total.div_ceil(threads * TASK_BYTES).max(1);
+    n_rows.div_ceil(threads * rounds).max(1)
+}
+
 /// `out[r] = weights[r] · x` for each of the `n_rows` rows; `x.len()` is the row length `k`.
 /// Each row is a [`super::vec_dot`] (up to rounding: per-32-element sums of `x` are computed
 /// once here rather than per row), in parallel over chunks of rows.
@@ -80,14 +93,15 @@ pub fn matvec(
     }
     let rows = weights.chunks_exact(row_bytes);
     let px = PreparedX::new(ty, x);
-    if weights.len() < SERIAL_BYTES {
+    let team = Team::global();
+    if weights.len() < SERIAL_BYTES || team.size() == 1 {
         for (o, row) in out.iter_mut().zip(rows) {
             *o = px.dot(row);
         }
         return Ok(());
     }
-    let per_task = rows_per_task(row_bytes);
-    Team::global().for_each_chunk_mut(out, per_task, |i, o| {
+    let per_task = balanced_rows_per_task(n_rows, row_bytes, team.size());
+    team.for_each_chunk_mut(out, per_task, |i, o| {
         let w = &weights[i * per_task * row_bytes..];
         for (o, row) in o.iter_mut().zip(w.chunks_exact(row_bytes)) {
             *o = px.dot(row);
