@@ -5,7 +5,8 @@ Usage:
   python3 scripts/gen_family_goldens.py [--vocab-dir ~/.cache/hangar/models/llama.cpp-vocab]
       [--families llama,mistral,...] [--skip-fixtures]
 
-Step 1 (fixtures, committed under tests/data/families/): /work/shared/models/make_tiny_models.py
+Step 1 (fixtures, under tests/data/families/, not committed; `--fixtures-only` rebuilds and checks
+them, as scripts/test.sh does): ../shared/models/make_tiny_models.py
 (override with HANGAR_TINY_TOOL) writes, per family, `--dims small` F32, Q8_0 and Q4_0 files and a
 `--dims k --kquants Q4_K_M` file, all with the llama-spm vocabulary cut to VOCAB tokens so that each
 file stays well under a megabyte. The K-quant run's F32 source is not kept.
@@ -38,8 +39,9 @@ import oracle_common as oc  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(REPO, "tests", "data", "families")
 GOLDEN = os.path.join(REPO, "tests", "golden", "families")
-TOOL = os.environ.get("HANGAR_TINY_TOOL", "/work/shared/models/make_tiny_models.py")
-ORACLE_DIR = os.environ.get("HANGAR_ORACLE_DIR", "/work/shared/oracle")
+SHARED = os.path.join(os.path.dirname(REPO), "shared")
+TOOL = os.environ.get("HANGAR_TINY_TOOL", os.path.join(SHARED, "models", "make_tiny_models.py"))
+ORACLE_DIR = os.environ.get("HANGAR_ORACLE_DIR", os.path.join(SHARED, "oracle"))
 FAMILIES = "llama,mistral,phi2,phi3,qwen2,falcon,gptneox,stablelm,gemma,gemma2,gemma3"
 VOCAB = 256
 SMALL_TYPES = "F32,Q8_0,Q4_0"
@@ -67,6 +69,21 @@ def make_fixtures(vocab_dir, families):
     return manifest
 
 
+def fixtures_match_index():
+    """Rebuilds the fixtures (they are not committed: model files stay out of the repository)
+    and checks each against the sha256 the golden index recorded; the generator is seeded, so
+    a mismatch means the tool changed and the goldens must be regenerated with it."""
+    with open(os.path.join(GOLDEN, "index.json")) as f:
+        want = {e["file"]: e["sha256"] for e in json.load(f)["fixtures"]}
+    vocab_dir = os.path.expanduser(os.environ.get("HANGAR_VOCAB_DIR", "~/.cache/hangar/models/llama.cpp-vocab"))
+    make_fixtures(vocab_dir, FAMILIES)
+    bad = [name for name, sha in sorted(want.items())
+           if not os.path.exists(os.path.join(FIXTURES, name)) or oc.sha256_file(os.path.join(FIXTURES, name)) != sha]
+    if bad:
+        sys.exit(f"family fixtures differ from tests/golden/families/index.json: {bad}")
+    print(f"ok  {len(want)} family fixtures match the golden index", file=sys.stderr)
+
+
 def tokens():
     rng = np.random.default_rng(20250101)
     return [1] + [int(t) for t in rng.integers(3, VOCAB, N_TOKENS - 1)]
@@ -76,7 +93,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vocab-dir", default=os.path.expanduser("~/.cache/hangar/models/llama.cpp-vocab"))
     ap.add_argument("--families", default=FAMILIES)
+    ap.add_argument("--fixtures-only", action="store_true",
+                    help="only rebuild the fixtures and check them against the committed index")
     a = ap.parse_args()
+    if a.fixtures_only:
+        fixtures_match_index()
+        return
 
     manifest = make_fixtures(a.vocab_dir, a.families)
     os.makedirs(GOLDEN, exist_ok=True)

@@ -50,4 +50,11 @@ fi
 
 bash scripts/fetch-models.sh "$HANGAR_MODEL_DIR" smollm2 gemma3 qwen05 qwen15 vocab
 
+# The per-family fixtures (tiny random-weight GGUFs) are model files, so they are rebuilt here
+# from the seeded generator and checked against the sha256s the committed goldens recorded.
+if ! python3 -c "import numpy, gguf, llama_cpp" 2>/dev/null; then
+    PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q ../shared/oracle/wheels/llama_cpp_python-*.whl gguf==0.19.0 numpy
+fi
+HANGAR_VOCAB_DIR="$HANGAR_MODEL_DIR/llama.cpp-vocab" python3 scripts/gen_family_goldens.py --fixtures-only
+
 cargo test --workspace --all-targets --locked --no-fail-fast
