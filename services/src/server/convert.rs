@@ -248,6 +248,8 @@ pub fn model_info(f: &ModelFacts) -> pb::ModelInfo {
     pb::ModelInfo {
         name: f.name.clone(),
         architecture: f.architecture.clone(),
+        family: f.family.clone(),
+        plugin: f.plugin.clone(),
         parameters: f.parameters,
         context_length: f.n_ctx as u32,
         trained_context_length: f.trained_ctx as u32,

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod error;
 pub mod metrics;
 pub mod names;
+pub mod plugins;
 pub mod registry;
 pub mod service;
 pub mod stream;
@@ -82,7 +83,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let addr = listener.local_addr().map_err(|source| StartError::Bind { what: "the gRPC listener", addr: config.listen.clone(), source })?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    let registry = registry::Registry::new(config.clone(), health.clone());
+    // Before anything can load a model: plugin families join the registry loads resolve in.
+    let plugins = Arc::new(plugins::Plugins::load(&config.plugin_dir));
+    let registry = registry::Registry::new(config.clone(), health.clone(), plugins);
     let metrics = metrics::Metrics::new();
     let core = service::Core::new(registry.clone(), metrics.clone());
     health.set_serving::<pb::inference_server::InferenceServer<service::InferenceService>>().await;

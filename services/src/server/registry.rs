@@ -21,6 +21,7 @@ use tracing::{info_span, Instrument};
 use super::config::{Config, ModelOptions};
 use super::error::ServiceError;
 use super::names::{available_in_dir, resolve_in_dir, validate_name};
+use super::plugins::Plugins;
 use super::worker::Worker;
 
 /// What the service needs to know about a loaded model without touching its worker.
@@ -33,6 +34,9 @@ pub struct ModelFacts {
     pub n_vocab: usize,
     pub trained_ctx: usize,
     pub architecture: String,
+    /// The family serving `architecture`, and the plugin that registered it (empty if none).
+    pub family: String,
+    pub plugin: String,
     pub parameters: u64,
     pub quant_types: BTreeMap<String, u32>,
     pub backend: String,
@@ -104,15 +108,21 @@ pub struct Registry {
     slots: DashMap<String, Slot>,
     config: Arc<Config>,
     health: HealthReporter,
+    plugins: Arc<Plugins>,
 }
 
 impl Registry {
-    pub fn new(config: Arc<Config>, health: HealthReporter) -> Arc<Registry> {
-        Arc::new(Registry { slots: DashMap::new(), config, health })
+    pub fn new(config: Arc<Config>, health: HealthReporter, plugins: Arc<Plugins>) -> Arc<Registry> {
+        Arc::new(Registry { slots: DashMap::new(), config, health, plugins })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The families (in-tree and plugin) models load with, and the plugins' other offerings.
+    pub fn plugins(&self) -> &Plugins {
+        &self.plugins
     }
 
     /// Loads `name` (or returns it if loaded). A second caller while a load runs waits for
@@ -193,8 +203,9 @@ impl Registry {
             async move {
                 this.health.set_service_status(&name, ServingStatus::NotServing).await;
                 let (n, dir, max_queue) = (name.clone(), this.config.model_dir.clone(), this.config.limits.max_queue_per_model);
+                let plugins = this.plugins.clone();
                 let span = tracing::Span::current();
-                let result = tokio::task::spawn_blocking(move || span.in_scope(|| load_blocking(&n, &file, &dir, &options, max_queue)))
+                let result = tokio::task::spawn_blocking(move || span.in_scope(|| load_blocking(&n, &file, &dir, &options, max_queue, &plugins)))
                     .await
                     .unwrap_or_else(|e| Err(ServiceError::Internal(format!("load task failed: {e}"))));
                 match &result {
@@ -362,6 +373,7 @@ fn load_blocking(
     model_dir: &std::path::Path,
     options: &ModelOptions,
     max_queue: usize,
+    plugins: &Plugins,
 ) -> Result<Arc<LoadedModel>, ServiceError> {
     let t0 = Instant::now();
     let backend: Box<dyn Backend> = match options.backend.as_str() {
@@ -372,8 +384,7 @@ fn load_blocking(
         }
         _ => Box::new(CpuBackend::new()),
     };
-    let registry = hangar_families::registry();
-    let model = Model::load(file, &registry, backend, |_, _| {})
+    let model = Model::load(file, plugins.families(), backend, |_, _| {})
         .map_err(|e| ServiceError::LoadFailed { name: name.to_string(), reason: e.to_string() })?;
     let tokenizer = Tokenizer::from_gguf(&model.file)
         .map_err(|e| ServiceError::LoadFailed { name: name.to_string(), reason: e.to_string() })?;
@@ -383,6 +394,7 @@ fn load_blocking(
         0 => trained_ctx.min(4096),
         n => (n as usize).min(trained_ctx),
     };
+    let (family, plugin) = plugins.family_of(&model.spec.architecture);
     let mut quant_types = BTreeMap::new();
     for t in model.file.tensors() {
         *quant_types.entry(t.ty.to_string()).or_insert(0u32) += 1;
@@ -395,6 +407,8 @@ fn load_blocking(
         n_vocab: hp.n_vocab,
         trained_ctx,
         architecture: model.spec.architecture.clone(),
+        family,
+        plugin,
         parameters: model.file.tensors().iter().map(|t| t.n_elements()).sum(),
         quant_types,
         backend: model.backend_name().to_string(),

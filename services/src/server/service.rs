@@ -70,6 +70,7 @@ impl Core {
             let _t = info_span!(parent: &span, "tokenize", model = %req.model).entered();
             convert::prepare(req, &model.facts, &self.registry.config().limits)?
         };
+        let logits_processors = self.registry.plugins().processors(&req.logits_processors)?;
         let (tx, events) = mpsc::unbounded_channel();
         let cancel = CancelToken::default();
         let job = GenJob {
@@ -77,6 +78,7 @@ impl Core {
             params: prepared.params,
             include_stop_string: prepared.include_stop_string,
             time_limit: prepared.time_limit,
+            logits_processors,
             received,
             cancel: cancel.clone(),
             events: tx,
@@ -205,6 +207,8 @@ impl Inference for InferenceService {
                     s.kv_policy = m.facts.kv_policy();
                     s.backend = m.facts.backend.clone();
                     s.in_flight = m.in_flight() as u32;
+                    s.family = m.facts.family.clone();
+                    s.plugin = m.facts.plugin.clone();
                 }
                 s
             })
@@ -322,5 +326,9 @@ impl Inference for InferenceService {
         }
         .await;
         self.core.observe("ApplyChatTemplate", r)
+    }
+
+    async fn get_server_info(&self, _request: Request<pb::GetServerInfoRequest>) -> Result<Response<pb::ServerInfo>, Status> {
+        self.core.observe("GetServerInfo", Ok(self.core.registry.plugins().server_info()))
     }
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use hangar_engine::generate::{GenerateParams, StopReason};
 use hangar_engine::logprobs::TokenLogprobs;
 use hangar_engine::Model;
+use hangar_plugins::{LogitsProcessor, ProcessorHooks};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{info_span, Span};
 
@@ -40,6 +41,8 @@ pub struct GenJob {
     pub include_stop_string: bool,
     /// Wall-clock budget from `received`.
     pub time_limit: Option<Duration>,
+    /// Plugin logits processors the request selected, applied in order before sampling.
+    pub logits_processors: Vec<Arc<dyn LogitsProcessor>>,
     pub received: Instant,
     pub cancel: CancelToken,
     pub events: UnboundedSender<GenEvent>,
@@ -196,7 +199,8 @@ fn run(model: &mut Model, n_ctx: usize, job: GenJob, shared: &Shared) -> Result<
     let mut decode_guard = None;
     let mut timed_out = false;
     let mut session = model.session(n_ctx)?;
-    let out = session.generate_steps(&job.prompt, &job.params, |step| {
+    let mut processors = ProcessorHooks::new(&job.logits_processors, &job.prompt);
+    let out = session.generate_steps_hooked(&job.prompt, &job.params, processors.hooks(), |step| {
         if let Some(g) = prefill_guard.take() {
             drop(g);
             decode_guard = Some(decode.clone().entered());
