@@ -162,7 +162,9 @@ async fn server_lists_the_good_plugin_refuses_the_bad_ones_and_serves_both_famil
     assert_eq!(renamed.architecture, PLUGIN_ARCH);
     assert_eq!(renamed.plugin, "example");
     assert_eq!(renamed.family, plugin_family.name);
-    assert_eq!(tokens(&mut c, greedy(RENAMED, 12, &[])).await, oracle);
+    let served = tokens(&mut c, greedy(RENAMED, 12, &[])).await;
+    eprintln!("in-tree llama greedy: {oracle:?}\nplugin family greedy: {served:?}");
+    assert_eq!(served, oracle);
 
     let info = c.get_model_info(pb::GetModelInfoRequest { name: RENAMED.into() }).await.expect("GetModelInfo").into_inner();
     assert_eq!(info.plugin, "example");
@@ -201,6 +203,7 @@ async fn a_request_naming_the_plugin_processor_never_emits_the_banned_token() {
     for model in [RENAMED, SMOL] {
         let r = c.generate(greedy(model, 24, &[BAN_TOKEN])).await.expect("Generate").into_inner();
         assert!(!r.token_ids.is_empty(), "{model} generated nothing");
+        eprintln!("{model} with {BAN_TOKEN} (bans {banned}; unbanned greedy {plain:?}): {:?}", r.token_ids);
         assert!(!r.token_ids.contains(&banned), "{model} emitted banned token {banned}: {:?}", r.token_ids);
     }
 }

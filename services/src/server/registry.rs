@@ -394,7 +394,10 @@ fn load_blocking(
         0 => trained_ctx.min(4096),
         n => (n as usize).min(trained_ctx),
     };
-    let (family, plugin) = plugins.family_of(&model.spec.architecture);
+    // The file's own architecture string: that is what the family registry resolved, and a
+    // plugin family may build a spec under another (in-tree) architecture's name.
+    let architecture = model.file.architecture().unwrap_or(&model.spec.architecture).to_string();
+    let (family, plugin) = plugins.family_of(&architecture);
     let mut quant_types = BTreeMap::new();
     for t in model.file.tensors() {
         *quant_types.entry(t.ty.to_string()).or_insert(0u32) += 1;
@@ -406,7 +409,7 @@ fn load_blocking(
         n_ctx,
         n_vocab: hp.n_vocab,
         trained_ctx,
-        architecture: model.spec.architecture.clone(),
+        architecture,
         family,
         plugin,
         parameters: model.file.tensors().iter().map(|t| t.n_elements()).sum(),
