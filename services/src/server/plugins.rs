@@ -123,6 +123,21 @@ mod tests {
     }
 
     #[test]
+    fn the_example_plugin_rule_source_is_exposed_as_a_rule_set_the_policy_crate_compiles() {
+        let dir = std::env::temp_dir().join(format!("hangar-plugin-rule-source-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("plugin dir");
+        hangar_tests::plugins::fill_plugin_dir(&dir, &[hangar_tests::plugins::EXAMPLE]);
+        let p = Plugins::load(&dir);
+        let [(name, toml)] = p.rule_sources() else { panic!("one rule source: {:?}", p.rule_sources()) };
+        assert_eq!(name, "example-no-secrets");
+        let set = hangar_policy::RuleSet::from_toml(name, toml).unwrap_or_else(|e| panic!("{name} does not compile: {e}"));
+        assert_eq!(set.name(), name);
+        assert_eq!(p.family_of(hangar_tests::plugins::PLUGIN_ARCH).1, "example");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn an_unreadable_plugin_dir_is_reported_and_the_in_tree_families_still_load() {
         let p = Plugins::load(Path::new("/nonexistent/hangar-plugins"));
         let info = p.server_info();
