@@ -17,6 +17,10 @@ const PROMPT: &str = "The three primary colours are";
 /// The example plugin's processor, and where the operator sets the id it bans.
 const BAN_TOKEN: &str = "ban-token";
 const BANNED_TOKEN_ENV: &str = "HANGAR_EXAMPLE_PLUGIN_BANNED_TOKEN";
+/// A config `models` entry naming a processor that no plugin registered.
+const MISCONFIGURED: &str = "smol-misconfigured";
+/// A config `models` entry whose requests always run the processor.
+const ALWAYS_BANNED: &str = "smol-always-banned";
 
 /// A scratch directory with a `models/` dir (SmolLM2 and its renamed twin) and a `plugins/`
 /// dir holding all three example plugins.
@@ -61,14 +65,19 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
-/// Starts `hangar serve` over `models` with `plugins` as its plugin dir, and waits until it
-/// answers `GetServerInfo`.
-async fn serve(models: &Path, plugins: &Path, env: &[(&str, String)]) -> (Served, InferenceClient<Channel>) {
+/// Starts `hangar serve` over `models` with `plugins` as its plugin dir and `config` as its
+/// hangar.toml, and waits until it answers `GetServerInfo`.
+async fn serve(models: &Path, plugins: &Path, config: &str, env: &[(&str, String)]) -> (Served, InferenceClient<Channel>) {
     let addr = format!("127.0.0.1:{}", free_port());
-    let log = models.parent().expect("fixture root").join("hangar.log");
+    let root = models.parent().expect("fixture root");
+    let log = root.join("hangar.log");
+    let config_file = root.join("hangar.toml");
+    std::fs::write(&config_file, config).expect("write hangar.toml");
     let file = std::fs::File::create(&log).expect("log file");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hangar"));
-    cmd.args(["serve", "--listen", &addr, "--model-dir"])
+    cmd.args(["serve", "--listen", &addr, "--config"])
+        .arg(&config_file)
+        .arg("--model-dir")
         .arg(models)
         .arg("--plugin-dir")
         .arg(plugins)
@@ -122,7 +131,8 @@ async fn tokens(c: &mut InferenceClient<Channel>, req: pb::GenerateRequest) -> V
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_lists_the_good_plugin_refuses_the_bad_ones_and_serves_both_families() {
     let (models, plugins) = fixture("plugins-grpc-serve");
-    let (served, mut c) = serve(&models, &plugins, &[]).await;
+        let config = format!("[models.{MISCONFIGURED}]\npath = \"{SMOL}.gguf\"\nlogits_processors = [\"no-such-processor\"]\n");
+    let (served, mut c) = serve(&models, &plugins, &config, &[]).await;
 
     let info = c.get_server_info(pb::GetServerInfoRequest {}).await.expect("GetServerInfo").into_inner();
     assert_eq!(info.plugin_dir, plugins.display().to_string());
@@ -173,6 +183,11 @@ async fn server_lists_the_good_plugin_refuses_the_bad_ones_and_serves_both_famil
     assert_eq!((row(RENAMED).family.as_str(), row(RENAMED).plugin.as_str()), (renamed.family.as_str(), "example"));
     assert_eq!((row(SMOL).family.as_str(), row(SMOL).plugin.as_str()), ("llama", ""));
 
+    // A model configured with a processor no plugin registered does not load without it.
+    let err = c.load_model(pb::LoadModelRequest { name: MISCONFIGURED.into(), ..Default::default() }).await.expect_err("misconfigured");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(err.message().contains(&format!("models.{MISCONFIGURED}.logits_processors")), "{}", err.message());
+
     // A processor no plugin registered is the caller's mistake.
     let err = c.generate(greedy(SMOL, 2, &["no-such-processor"])).await.expect_err("unknown processor");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
@@ -180,7 +195,7 @@ async fn server_lists_the_good_plugin_refuses_the_bad_ones_and_serves_both_famil
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_naming_the_plugin_processor_never_emits_the_banned_token() {
+async fn the_plugin_processor_named_by_a_request_or_a_model_entry_never_emits_the_banned_token() {
     // The token to ban is the first one the CPU reference decodes greedily, so the ban has to
     // change the output to be obeyed.
     let mut reference = hangar_tests::load_cpu(&format!("{SMOL}.gguf"));
@@ -190,7 +205,9 @@ async fn a_request_naming_the_plugin_processor_never_emits_the_banned_token() {
     let banned = expected[0];
 
     let (models, plugins) = fixture("plugins-grpc-ban");
-    let (_served, mut c) = serve(&models, &plugins, &[(BANNED_TOKEN_ENV, banned.to_string())]).await;
+    // A second name for the same weights, configured to always run the processor.
+    let config = format!("[models.{ALWAYS_BANNED}]\npath = \"{SMOL}.gguf\"\nlogits_processors = [\"{BAN_TOKEN}\"]\n");
+    let (_served, mut c) = serve(&models, &plugins, &config, &[(BANNED_TOKEN_ENV, banned.to_string())]).await;
     load(&mut c, RENAMED).await;
 
     // Unselected, the processor does nothing: the server agrees with the reference.
@@ -200,10 +217,11 @@ async fn a_request_naming_the_plugin_processor_never_emits_the_banned_token() {
 
     // The processor is the plugin's, not the plugin family's: it serves in-tree models too.
     load(&mut c, SMOL).await;
-    for model in [RENAMED, SMOL] {
-        let r = c.generate(greedy(model, 24, &[BAN_TOKEN])).await.expect("Generate").into_inner();
+    load(&mut c, ALWAYS_BANNED).await;
+    for (model, named) in [(RENAMED, &[BAN_TOKEN][..]), (SMOL, &[BAN_TOKEN]), (ALWAYS_BANNED, &[])] {
+        let r = c.generate(greedy(model, 24, named)).await.expect("Generate").into_inner();
         assert!(!r.token_ids.is_empty(), "{model} generated nothing");
-        eprintln!("{model} with {BAN_TOKEN} (bans {banned}; unbanned greedy {plain:?}): {:?}", r.token_ids);
+        eprintln!("{model} with {BAN_TOKEN} (bans {banned}; unbanned greedy {plain:?}; named in request: {named:?}): {:?}", r.token_ids);
         assert!(!r.token_ids.contains(&banned), "{model} emitted banned token {banned}: {:?}", r.token_ids);
     }
 }

@@ -63,6 +63,9 @@ pub struct ModelOptions {
 pub struct ModelEntry {
     /// File relative to `model_dir`; defaults to `<name>.gguf`.
     pub path: Option<String>,
+    /// Plugin logits processors applied to every request for this model, before any the
+    /// request names.
+    pub logits_processors: Vec<String>,
     #[serde(flatten)]
     pub options: ModelOptions,
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use hangar_engine::family::Registry as Families;
 use hangar_plugins::{LogitsProcessor, PluginSet};
 
+use super::config::Config;
 use super::error::ServiceError;
 use super::pb;
 
@@ -45,17 +46,28 @@ impl Plugins {
         (family, plugin)
     }
 
-    /// The processors a request names, in its order; an unknown name is INVALID_ARGUMENT.
-    pub fn processors(&self, names: &[String]) -> Result<Vec<Arc<dyn LogitsProcessor>>, ServiceError> {
+    /// The processors `names` (from `field`) name, in order; an unknown name is
+    /// INVALID_ARGUMENT.
+    pub fn processors(&self, field: &str, names: &[String]) -> Result<Vec<Arc<dyn LogitsProcessor>>, ServiceError> {
         names
             .iter()
             .map(|n| {
                 self.set.processor(n).ok_or_else(|| {
                     let known: Vec<&str> = self.set.logits_processors.iter().map(|p| p.name()).collect();
-                    ServiceError::invalid("logits_processors", format!("no plugin registered a logits processor named {n:?}; known: {known:?}"))
+                    ServiceError::invalid(field, format!("no plugin registered a logits processor named {n:?}; known: {known:?}"))
                 })
             })
             .collect()
+    }
+
+    /// What one request for `model` runs: the model's configured processors (checked when it
+    /// loaded), then those the request names that are not already among them.
+    pub fn for_request(&self, config: &Config, model: &str, requested: &[String]) -> Result<Vec<Arc<dyn LogitsProcessor>>, ServiceError> {
+        let configured = config.models.get(model).map(|e| e.logits_processors.as_slice()).unwrap_or_default();
+        let mut out = self.processors(&format!("models.{model}.logits_processors"), configured)?;
+        let extra: Vec<String> = requested.iter().filter(|n| !configured.contains(n)).cloned().collect();
+        out.extend(self.processors("logits_processors", &extra)?);
+        Ok(out)
     }
 
     /// Policy rule sets the plugins registered, as (name, rule-set TOML text), in load
@@ -114,12 +126,12 @@ mod tests {
         assert_eq!(listed, hangar_families::registry().architectures().len());
         assert!(info.families.iter().all(|f| f.plugin.is_empty() && !f.name.is_empty()));
         assert_eq!(p.family_of("llama"), ("llama".to_string(), String::new()));
-        match p.processors(&["ban-token".into()]) {
+        match p.processors("logits_processors", &["ban-token".into()]) {
             Err(ServiceError::InvalidArgument { field, .. }) => assert_eq!(field, "logits_processors"),
             Err(e) => panic!("wrong error: {e}"),
             Ok(_) => panic!("a processor no plugin registered was found"),
         }
-        assert!(p.processors(&[]).is_ok_and(|v| v.is_empty()));
+        assert!(p.processors("logits_processors", &[]).is_ok_and(|v| v.is_empty()));
     }
 
     #[test]

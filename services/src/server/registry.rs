@@ -190,6 +190,11 @@ impl Registry {
         if o.max_batch > 1 {
             return Err(ServiceError::invalid("options.max_batch", format!("{} sequences at once is not served yet; use 1", o.max_batch)));
         }
+        // A model configured with a processor no plugin registered (say its plugin was
+        // refused) fails to load rather than serve without it.
+        if let Some(entry) = self.config.models.get(name) {
+            self.plugins.processors(&format!("models.{name}.logits_processors"), &entry.logits_processors)?;
+        }
         if !o.policy.is_empty() {
             return Err(ServiceError::invalid("options.policy", format!("no policy named {:?} is configured", o.policy)));
         }

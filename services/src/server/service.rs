@@ -70,7 +70,7 @@ impl Core {
             let _t = info_span!(parent: &span, "tokenize", model = %req.model).entered();
             convert::prepare(req, &model.facts, &self.registry.config().limits)?
         };
-        let logits_processors = self.registry.plugins().processors(&req.logits_processors)?;
+        let logits_processors = self.registry.plugins().for_request(self.registry.config(), &req.model, &req.logits_processors)?;
         let (tx, events) = mpsc::unbounded_channel();
         let cancel = CancelToken::default();
         let job = GenJob {
