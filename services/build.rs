@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");
-    let files = ["hangar/v1/inference.proto", "hangar/v1/models.proto", "hangar/v1/generate.proto", "hangar/v1/text.proto", "hangar/v1/server.proto"];
+    let files = ["hangar/v1/inference.proto", "hangar/v1/models.proto", "hangar/v1/generate.proto", "hangar/v1/text.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }
