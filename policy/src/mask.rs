@@ -98,6 +98,17 @@ impl LogitsHook for DenyMask<'_> {
         }
         Ok(())
     }
+
+    /// The device cannot see whether anything would survive, so a state that bans the whole
+    /// vocabulary is left to the host path (which then lets the output filter deny).
+    fn banned_bits(&mut self, n_vocab: usize) -> Result<Option<Vec<u32>>, HookError> {
+        let state = self.state;
+        let banned = self.index.get_or(state.as_u32(), || self.banned(state));
+        if banned.count() >= n_vocab {
+            return Ok(None);
+        }
+        Ok(Some(banned.to_bits32(n_vocab)))
+    }
 }
 
 #[cfg(test)]
@@ -121,5 +132,22 @@ mod tests {
         assert_eq!(masked(&mut m), [2, 3, 7]);
         m.accept(5).expect("accept");
         assert_eq!(masked(&mut m), [3]);
+    }
+
+    #[test]
+    fn the_device_bitset_bans_exactly_what_the_host_mask_removes() {
+        let set = RuleSet::from_toml("t", "[settings]\nmask = true\n[[rule]]\nid = 'd'\npattern = 'abc'\naction = 'deny'\n").expect("set");
+        let toks: Vec<&[u8]> = vec![b"a", b"b", b"c", b"abc", b"bc", b"x", b"ab", b"cx"];
+        let vocab = Arc::new(Vocab::from_bytes(toks.iter().map(|t| t.to_vec()).collect(), vec![]));
+        let mut m = DenyMask::new(&set, vocab).expect("mask").expect("set has deny rules");
+        for tok in [6, 5, 0, 1] {
+            let mut host = vec![0.5f32; 8];
+            m.mask(&mut host).expect("mask");
+            let mut device = vec![0.5f32; 8];
+            let bits = m.banned_bits(8).expect("bits").expect("a device mask");
+            hangar_engine::cpu::ops::mask_logits(&mut device, 8, &bits);
+            assert_eq!(host, device, "after token {tok}");
+            m.accept(tok).expect("accept");
+        }
     }
 }

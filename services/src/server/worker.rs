@@ -17,7 +17,10 @@ use hangar_engine::Model;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{info_span, Span};
 
+use hangar_policy::Hit;
+
 use super::error::ServiceError;
+use super::policies::{self, JobPolicy};
 
 /// Shared cancel flag of one request.
 #[derive(Clone, Debug, Default)]
@@ -45,6 +48,8 @@ pub struct GenJob {
     pub events: UnboundedSender<GenEvent>,
     /// The RPC's span; prefill and decode spans become its children.
     pub span: Span,
+    /// Policy sets and output constraint, run as the generation's hooks.
+    pub policy: JobPolicy,
 }
 
 /// Why a generation ended, as the service reports it.
@@ -71,6 +76,12 @@ pub struct Finished {
     pub queue_ms: f64,
     pub prefill_ms: f64,
     pub decode_ms: f64,
+    /// The rule that ended generation with `Finish::Policy`.
+    pub policy_rule: Option<String>,
+    /// Policy rule hits on the prompt, then the output.
+    pub policy_hits: Vec<Hit>,
+    /// The kind of output constraint the request had, if any.
+    pub constraint: Option<&'static str>,
 }
 
 /// What a job reports, in order: deltas, then exactly one `Done` or `Failed`.
@@ -181,6 +192,9 @@ fn run(model: &mut Model, n_ctx: usize, job: GenJob, shared: &Shared) -> Result<
         queue_ms,
         prefill_ms: 0.0,
         decode_ms: 0.0,
+        policy_rule: None,
+        policy_hits: job.policy.prompt_hits.clone(),
+        constraint: job.policy.constraint.as_ref().map(|(_, kind)| *kind),
     };
     if stopped(&job) {
         return Ok(finished);
@@ -196,7 +210,7 @@ fn run(model: &mut Model, n_ctx: usize, job: GenJob, shared: &Shared) -> Result<
     let mut decode_guard = None;
     let mut timed_out = false;
     let mut session = model.session(n_ctx)?;
-    let out = session.generate_steps(&job.prompt, &job.params, |step| {
+    let (out, report) = job.policy.run(|hooks| session.generate_steps_hooked(&job.prompt, &job.params, hooks, |step| {
         if let Some(g) = prefill_guard.take() {
             drop(g);
             decode_guard = Some(decode.clone().entered());
@@ -216,7 +230,7 @@ fn run(model: &mut Model, n_ctx: usize, job: GenJob, shared: &Shared) -> Result<
             return false;
         }
         true
-    });
+    }))?;
     drop(prefill_guard);
     drop(session); // frees this request's KV sequence now, not when the next job starts
     let mut out = out?;
@@ -231,10 +245,12 @@ fn run(model: &mut Model, n_ctx: usize, job: GenJob, shared: &Shared) -> Result<
         StopReason::Cancelled if timed_out => Finish::TimeLimit,
         StopReason::Cancelled => Finish::Cancelled,
         StopReason::Policy { rule } => {
-            tracing::info!(rule = %rule, "policy ended the request");
+            finished.policy_rule = Some(rule);
             Finish::Policy
         }
     };
+    finished.policy_hits.extend(report.hits);
+    policies::trace(&job.span, &finished.policy_hits, finished.policy_rule.as_deref());
     if job.include_stop_string {
         if let Some(stop) = out.matched_stop.take() {
             let _ = job.events.send(GenEvent::Delta { text: stop.clone(), tokens: Vec::new(), logprobs: Vec::new() });
