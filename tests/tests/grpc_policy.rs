@@ -131,6 +131,31 @@ async fn a_deny_rule_named_by_the_request_never_streams_a_match_and_ends_with_po
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_written_while_serving_is_picked_up_and_a_deleted_one_refused() {
+    let _g = serial().await;
+    let (server, dir) = start_with_policies(|_| {}).await;
+    let mut c = client(&server).await;
+    load(&mut c, SMOL).await;
+    let late = || pb::GenerateRequest { policy: "late".into(), ..chat(SMOL, STORY, 2) };
+    assert_eq!(c.generate(late()).await.expect_err("not there yet").code(), Code::InvalidArgument);
+    std::fs::write(dir.path().join("late.toml"), NO_THE).expect("write set");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while c.generate(late()).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the new set was never loaded");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    std::fs::remove_file(dir.path().join("late.toml")).expect("remove set");
+    loop {
+        match c.generate(late()).await {
+            Err(e) if e.code() == Code::InvalidArgument => break,
+            _ => assert!(std::time::Instant::now() < deadline, "the deleted set kept serving"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deny_rule_attached_to_the_model_applies_to_every_request() {
     let _g = serial().await;
     let (server, _dir) = start_with_policies(|_| {}).await;
