@@ -54,21 +54,7 @@ fn sampled(seed: u64, max_tokens: usize) -> GenerateParams {
     }
 }
 
-const THE: &str = r#"
-[[rule]]
-id = "no-the"
-pattern = "the"
-kind = "literal"
-action = "deny"
-case_insensitive = true
-
-[[rule]]
-id = "cat-mention"
-pattern = "cat"
-kind = "literal"
-action = "flag"
-case_insensitive = true
-"#;
+const THE: &str = include_str!("data/no-the.toml");
 
 const STORY: &str = "Tell me a short story about a cat and the moon.";
 

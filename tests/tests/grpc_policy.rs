@@ -12,21 +12,7 @@ use tokio_stream::StreamExt;
 use tonic::Code;
 
 /// A deny rule on a word SmolLM2 writes in nearly every story, and a flag on another.
-const NO_THE: &str = r#"
-[[rule]]
-id = "no-the"
-pattern = "the"
-kind = "literal"
-action = "deny"
-case_insensitive = true
-
-[[rule]]
-id = "cat-mention"
-pattern = "cat"
-kind = "literal"
-action = "flag"
-case_insensitive = true
-"#;
+const NO_THE: &str = include_str!("../../policy/tests/data/no-the.toml");
 
 /// A prompt rule: a request asking for this is refused before it is tokenized.
 const NO_JAILBREAK: &str = r#"
