@@ -91,6 +91,24 @@ fn masking_mode_produces_text_that_avoids_the_word() {
 }
 
 #[test]
+fn greedy_masking_on_the_backend_picks_what_the_host_mask_picks() {
+    let mut m = model();
+    let masked = format!("[settings]\nmask = true\n{THE}");
+    let set = Arc::new(RuleSet::from_toml("the-masked", &masked).expect("set loads"));
+    let c = Constraint::cached(&ConstraintSpec::Regex(r"(yes|no), because [a-z ]{3,24}\.".into())).expect("regex compiles");
+    // Asking for log-probabilities keeps the logits on the host, so the two runs differ only in
+    // where the mask is applied and the token picked.
+    let host = GenerateParams { logprobs: Some(0), ..greedy(48) };
+    for (sets, constraint) in [(vec![Arc::clone(&set)], None), (vec![], Some(&*c))] {
+        let device = generate(&mut m, STORY, &sets, constraint, &greedy(48));
+        let reference = generate(&mut m, STORY, &sets, constraint, &host);
+        assert_eq!(device.out.tokens, reference.out.tokens, "device {:?} vs host {:?}", device.out.text, reference.out.text);
+        assert_eq!(device.out.stop_reason, reference.out.stop_reason);
+        assert!(device.out.tokens.len() > 3, "too short to compare: {:?}", device.out.text);
+    }
+}
+
+#[test]
 fn json_schema_constrained_outputs_all_parse_and_validate() {
     let mut m = model();
     let schema = serde_json::json!({
