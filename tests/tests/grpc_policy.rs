@@ -114,6 +114,15 @@ async fn a_deny_rule_named_by_the_request_never_streams_a_match_and_ends_with_po
     assert_eq!(unknown.code(), Code::InvalidArgument);
     assert!(unknown.message().contains("no-such-set"), "{}", unknown.message());
     server.shutdown().await.expect("shutdown");
+
+    // Without a policy_dir, naming a set is an error, never a request run unfiltered.
+    let server = start(|_| {}).await;
+    let mut c = client(&server).await;
+    load(&mut c, SMOL).await;
+    let e = c.generate(pb::GenerateRequest { policy: "no-the".into(), ..chat(SMOL, STORY, 4) }).await.expect_err("no policy_dir");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("policy_dir"), "{}", e.message());
+    server.shutdown().await.expect("shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,9 +214,19 @@ async fn constrained_requests_return_a_choice_or_a_regex_match() {
         assert_eq!(r.stop_reason, pb::StopReason::Eos as i32, "seed {seed}: ended without a full match: {:?}", r.text);
         assert!(oracle.is_match(&r.text), "seed {seed}: {:?} does not match", r.text);
     }
-    let bad = c.generate(sampled(0, Constraint::Regex("(".into()))).await.expect_err("bad regex");
-    assert_eq!(bad.code(), Code::InvalidArgument);
-    assert!(bad.message().contains("regex"), "{}", bad.message());
+    let bad_cases = [
+        (Constraint::Regex("(".into()), "regex"),
+        (Constraint::Regex("a".repeat(100_000)), "regex"),
+        (Constraint::JsonSchema("{not json".into()), "json_schema"),
+        (Constraint::Choice(pb::Choices { choices: vec![] }), "choice"),
+        (Constraint::Choice(pb::Choices { choices: vec!["ok".into(), String::new()] }), "choice"),
+    ];
+    for (constraint, field) in bad_cases {
+        let what = format!("{constraint:.40?}");
+        let bad = c.generate(sampled(0, constraint)).await.expect_err(&what);
+        assert_eq!(bad.code(), Code::InvalidArgument, "{what}: {}", bad.message());
+        assert!(bad.message().contains(field), "{what}: {}", bad.message());
+    }
     let m = metrics(&server).await;
     assert_eq!(counter(&m, "hangar_constrained_requests_total{kind=\"choice\"}"), 4, "metrics:\n{m}");
     assert_eq!(counter(&m, "hangar_constrained_requests_total{kind=\"regex\"}"), 4, "metrics:\n{m}");
