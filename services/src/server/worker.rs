@@ -170,11 +170,13 @@ fn serve(mut model: Model, n_ctx: usize, rx: Receiver<GenJob>, shared: Arc<Share
     while let Ok(job) = rx.recv() {
         let events = job.events.clone();
         let outcome = run(&mut model, n_ctx, job, &shared);
+        // Counted out before the caller can see the end: a client holding its answer must not
+        // find its request still in flight (ListModels, a forced unload's count).
+        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
         let _ = events.send(match outcome {
             Ok(done) => GenEvent::Done(Box::new(done)),
             Err(e) => GenEvent::Failed(e),
         });
-        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
