@@ -151,3 +151,62 @@ pub fn trace(parent: &Span, hits: &[Hit], denied_by: Option<&str>) {
     let span = tracing::info_span!(parent: parent, "policy", policy.hits = %list.join(","), policy.hit_count = hits.len(), policy.denied_by = denied_by.unwrap_or(""));
     span.in_scope(|| tracing::info!(hits = ?list, denied_by, "policy hits"));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use hangar_policy::rules::Action;
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+    use tracing_subscriber::Layer;
+
+    use super::*;
+
+    /// Records every new span's name and fields as text.
+    #[derive(Clone, Default)]
+    struct Spans(Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>);
+
+    struct Fields<'a>(&'a mut Vec<(String, String)>);
+
+    impl Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.push((field.name().to_string(), format!("{value:?}")));
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.0.push((field.name().to_string(), value.to_string()));
+        }
+    }
+
+    impl<S: tracing::Subscriber> Layer<S> for Spans {
+        fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, _: &tracing::span::Id, _: Context<'_, S>) {
+            let mut fields = Vec::new();
+            attrs.record(&mut Fields(&mut fields));
+            if let Ok(mut v) = self.0.lock() {
+                v.push((attrs.metadata().name().to_string(), fields));
+            }
+        }
+    }
+
+    #[test]
+    fn policy_hits_are_recorded_as_span_attributes_only_when_there_are_any() {
+        let spans = Spans::default();
+        let subscriber = tracing_subscriber::registry().with(spans.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let request = tracing::info_span!("Generate");
+            let hits = [
+                Hit { set: "guard".into(), rule: "cat-mention".into(), action: Action::Flag },
+                Hit { set: "guard".into(), rule: "no-the".into(), action: Action::Deny },
+            ];
+            trace(&request, &hits, Some("no-the"));
+            trace(&request, &[], None);
+        });
+        let got = spans.0.lock().expect("spans").clone();
+        let policy: Vec<_> = got.iter().filter(|(name, _)| name == "policy").collect();
+        assert_eq!(policy.len(), 1, "one span for the request with hits, none without: {got:?}");
+        let field = |k: &str| policy[0].1.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(field("policy.hits").as_deref(), Some("guard/cat-mention:flag,guard/no-the:deny"));
+        assert_eq!(field("policy.hit_count").as_deref(), Some("2"));
+        assert_eq!(field("policy.denied_by").as_deref(), Some("no-the"));
+    }
+}
