@@ -108,6 +108,24 @@ fn greedy_masking_on_the_backend_picks_what_the_host_mask_picks() {
     }
 }
 
+/// The same check on the wgpu backend (lavapipe here), where the device path runs
+/// `mask.wgsl` and the device argmax and reads back only the token id. Both runs use the GPU's
+/// logits, so they differ only in where the mask and the pick happen. Kept short: lavapipe is
+/// slow.
+#[test]
+fn gpu_greedy_masking_on_the_device_picks_what_the_host_mask_picks() {
+    let gpu = hangar_kernels::Gpu::shared().expect("a wgpu adapter (lavapipe in CI)");
+    let mut m = hangar_tests::load_on(MODEL, Box::new(hangar_kernels::GpuBackend::new(gpu)));
+    let masked = format!("[settings]\nmask = true\n{THE}");
+    let set = Arc::new(RuleSet::from_toml("the-masked", &masked).expect("set loads"));
+    let host = GenerateParams { logprobs: Some(0), ..greedy(12) };
+    let device = generate(&mut m, "A cat and the moon:", &[Arc::clone(&set)], None, &greedy(12));
+    let reference = generate(&mut m, "A cat and the moon:", &[set], None, &host);
+    assert_eq!(device.out.tokens, reference.out.tokens, "device {:?} vs host {:?}", device.out.text, reference.out.text);
+    assert_eq!(device.out.tokens.len(), 12, "{:?}", device.out.text);
+    assert!(!device.out.text.to_lowercase().contains("the"), "{:?}", device.out.text);
+}
+
 #[test]
 fn json_schema_constrained_outputs_all_parse_and_validate() {
     let mut m = model();
