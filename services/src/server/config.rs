@@ -19,6 +19,9 @@ pub struct Config {
     pub model_dir: PathBuf,
     /// Address of the Prometheus `/metrics` endpoint; empty turns it off.
     pub metrics_listen: String,
+    /// Directory of policy rule sets (`<name>.toml`), reloaded when a file changes; empty
+    /// configures none.
+    pub policy_dir: PathBuf,
     /// Models loaded at start-up, by name.
     pub preload: Vec<String>,
     /// Directory of plugin libraries loaded once at start-up, in file-name order; empty loads
@@ -54,7 +57,7 @@ pub struct ModelOptions {
     pub context_length: u32,
     /// Sequences decoded together; only 1 today.
     pub max_batch: u32,
-    /// Output policy name; empty for none.
+    /// Policy rule set (in `policy_dir`) applied to every request of the model; empty for none.
     pub policy: String,
 }
 
@@ -115,6 +118,7 @@ impl Default for Config {
             listen: "127.0.0.1:50051".into(),
             model_dir: default_model_dir(),
             metrics_listen: "127.0.0.1:9464".into(),
+            policy_dir: PathBuf::new(),
             preload: Vec::new(),
             plugin_dir: PathBuf::new(),
             auto_load: false,
@@ -184,7 +188,7 @@ pub enum ConfigError {
 /// Top-level keys that `HANGAR_*` variables may set; other `HANGAR_*` variables (used by
 /// scripts and tests) are not config and are left alone.
 const ENV_KEYS: &[&str] = &[
-    "listen", "model_dir", "metrics_listen", "preload", "plugin_dir", "auto_load", "keep_alive_secs", "shutdown_grace_secs", "defaults", "models",
+    "listen", "model_dir", "metrics_listen", "policy_dir", "preload", "plugin_dir", "auto_load", "keep_alive_secs", "shutdown_grace_secs", "defaults", "models",
     "limits", "auth_token", "tls", "telemetry",
 ];
 

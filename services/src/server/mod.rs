@@ -8,6 +8,7 @@ pub mod error;
 pub mod metrics;
 pub mod names;
 pub mod plugins;
+pub mod policies;
 pub mod registry;
 pub mod service;
 pub mod stream;
@@ -40,6 +41,8 @@ pub enum StartError {
     Tls(String),
     #[error("reflection: {0}")]
     Reflection(String),
+    #[error("policy_dir: {0}")]
+    Policy(#[from] hangar_policy::PolicyError),
 }
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
@@ -85,7 +88,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     // Before anything can load a model: plugin families join the registry loads resolve in.
     let plugins = Arc::new(plugins::Plugins::load(&config.plugin_dir));
-    let registry = registry::Registry::new(config.clone(), health.clone(), plugins);
+    let policies = policies::Policies::open(&config.policy_dir, plugins.rule_sources())?;
+    let registry = registry::Registry::new(config.clone(), health.clone(), plugins, policies);
     let metrics = metrics::Metrics::new();
     let core = service::Core::new(registry.clone(), metrics.clone());
     health.set_serving::<pb::inference_server::InferenceServer<service::InferenceService>>().await;

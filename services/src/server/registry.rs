@@ -22,6 +22,7 @@ use super::config::{Config, ModelOptions};
 use super::error::ServiceError;
 use super::names::{available_in_dir, resolve_in_dir, validate_name};
 use super::plugins::Plugins;
+use super::policies::Policies;
 use super::worker::Worker;
 
 /// What the service needs to know about a loaded model without touching its worker.
@@ -46,9 +47,17 @@ pub struct ModelFacts {
     pub load_ms: f64,
     pub path: String,
     pub kv_cache: String,
+    /// The policy set applied to every request of this model; empty for none.
+    pub policy: String,
+    /// The vocabulary as the policy engine indexes it, built on first use.
+    vocab: std::sync::OnceLock<Arc<hangar_policy::Vocab>>,
 }
 
 impl ModelFacts {
+    pub fn vocab(&self) -> Arc<hangar_policy::Vocab> {
+        Arc::clone(self.vocab.get_or_init(|| hangar_policy::Vocab::of(&self.tokenizer)))
+    }
+
     pub fn kv_policy(&self) -> String {
         format!("{} x {}", self.kv_cache, self.n_ctx)
     }
@@ -109,11 +118,12 @@ pub struct Registry {
     config: Arc<Config>,
     health: HealthReporter,
     plugins: Arc<Plugins>,
+    policies: Arc<Policies>,
 }
 
 impl Registry {
-    pub fn new(config: Arc<Config>, health: HealthReporter, plugins: Arc<Plugins>) -> Arc<Registry> {
-        Arc::new(Registry { slots: DashMap::new(), config, health, plugins })
+    pub fn new(config: Arc<Config>, health: HealthReporter, plugins: Arc<Plugins>, policies: Arc<Policies>) -> Arc<Registry> {
+        Arc::new(Registry { slots: DashMap::new(), config, health, plugins, policies })
     }
 
     pub fn config(&self) -> &Config {
@@ -123,6 +133,10 @@ impl Registry {
     /// The families (in-tree and plugin) models load with, and the plugins' other offerings.
     pub fn plugins(&self) -> &Plugins {
         &self.plugins
+    }
+
+    pub fn policies(&self) -> &Policies {
+        &self.policies
     }
 
     /// Loads `name` (or returns it if loaded). A second caller while a load runs waits for
@@ -195,9 +209,7 @@ impl Registry {
         if let Some(entry) = self.config.models.get(name) {
             self.plugins.processors(&format!("models.{name}.logits_processors"), &entry.logits_processors)?;
         }
-        if !o.policy.is_empty() {
-            return Err(ServiceError::invalid("options.policy", format!("no policy named {:?} is configured", o.policy)));
-        }
+        self.policies.check("options.policy", &o.policy)?;
         Ok(o)
     }
 
@@ -426,6 +438,8 @@ fn load_blocking(
         load_ms: 0.0,
         path: file.strip_prefix(model_dir.canonicalize().unwrap_or_default()).unwrap_or(file).display().to_string(),
         kv_cache: options.kv_cache.clone(),
+        policy: options.policy.clone(),
+        vocab: Default::default(),
     };
     let worker = Worker::spawn(name, model, n_ctx, max_queue)
         .map_err(|e| ServiceError::LoadFailed { name: name.to_string(), reason: format!("starting its worker: {e}") })?;
