@@ -128,6 +128,12 @@ pub trait Backend: Send {
         Ok(v.chunks(cols.max(1)).map(crate::cpu::ops::argmax).collect())
     }
 
+    /// Logits with banned tokens removed before argmax or sampling: a copy of `x` where each
+    /// column whose bit is set in the bitset `banned` (bit `c % 32` of word `c / 32`) is
+    /// `-inf`; the CPU twin is `cpu::ops::mask_logits`. A GPU backend applies it on the device,
+    /// so a constrained or policy-masked step still reads back only a token id.
+    fn mask_logits(&mut self, x: Act, banned: &[u32]) -> Result<Act, BackendError>;
+
     /// Draws a token from the one-row logits `x` with `u` uniform in [0, 1); the CPU twin is
     /// `cpu::ops::sample`. A GPU backend samples on the device and reads back only the id.
     fn sample(&mut self, x: Act, p: &DeviceSampling, u: f32) -> Result<u32, BackendError> {

@@ -26,6 +26,13 @@ pub trait LogitsHook {
     fn mask(&mut self, logits: &mut [f32]) -> Result<(), HookError>;
     /// The token that was sampled after [`mask`](Self::mask).
     fn accept(&mut self, token: u32) -> Result<(), HookError>;
+    /// The tokens [`mask`](Self::mask) would remove from `n_vocab` logits now, as a bitset
+    /// (bit `id % 32` of word `id / 32`), for a backend that masks on the device
+    /// ([`Backend::mask_logits`](crate::backend::Backend::mask_logits)) and reads back only the
+    /// token. `None`: this hook can only edit host logits.
+    fn banned_bits(&mut self, _n_vocab: usize) -> Result<Option<Vec<u32>>, HookError> {
+        Ok(None)
+    }
 }
 
 /// What an [`OutputFilter`] decided after a piece of text.
@@ -74,6 +81,20 @@ pub struct Hooks<'a> {
 impl<'a> Hooks<'a> {
     pub(crate) fn mask(&mut self, logits: &mut [f32]) -> Result<(), HookError> {
         self.logits.iter_mut().try_for_each(|h| h.mask(logits))
+    }
+
+    /// The union of every logits hook's banned tokens as one bitset for the device, or `None`
+    /// when there are no logits hooks or one of them can only edit host logits.
+    pub fn device_mask(&mut self, n_vocab: usize) -> Result<Option<Vec<u32>>, HookError> {
+        if self.logits.is_empty() {
+            return Ok(None);
+        }
+        let mut all = vec![0u32; n_vocab.div_ceil(32)];
+        for h in self.logits.iter_mut() {
+            let Some(bits) = h.banned_bits(n_vocab)? else { return Ok(None) };
+            all.iter_mut().zip(&bits).for_each(|(a, b)| *a |= b);
+        }
+        Ok(Some(all))
     }
 
     pub(crate) fn accept(&mut self, token: u32) -> Result<(), HookError> {

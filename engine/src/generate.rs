@@ -172,6 +172,14 @@ impl<'m> Session<'m> {
         Ok(out)
     }
 
+    /// Appends one sampled token and leaves its logits on the backend, unread.
+    fn decode_act(&mut self, tok: u32) -> Result<crate::backend::Act, EngineError> {
+        let m = &mut *self.model;
+        let act = crate::graph::forward_act(&m.spec, &m.weights, m.backend.as_mut(), self.seq, &[tok], self.history.len(), Logits::Last)?;
+        self.history.push(tok);
+        Ok(act)
+    }
+
     /// Generates after `prompt`, calling `on_text(delta, token)` for each sampled token with the
     /// text that is now safe to show; returning `false` from it cancels.
     pub fn generate(
@@ -226,6 +234,15 @@ impl<'m> Session<'m> {
         let mut timings = Timings { prompt_tokens: prompt.len(), ..Timings::default() };
         let t0 = Instant::now();
         let mut logits = self.eval(prompt, params.prefill_chunk, Logits::Last)?;
+        // Greedy decoding with logits hooks masks and picks on the backend (the GPU reads back
+        // only the token id); anything the device cannot reproduce stays on the host.
+        let p = &params.sampling;
+        let on_device = !hooks.logits.is_empty()
+            && (p.temperature.is_nan() || p.temperature <= 0.0)
+            && p.logit_bias.is_empty()
+            && !p.penalties_active()
+            && params.logprobs.is_none();
+        let mut device_logits: Option<crate::backend::Act> = None;
         timings.prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
 
         let t1 = Instant::now();
@@ -243,9 +260,24 @@ impl<'m> Session<'m> {
                 let norm = log_normaliser(&logits);
                 (norm, top_alternatives(&logits, norm, n), logits.clone())
             });
-            let history = &self.history;
-            hooks.mask(&mut logits)?;
-            let tok = sampler.sample(&mut logits, history);
+            let tok = match device_logits.take() {
+                Some(act) => match hooks.device_mask(self.model.spec.hparams.n_vocab)? {
+                    Some(bits) => {
+                        let be = self.model.backend.as_mut();
+                        let masked = be.mask_logits(act, &bits)?;
+                        be.argmax(masked, self.model.spec.hparams.n_vocab)?.first().copied().unwrap_or(0)
+                    }
+                    None => {
+                        logits = self.model.backend.read(act)?;
+                        hooks.mask(&mut logits)?;
+                        sampler.sample(&mut logits, &self.history)
+                    }
+                },
+                None => {
+                    hooks.mask(&mut logits)?;
+                    sampler.sample(&mut logits, &self.history)
+                }
+            };
             hooks.accept(tok)?;
             tokens.push(tok);
             if let Some((norm, top, raw)) = raw {
@@ -283,7 +315,11 @@ impl<'m> Session<'m> {
             if self.history.len() >= self.n_ctx {
                 break StopReason::Length;
             }
-            logits = self.eval(&[tok], 1, Logits::Last)?;
+            if on_device {
+                device_logits = Some(self.decode_act(tok)?);
+            } else {
+                logits = self.eval(&[tok], 1, Logits::Last)?;
+            }
         };
         let mut stop_reason = stop_reason;
         if !matches!(stop_reason, StopReason::Stop | StopReason::Cancelled | StopReason::Policy { .. }) {

@@ -70,7 +70,7 @@ impl SamplingParams {
         }
     }
 
-    fn penalties_active(&self) -> bool {
+    pub(crate) fn penalties_active(&self) -> bool {
         self.penalty_last_n > 0
             && (self.repetition_penalty != 1.0
                 || self.frequency_penalty != 0.0

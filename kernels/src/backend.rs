@@ -656,6 +656,19 @@ impl Backend for GpuBackend {
         Ok(ids.into_iter().map(|v| v as u32).collect())
     }
 
+    fn mask_logits(&mut self, x: Act, banned: &[u32]) -> Result<Act, BackendError> {
+        let a = self.ready(x)?;
+        let total = a.rows * a.cols;
+        // The words travel as f32 bit patterns (the scratch is f32) and are reinterpreted in
+        // the shader; nothing reads them as numbers.
+        let mask_off = self.rec.upload(bytemuck::cast_slice(banned))?;
+        let (out, off) = self.new_act(a.rows, a.cols)?;
+        let p = [a.off, a.cols as u32, mask_off, u(banned.len(), "mask words")?, off, u(total, "logits")?, 0, 0];
+        let wg = self.threads(total)?;
+        self.rec.dispatch(Op::Mask, None, &p, wg, Binds::default());
+        Ok(out)
+    }
+
     fn sample(&mut self, x: Act, p: &DeviceSampling, u01: f32) -> Result<u32, BackendError> {
         let a = self.ready(x)?;
         if a.rows != 1 || a.cols == 0 {

@@ -33,6 +33,8 @@ pub enum Op {
     Eltwise,
     Argmax,
     Sample,
+    /// Banned tokens' logits to -inf (policy masks and output constraints).
+    Mask,
 }
 
 impl Op {
@@ -49,6 +51,7 @@ impl Op {
             Op::Eltwise => include_str!("shaders/eltwise.wgsl"),
             Op::Argmax => include_str!("shaders/argmax.wgsl"),
             Op::Sample => include_str!("shaders/sample.wgsl"),
+            Op::Mask => include_str!("shaders/mask.wgsl"),
         }
     }
 }

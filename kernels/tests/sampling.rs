@@ -73,3 +73,52 @@ fn sampling_reads_back_in_one_submission() {
     be.sample(a, &DeviceSampling { temperature: 0.9, top_k: 50, top_p: 0.95 }, 0.4).expect("sample");
     assert_eq!(be.submissions() - before, 1);
 }
+
+/// Tolerance: none. The mask copies or replaces values and computes nothing, so the device
+/// output must equal the CPU twin bit for bit, and the masked argmax must agree exactly.
+#[test]
+fn mask_logits_matches_reference() {
+    let mut rng = Rng::new(13);
+    let (rows, vocab) = (2, 1000);
+    let x = rng.vec(rows * vocab, 5.0);
+    let f = file(vec![T { name: "x".into(), ty: GgmlType::F32, dims: vec![vocab as u64, rows as u64], data: bytemuck::cast_slice(&x).to_vec() }]);
+    // Ban every third token, both rows' maxima, and the last column; the bitset is one word
+    // short of covering the vocabulary, so the columns past it must be kept.
+    let mut banned = vec![0u32; vocab / 32];
+    let mut ban = |c: usize| {
+        if let Some(w) = banned.get_mut(c / 32) {
+            *w |= 1 << (c % 32);
+        }
+    };
+    (0..vocab).step_by(3).for_each(&mut ban);
+    x.chunks(vocab).map(ops::argmax).for_each(|c| ban(c as usize));
+    ban(vocab - 1);
+    let mut want = x.clone();
+    ops::mask_logits(&mut want, vocab, &banned);
+    assert!(want.iter().filter(|v| **v == f32::NEG_INFINITY).count() > rows * vocab / 4, "the case bans about a third of the tokens");
+    assert_eq!(want[vocab - 1], x[vocab - 1], "past the bitset nothing is banned");
+
+    let mut be = GpuBackend::new(gpu());
+    let id = be.load_weight(&f, "x").expect("load");
+    be.begin_step();
+    let a = be.embed(id, &[0, 1]).expect("embed");
+    let m = be.mask_logits(a, &banned).expect("mask");
+    let got = be.read(m).expect("read");
+    assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+
+    // Masked, then argmax and sampling on the device: never a banned token, same as the twins.
+    be.begin_step();
+    let a = be.embed(id, &[0, 1]).expect("embed");
+    let m = be.mask_logits(a, &banned).expect("mask");
+    let ids = be.argmax(m, vocab).expect("argmax");
+    assert_eq!(ids, want.chunks(vocab).map(ops::argmax).collect::<Vec<_>>());
+    let p = DeviceSampling { temperature: 1.0, top_k: 0, top_p: 1.0 };
+    for &u in &[0.05f32, 0.5, 0.95] {
+        be.begin_step();
+        let a = be.embed(id, &[0]).expect("embed");
+        let m = be.mask_logits(a, &banned).expect("mask");
+        let t = be.sample(m, &p, u).expect("sample");
+        assert_eq!(t, ops::sample(&want[..vocab], &p, u), "u={u}");
+        assert!(banned.get(t as usize / 32).is_none_or(|w| w >> (t % 32) & 1 == 0), "sampled banned token {t}");
+    }
+}

@@ -12,7 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hangar_engine::family::{Family, Registry};
-use hangar_plugin_api::{FingerprintFn, LogitsProcessor, RegisterFn, Registrar};
+use hangar_plugin_api::{FingerprintFn, RegisterFn, Registrar};
+
+mod hook;
+pub use hangar_plugin_api::LogitsProcessor;
+pub use hook::ProcessorHooks;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
@@ -28,12 +32,46 @@ pub enum PluginError {
     RegistrationPanicked { path: PathBuf, message: String },
     #[error("{path} registers architecture {arch:?}, which is already claimed")]
     ArchitectureClash { path: PathBuf, arch: String },
+    /// Requests and policies address processors and rule sources by name, so a second
+    /// plugin may not take a name a first one holds.
+    #[error("{path} registers {what} {name:?}, which an earlier plugin already registered")]
+    NameClash { path: PathBuf, what: &'static str, name: String },
+}
+
+impl PluginError {
+    /// A stable label for the kind of failure, for listings and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PluginError::ReadDir { .. } => "read_dir",
+            PluginError::Open { .. } => "open",
+            PluginError::MissingSymbol { .. } => "missing_symbol",
+            PluginError::FingerprintMismatch { .. } => "fingerprint_mismatch",
+            PluginError::RegistrationPanicked { .. } => "registration_panicked",
+            PluginError::ArchitectureClash { .. } => "architecture_clash",
+            PluginError::NameClash { .. } => "name_clash",
+        }
+    }
+
+    /// The plugin file (or, for [`PluginError::ReadDir`], the directory) the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            PluginError::ReadDir { dir, .. } => dir,
+            PluginError::Open { path, .. }
+            | PluginError::MissingSymbol { path, .. }
+            | PluginError::FingerprintMismatch { path, .. }
+            | PluginError::RegistrationPanicked { path, .. }
+            | PluginError::ArchitectureClash { path, .. }
+            | PluginError::NameClash { path, .. } => path,
+        }
+    }
 }
 
 /// One loaded plugin and what it added.
 #[derive(Debug, Clone)]
 pub struct PluginInfo {
     pub name: String,
+    /// The plugin crate's version, as its `export_plugin!` reported it.
+    pub version: String,
     pub path: PathBuf,
     pub architectures: Vec<&'static str>,
     pub rule_sources: Vec<String>,
@@ -50,11 +88,24 @@ pub struct PluginSet {
     pub logits_processors: Vec<Arc<dyn LogitsProcessor>>,
 }
 
+impl PluginSet {
+    /// The logits processor registered under `name`, if a loaded plugin has one.
+    pub fn processor(&self, name: &str) -> Option<Arc<dyn LogitsProcessor>> {
+        self.logits_processors.iter().find(|p| p.name() == name).cloned()
+    }
+
+    /// The loaded plugin that registered architecture `arch`, if one did.
+    pub fn plugin_for_architecture(&self, arch: &str) -> Option<&PluginInfo> {
+        self.loaded.iter().find(|p| p.architectures.contains(&arch))
+    }
+}
+
 /// What one plugin's registration produced, held back until it has fully succeeded so a
 /// plugin that fails halfway adds nothing.
 #[derive(Default)]
 struct Collected {
     name: Option<String>,
+    version: String,
     families: Vec<Box<dyn Family>>,
     rule_sources: Vec<(String, String)>,
     processors: Vec<Box<dyn LogitsProcessor>>,
@@ -63,6 +114,9 @@ struct Collected {
 impl Registrar for Collected {
     fn plugin_name(&mut self, name: &str) {
         self.name = Some(name.to_string());
+    }
+    fn plugin_version(&mut self, version: &str) {
+        self.version = version.to_string();
     }
     fn family(&mut self, family: Box<dyn Family>) {
         self.families.push(family);
@@ -102,11 +156,19 @@ pub fn load_dir(dir: &Path, registry: &mut Registry) -> PluginSet {
     for path in files {
         match load_file(&path, registry, &mut set) {
             Ok(info) => {
-                tracing::info!(plugin = %info.name, path = %info.path.display(), architectures = ?info.architectures, "plugin loaded");
+                tracing::info!(
+                    plugin = %info.name,
+                    version = %info.version,
+                    path = %info.path.display(),
+                    architectures = ?info.architectures,
+                    rule_sources = ?info.rule_sources,
+                    logits_processors = ?info.logits_processors,
+                    "plugin loaded"
+                );
                 set.loaded.push(info);
             }
             Err(e) => {
-                tracing::error!("plugin refused: {e}");
+                tracing::error!(path = %e.path().display(), "plugin refused: {e}");
                 set.refused.push(e);
             }
         }
@@ -165,6 +227,17 @@ pub fn load_file(path: &Path, registry: &mut Registry, set: &mut PluginSet) -> R
             }
         }
     }
+    let clash = |what, name: &str| PluginError::NameClash { path: path.to_path_buf(), what, name: name.to_string() };
+    for p in &collected.processors {
+        if set.processor(p.name()).is_some() || collected.processors.iter().filter(|q| q.name() == p.name()).count() > 1 {
+            return Err(clash("logits processor", p.name()));
+        }
+    }
+    for (name, _) in &collected.rule_sources {
+        if set.rule_sources.iter().chain(&collected.rule_sources).filter(|(n, _)| n == name).count() > 1 {
+            return Err(clash("rule source", name));
+        }
+    }
     let architectures: Vec<&'static str> = collected.families.iter().flat_map(|f| f.architectures().iter().copied()).collect();
     // From here on the plugin's code and data are referenced by the host: keep the library
     // for the life of the process, whatever happens next.
@@ -177,6 +250,7 @@ pub fn load_file(path: &Path, registry: &mut Registry, set: &mut PluginSet) -> R
     }
     let info = PluginInfo {
         name: collected.name.unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
+        version: collected.version,
         path: path.to_path_buf(),
         architectures,
         rule_sources: collected.rule_sources.iter().map(|(n, _)| n.clone()).collect(),

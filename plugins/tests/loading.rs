@@ -2,52 +2,16 @@
 //! loads and serves a model end to end; a plugin with a foreign fingerprint and one that
 //! panics while registering are refused, and the host goes on working.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::path::Path;
 
 use hangar_engine::cpu::CpuBackend;
-use hangar_engine::gguf::{GgufFile, GgufWriter, MetaValue, TensorDesc};
 use hangar_engine::Model;
-
-const EXAMPLES: [&str; 3] = ["hangar-plugin-example", "hangar-plugin-bad-fingerprint", "hangar-plugin-panics"];
-
-/// Builds the example cdylibs (cargo does not build a cdylib member for another crate's tests)
-/// and returns the directory they land in.
-fn built_plugins() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/<test> -> target/<profile>
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir").to_path_buf();
-        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.arg("build").arg("--quiet").arg("--locked").arg("--target-dir").arg(&target_dir);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        for p in EXAMPLES {
-            cmd.args(["-p", p]);
-        }
-        let status = cmd.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("run cargo");
-        assert!(status.success(), "building the example plugins failed");
-        profile_dir
-    })
-}
-
-fn lib_path(crate_name: &str) -> PathBuf {
-    let file = format!("{}{}{}", std::env::consts::DLL_PREFIX, crate_name.replace('-', "_"), std::env::consts::DLL_SUFFIX);
-    built_plugins().join(file)
-}
+use hangar_tests::plugins::{fill_plugin_dir, rename_architecture, ALL as EXAMPLES, EXAMPLE, PLUGIN_ARCH};
 
 /// A plugin directory holding copies of the named plugins.
 fn plugin_dir(crates: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    for c in crates {
-        let src = lib_path(c);
-        let dst = dir.path().join(src.file_name().expect("file name"));
-        std::fs::copy(&src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
-    }
+    fill_plugin_dir(dir.path(), crates);
     dir
 }
 
@@ -61,7 +25,8 @@ fn refused_plugins_are_reported_and_the_good_one_still_loads() {
     assert_eq!(set.loaded.len(), 1, "loaded: {:?}", set.loaded);
     let info = &set.loaded[0];
     assert_eq!(info.name, "example");
-    assert_eq!(info.architectures, vec!["hangar-llama"]);
+    assert_eq!(info.architectures, vec![PLUGIN_ARCH]);
+    assert_eq!(info.version, env!("CARGO_PKG_VERSION"), "the example shares the workspace version");
     assert_eq!(info.rule_sources, vec!["example-no-secrets"]);
     assert_eq!(info.logits_processors, vec!["ban-token"]);
 
@@ -77,7 +42,7 @@ fn refused_plugins_are_reported_and_the_good_one_still_loads() {
     );
     // The panicking plugin registered a family before it panicked; none of it was kept.
     let mut after = registry.architectures();
-    after.retain(|a| *a != "hangar-llama");
+    after.retain(|a| *a != PLUGIN_ARCH);
     assert_eq!(after, before);
 }
 
@@ -110,26 +75,6 @@ fn a_file_that_is_not_a_plugin_is_refused() {
     assert!(matches!(set.refused.as_slice(), [hangar_plugins::PluginError::Open { .. }]));
 }
 
-/// Rewrites a llama GGUF under another architecture name: `general.architecture` and every
-/// `llama.*` key move to `arch`, tensors are copied unchanged.
-fn rename_architecture(src: &Path, dst: &Path, arch: &str) {
-    let file = GgufFile::open(src).expect("open model");
-    let mut w = GgufWriter::new();
-    for (k, v) in file.metadata() {
-        let key = match k.strip_prefix("llama.") {
-            Some(rest) => format!("{arch}.{rest}"),
-            None => k.to_string(),
-        };
-        let value = if k == "general.architecture" { MetaValue::String(arch.to_string()) } else { v.clone() };
-        w.set(&key, value);
-    }
-    for t in file.tensors() {
-        w.add_tensor(TensorDesc { name: t.name.clone(), ty: t.ty, dims: t.dims.clone() }).expect("tensor");
-    }
-    let out = std::fs::File::create(dst).expect("create");
-    w.write::<_, hangar_engine::gguf::GgufError>(out, |i, _| Ok(file.view(&file.tensors()[i]).data.to_vec())).expect("write");
-}
-
 fn greedy(path: &Path, registry: &hangar_engine::family::Registry, prompt: &str) -> Vec<u32> {
     let mut model = Model::load(path, registry, Box::new(CpuBackend::new()), |_, _| {}).expect("load");
     let tokens = model.tokenizer.encode(prompt, true, false).expect("encode");
@@ -147,7 +92,7 @@ fn the_example_plugin_family_serves_a_renamed_llama_like_the_in_tree_family() {
     let smol = hangar_tests::model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
     let dir = tempfile::tempdir().expect("temp dir");
     let renamed = dir.path().join("renamed.gguf");
-    rename_architecture(&smol, &renamed, "hangar-llama");
+    rename_architecture(&smol, &renamed, PLUGIN_ARCH);
 
     let mut registry = hangar_families::registry();
     // Without the plugin the architecture is unknown, and the error lists what is supported.
@@ -155,9 +100,9 @@ fn the_example_plugin_family_serves_a_renamed_llama_like_the_in_tree_family() {
         Ok(_) => panic!("an unregistered architecture loaded"),
         Err(e) => e.to_string(),
     };
-    assert!(err.contains("hangar-llama") && err.contains("llama"), "{err}");
+    assert!(err.contains(PLUGIN_ARCH) && err.contains("llama"), "{err}");
 
-    let plugins = plugin_dir(&["hangar-plugin-example"]);
+    let plugins = plugin_dir(&[EXAMPLE]);
     let set = hangar_plugins::load_dir(plugins.path(), &mut registry);
     assert!(set.refused.is_empty(), "{:?}", set.refused.iter().map(|e| e.to_string()).collect::<Vec<_>>());
 

@@ -222,6 +222,20 @@ impl LogitsHook for ConstraintHook<'_> {
         }
         Ok(())
     }
+
+    fn banned_bits(&mut self, n_vocab: usize) -> Result<Option<Vec<u32>>, HookError> {
+        let state = self.state;
+        let allowed = self.index.get_or(state.as_u32(), || self.allowed(state));
+        let complete = self.is_complete();
+        let mut banned = TokenSet::new(n_vocab);
+        for id in 0..n_vocab as u32 {
+            let keep = if self.vocab.is_eog(id) { complete } else { allowed.contains(id) };
+            if !keep {
+                banned.insert(id);
+            }
+        }
+        Ok(Some(banned.to_bits32(n_vocab)))
+    }
 }
 
 #[cfg(test)]
@@ -250,5 +264,19 @@ mod tests {
         assert_eq!(kept(&mut h), [5]);
         h.accept(5).expect("end");
         assert!(h.is_complete());
+    }
+
+    #[test]
+    fn the_device_bitset_keeps_exactly_what_the_host_mask_keeps() {
+        let c = Constraint::compile(&ConstraintSpec::Regex("[0-9]{2}-[0-9]".into())).expect("compiles");
+        let mut h = c.hook(vocab()).expect("hook");
+        for tok in [0, 6] {
+            let bits = h.banned_bits(7).expect("bits").expect("a device mask");
+            let mut device = vec![0.0f32; 7];
+            hangar_engine::cpu::ops::mask_logits(&mut device, 7, &bits);
+            let device_kept: Vec<u32> = (0..7).filter(|&i| device[i as usize] == 0.0).collect();
+            assert_eq!(device_kept, kept(&mut h), "before token {tok}");
+            h.accept(tok).expect("accept");
+        }
     }
 }

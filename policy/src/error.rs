@@ -22,7 +22,7 @@ pub enum PolicyError {
     #[error("no policy set named {0:?} is loaded")]
     UnknownSet(String),
     #[error("prompt rejected by policy rule {rule:?} of set {set:?}")]
-    PromptRejected { set: String, rule: String },
+    PromptRejected { set: String, rule: String, action: crate::rules::Action },
     #[error("policy check failed internally: {0}")]
     Internal(String),
 }

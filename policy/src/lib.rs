@@ -25,9 +25,9 @@ pub mod vocab;
 
 pub use constrain::{Constraint, ConstraintSpec};
 pub use error::PolicyError;
-pub use request::{check_prompt, RequestPolicy};
+pub use request::{check_prompt, with_hooks, PolicyReport, RequestPolicy};
 pub use rules::{Action, AppliesTo};
-pub use ruleset::{RuleHits, RuleSet};
+pub use ruleset::{PromptVerdict, RuleHits, RuleSet};
 pub use store::PolicyStore;
-pub use stream::{Outcome, StreamFilter, HOLDBACK_CAP_RULE};
+pub use stream::{Hit, Outcome, StreamFilter, HOLDBACK_CAP_RULE};
 pub use vocab::Vocab;

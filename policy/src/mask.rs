@@ -4,8 +4,8 @@
 //!
 //! The banned tokens depend only on the automaton state the text so far left the DFA in, so
 //! they are computed once per (set, vocabulary, state) by one walk of the vocabulary trie and
-//! kept. The mask is applied to the CPU logits (the GPU backend does not yet expose a
-//! device-side mask).
+//! kept. It is handed to the engine either as an edit of host logits or, for greedy decoding,
+//! as a bitset the backend applies on the device (`Backend::mask_logits`, `mask.wgsl`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -98,17 +98,33 @@ impl LogitsHook for DenyMask<'_> {
         }
         Ok(())
     }
+
+    /// The device cannot see whether anything would survive, so a state that bans the whole
+    /// vocabulary is left to the host path (which then lets the output filter deny).
+    fn banned_bits(&mut self, n_vocab: usize) -> Result<Option<Vec<u32>>, HookError> {
+        let state = self.state;
+        let banned = self.index.get_or(state.as_u32(), || self.banned(state));
+        if banned.count() >= n_vocab {
+            return Ok(None);
+        }
+        Ok(Some(banned.to_bits32(n_vocab)))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn tokens_that_would_complete_a_denied_match_are_masked_and_others_kept() {
+    /// A masking set denying "abc", and a vocabulary of its pieces.
+    fn abc_case() -> (RuleSet, Arc<Vocab>) {
         let set = RuleSet::from_toml("t", "[settings]\nmask = true\n[[rule]]\nid = 'd'\npattern = 'abc'\naction = 'deny'\n").expect("set");
         let toks: Vec<&[u8]> = vec![b"a", b"b", b"c", b"abc", b"bc", b"x", b"ab", b"cx"];
-        let vocab = Arc::new(Vocab::from_bytes(toks.iter().map(|t| t.to_vec()).collect(), vec![]));
+        (set, Arc::new(Vocab::from_bytes(toks.iter().map(|t| t.to_vec()).collect(), vec![])))
+    }
+
+    #[test]
+    fn tokens_that_would_complete_a_denied_match_are_masked_and_others_kept() {
+        let (set, vocab) = abc_case();
         let mut m = DenyMask::new(&set, vocab).expect("mask").expect("set has deny rules");
         let masked = |m: &mut DenyMask<'_>| {
             let mut l = vec![0.0f32; 8];
@@ -121,5 +137,20 @@ mod tests {
         assert_eq!(masked(&mut m), [2, 3, 7]);
         m.accept(5).expect("accept");
         assert_eq!(masked(&mut m), [3]);
+    }
+
+    #[test]
+    fn the_device_bitset_bans_exactly_what_the_host_mask_removes() {
+        let (set, vocab) = abc_case();
+        let mut m = DenyMask::new(&set, vocab).expect("mask").expect("set has deny rules");
+        for tok in [6, 5, 0, 1] {
+            let mut host = vec![0.5f32; 8];
+            m.mask(&mut host).expect("mask");
+            let mut device = vec![0.5f32; 8];
+            let bits = m.banned_bits(8).expect("bits").expect("a device mask");
+            hangar_engine::cpu::ops::mask_logits(&mut device, 8, &bits);
+            assert_eq!(host, device, "after token {tok}");
+            m.accept(tok).expect("accept");
+        }
     }
 }

@@ -10,7 +10,7 @@ use crate::automaton::Fused;
 use crate::error::PolicyError;
 use crate::mask::MaskIndexes;
 use crate::rules::{parse_set, Action, AppliesTo, Rule, Settings};
-use crate::stream::StreamFilter;
+use crate::stream::{Hit, StreamFilter};
 
 /// Rules of one direction (output or prompt) and their fused automaton.
 pub struct Compiled {
@@ -67,6 +67,8 @@ pub struct PromptVerdict {
     pub text: String,
     /// Ids of `flag` rules that matched.
     pub flagged: Vec<String>,
+    /// Every prompt rule hit (flags and redactions; a rejection is the error instead).
+    pub hits: Vec<Hit>,
 }
 
 impl RuleSet {
@@ -118,16 +120,17 @@ impl RuleSet {
     /// matches are replaced; `flag` matches are noted.
     pub fn check_prompt(&self, prompt: &str) -> Result<PromptVerdict, PolicyError> {
         let Some(c) = &self.prompt else {
-            return Ok(PromptVerdict { text: prompt.into(), flagged: Vec::new() });
+            return Ok(PromptVerdict { text: prompt.into(), flagged: Vec::new(), hits: Vec::new() });
         };
         let mut f = StreamFilter::new(self, Some(c));
         let mut text = String::new();
         let v = f.push_bytes(prompt.as_bytes(), &mut text).and_then(|v| if v.is_continue() { f.finish_bytes(&mut text) } else { Ok(v) });
         let v = v.map_err(PolicyError::Internal)?;
         if let Some(rule) = v.rule() {
-            return Err(PolicyError::PromptRejected { set: self.name.clone(), rule: rule.into() });
+            let action = if matches!(v, crate::stream::Outcome::Stop { .. }) { Action::Stop } else { Action::Deny };
+            return Err(PolicyError::PromptRejected { set: self.name.clone(), rule: rule.into(), action });
         }
-        Ok(PromptVerdict { text, flagged: f.flagged().to_vec() })
+        Ok(PromptVerdict { text, flagged: f.flagged().to_vec(), hits: f.hits().to_vec() })
     }
 
     /// Hit counts of every rule, output rules first.

@@ -65,7 +65,17 @@ pub struct StreamFilter<'a> {
     /// Pending redactions, sorted by start, disjoint.
     spans: Vec<Span>,
     flagged: Vec<String>,
+    /// Every rule hit of this stream, in order, for the caller's metrics and trace.
+    hits: Vec<Hit>,
     done: Option<Outcome>,
+}
+
+/// One rule hit of one stream: which set, which rule, what it did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hit {
+    pub set: String,
+    pub rule: String,
+    pub action: Action,
 }
 
 impl<'a> StreamFilter<'a> {
@@ -74,12 +84,17 @@ impl<'a> StreamFilter<'a> {
             Some(c) => c.fused.unanchored_start(None),
             None => Ok(StateID::ZERO),
         };
-        StreamFilter { set, c, state, buf: Vec::new(), base: 0, prev: None, run: 0, spans: Vec::new(), flagged: Vec::new(), done: None }
+        StreamFilter { set, c, state, buf: Vec::new(), base: 0, prev: None, run: 0, spans: Vec::new(), flagged: Vec::new(), hits: Vec::new(), done: None }
     }
 
     /// Ids of `flag` rules that matched so far, each once.
     pub fn flagged(&self) -> &[String] {
         &self.flagged
+    }
+
+    /// Every rule hit so far, in order (a rule matching twice is reported twice).
+    pub fn hits(&self) -> &[Hit] {
+        &self.hits
     }
 
     /// Bytes currently held back.
@@ -197,6 +212,7 @@ impl<'a> StreamFilter<'a> {
         let mut redact = Vec::new();
         for pid in c.fused.patterns(state) {
             c.hit(&self.set.name, pid);
+            self.hits.push(Hit { set: self.set.name.clone(), rule: c.rules[pid].spec.id.clone(), action: c.action(pid) });
             match c.action(pid) {
                 a @ (Action::Deny | Action::Stop) => {
                     let start = self.match_start(c, pid, end, next)?;

@@ -200,6 +200,13 @@ impl TokenSet {
     pub fn count(&self) -> usize {
         self.words.iter().map(|w| w.count_ones() as usize).sum()
     }
+
+    /// The set as the device mask's 32-bit words covering `n` ids (`Backend::mask_logits`).
+    pub fn to_bits32(&self, n: usize) -> Vec<u32> {
+        let mut out: Vec<u32> = self.words.iter().flat_map(|&w| [w as u32, (w >> 32) as u32]).collect();
+        out.resize(n.div_ceil(32), 0);
+        out
+    }
 }
 
 /// Per-automaton-state token sets, computed on first use and kept: the token-level index.

@@ -54,21 +54,7 @@ fn sampled(seed: u64, max_tokens: usize) -> GenerateParams {
     }
 }
 
-const THE: &str = r#"
-[[rule]]
-id = "no-the"
-pattern = "the"
-kind = "literal"
-action = "deny"
-case_insensitive = true
-
-[[rule]]
-id = "cat-mention"
-pattern = "cat"
-kind = "literal"
-action = "flag"
-case_insensitive = true
-"#;
+const THE: &str = include_str!("data/no-the.toml");
 
 const STORY: &str = "Tell me a short story about a cat and the moon.";
 
@@ -102,6 +88,42 @@ fn masking_mode_produces_text_that_avoids_the_word() {
     assert!(r.out.text.split_whitespace().count() >= 10, "too little text to mean anything: {:?}", r.out.text);
     assert_eq!(r.out.text, r.streamed);
     eprintln!("masked output: {:?} (flagged {:?})", r.out.text, r.flagged);
+}
+
+#[test]
+fn greedy_masking_on_the_backend_picks_what_the_host_mask_picks() {
+    let mut m = model();
+    let masked = format!("[settings]\nmask = true\n{THE}");
+    let set = Arc::new(RuleSet::from_toml("the-masked", &masked).expect("set loads"));
+    let c = Constraint::cached(&ConstraintSpec::Regex(r"(yes|no), because [a-z ]{3,24}\.".into())).expect("regex compiles");
+    // Asking for log-probabilities keeps the logits on the host, so the two runs differ only in
+    // where the mask is applied and the token picked.
+    let host = GenerateParams { logprobs: Some(0), ..greedy(48) };
+    for (sets, constraint) in [(vec![Arc::clone(&set)], None), (vec![], Some(&*c))] {
+        let device = generate(&mut m, STORY, &sets, constraint, &greedy(48));
+        let reference = generate(&mut m, STORY, &sets, constraint, &host);
+        assert_eq!(device.out.tokens, reference.out.tokens, "device {:?} vs host {:?}", device.out.text, reference.out.text);
+        assert_eq!(device.out.stop_reason, reference.out.stop_reason);
+        assert!(device.out.tokens.len() > 3, "too short to compare: {:?}", device.out.text);
+    }
+}
+
+/// The same check on the wgpu backend (lavapipe here), where the device path runs
+/// `mask.wgsl` and the device argmax and reads back only the token id. Both runs use the GPU's
+/// logits, so they differ only in where the mask and the pick happen. Kept short: lavapipe is
+/// slow.
+#[test]
+fn gpu_greedy_masking_on_the_device_picks_what_the_host_mask_picks() {
+    let gpu = hangar_kernels::Gpu::shared().expect("a wgpu adapter (lavapipe in CI)");
+    let mut m = hangar_tests::load_on(MODEL, Box::new(hangar_kernels::GpuBackend::new(gpu)));
+    let masked = format!("[settings]\nmask = true\n{THE}");
+    let set = Arc::new(RuleSet::from_toml("the-masked", &masked).expect("set loads"));
+    let host = GenerateParams { logprobs: Some(0), ..greedy(12) };
+    let device = generate(&mut m, "A cat and the moon:", &[Arc::clone(&set)], None, &greedy(12));
+    let reference = generate(&mut m, "A cat and the moon:", &[set], None, &host);
+    assert_eq!(device.out.tokens, reference.out.tokens, "device {:?} vs host {:?}", device.out.text, reference.out.text);
+    assert_eq!(device.out.tokens.len(), 12, "{:?}", device.out.text);
+    assert!(!device.out.text.to_lowercase().contains("the"), "{:?}", device.out.text);
 }
 
 #[test]

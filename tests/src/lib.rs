@@ -3,6 +3,7 @@
 
 pub mod families;
 pub mod parity;
+pub mod plugins;
 
 use std::path::PathBuf;
 

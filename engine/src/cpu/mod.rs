@@ -122,6 +122,11 @@ impl Backend for CpuBackend {
         self.acts.clear();
     }
 
+    fn mask_logits(&mut self, x: Act, banned: &[u32]) -> Result<Act, BackendError> {
+        let cols = self.act(x)?.cols;
+        self.map(x, |d| ops::mask_logits(d, cols, banned))
+    }
+
     fn embed(&mut self, table: WeightId, tokens: &[u32]) -> Result<Act, BackendError> {
         let Weight::Mapped { file, index, ty, rows, cols } = self.weight(table)? else {
             return Err(BackendError::Shape { op: "embed", detail: "embedding table is a vector".into() });

@@ -101,6 +101,19 @@ pub fn argmax(x: &[f32]) -> u32 {
     best as u32
 }
 
+/// The CPU twin of `mask.wgsl`: every column `c` of each `cols`-wide row of `x` whose bit
+/// `c` is set in `banned` (bit `c % 32` of word `c / 32`) becomes `-inf`; columns past the
+/// bitset's end are kept.
+pub fn mask_logits(x: &mut [f32], cols: usize, banned: &[u32]) {
+    for row in x.chunks_mut(cols.max(1)) {
+        for (c, v) in row.iter_mut().enumerate() {
+            if banned.get(c / 32).is_some_and(|w| w >> (c % 32) & 1 == 1) {
+                *v = f32::NEG_INFINITY;
+            }
+        }
+    }
+}
+
 /// The CPU twin of the GPU sampler: logits / temperature, keep the values at or above the
 /// k-th largest, then the most probable ones whose mass reaches `top_p`, then pick by `u`
 /// walking the kept tokens in index order.

@@ -57,6 +57,8 @@ pub trait LogitsProcessor: Send + Sync {
 pub trait Registrar {
     /// A short name for the plugin, shown in logs and listings.
     fn plugin_name(&mut self, name: &str);
+    /// The plugin crate's version; [`export_plugin!`] reports it before `register` runs.
+    fn plugin_version(&mut self, version: &str);
     /// A model family, registered in the same registry as the in-tree ones.
     fn family(&mut self, family: Box<dyn Family>);
     /// A policy rule set, as the text of a rule-set TOML file, under `name`.
@@ -114,6 +116,9 @@ impl Registrar for Guarding<'_> {
     fn plugin_name(&mut self, name: &str) {
         self.0.plugin_name(name)
     }
+    fn plugin_version(&mut self, version: &str) {
+        self.0.plugin_version(version)
+    }
     fn family(&mut self, family: Box<dyn Family>) {
         self.0.family(Box::new(GuardedFamily(family)))
     }
@@ -136,11 +141,14 @@ pub unsafe fn __register(
     message: *mut u8,
     capacity: usize,
     register: fn(&mut dyn Registrar),
+    version: &str,
 ) -> i32 {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: the caller's contract.
         let host: &mut &mut dyn Registrar = unsafe { &mut *(registrar as *mut &mut dyn Registrar) };
-        register(&mut Guarding(&mut **host));
+        let mut guarded = Guarding(&mut **host);
+        guarded.plugin_version(version);
+        register(&mut guarded);
     }));
     match outcome {
         Ok(()) => 0,
@@ -177,7 +185,8 @@ macro_rules! export_plugin {
             capacity: usize,
         ) -> i32 {
             // SAFETY: forwarded from the host's side of the contract.
-            unsafe { $crate::__register(registrar, message, capacity, $register) }
+            // The version is the plugin crate's own: `env!` expands where the macro is used.
+            unsafe { $crate::__register(registrar, message, capacity, $register, env!("CARGO_PKG_VERSION")) }
         }
     };
 }

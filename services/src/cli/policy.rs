@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use hangar_engine::{GenerateOutput, GenerateParams, Model, StopReason};
-use hangar_policy::{RequestPolicy, RuleSet, Vocab};
+use hangar_policy::{RuleSet, Vocab};
 
 /// The set in `path`, if one was given; a set that does not load refuses the run.
 pub fn load(path: Option<&Path>) -> anyhow::Result<Option<Arc<RuleSet>>> {
@@ -36,17 +36,17 @@ pub fn generate(
     params: &GenerateParams,
     on_text: impl FnMut(&str, u32) -> bool,
 ) -> anyhow::Result<GenerateOutput> {
-    let Some(set) = set else { return Ok(model.session(ctx)?.generate(prompt, params, on_text)?) };
-    let sets = [Arc::clone(set)];
-    let vocab = Vocab::of(&model.tokenizer);
-    let mut policy = RequestPolicy::new(&sets, None, &vocab)?;
-    let out = model.session(ctx)?.generate_hooked(prompt, params, policy.hooks(), on_text)?;
-    let flagged = policy.flagged();
-    if let StopReason::Policy { rule } = &out.stop_reason {
+    let sets: Vec<Arc<RuleSet>> = set.iter().cloned().collect();
+    // Built before the session borrows the model, and only when a set needs it.
+    let vocab = set.as_ref().map(|_| Vocab::of(&model.tokenizer));
+    let mut session = model.session(ctx)?;
+    let (out, report) = hangar_policy::with_hooks(&sets, None, vocab.as_ref(), Vec::new(), |hooks| session.generate_hooked(prompt, params, hooks, on_text))?;
+    let out = out?;
+    if let (Some(set), StopReason::Policy { rule }) = (set, &out.stop_reason) {
         eprintln!("[policy {}: denied by rule {rule:?}]", set.name());
     }
-    if !flagged.is_empty() {
-        eprintln!("[policy {}: flagged {flagged:?}]", set.name());
+    if let (Some(set), false) = (set, report.flagged.is_empty()) {
+        eprintln!("[policy {}: flagged {:?}]", set.name(), report.flagged);
     }
     Ok(out)
 }

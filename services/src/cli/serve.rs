@@ -19,11 +19,14 @@ pub struct Args {
     /// Load this model at start-up (repeatable; replaces `preload`).
     #[arg(long)]
     preload: Vec<String>,
+    /// Directory of plugin libraries loaded at start-up (overrides `plugin_dir`).
+    #[arg(long)]
+    plugin_dir: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let preload = (!a.preload.is_empty()).then_some(a.preload);
-    let cli = CliOverrides { listen: a.listen, model_dir: a.model_dir, preload };
+    let cli = CliOverrides { listen: a.listen, model_dir: a.model_dir, preload, plugin_dir: a.plugin_dir };
     let config = Config::load(a.config.as_deref(), &cli)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the Tokio runtime")?;
     rt.block_on(async move {

@@ -19,8 +19,14 @@ pub struct Config {
     pub model_dir: PathBuf,
     /// Address of the Prometheus `/metrics` endpoint; empty turns it off.
     pub metrics_listen: String,
+    /// Directory of policy rule sets (`<name>.toml`), reloaded when a file changes; empty
+    /// configures none.
+    pub policy_dir: PathBuf,
     /// Models loaded at start-up, by name.
     pub preload: Vec<String>,
+    /// Directory of plugin libraries loaded once at start-up, in file-name order; empty loads
+    /// none. Plugins come only from here, never from a request.
+    pub plugin_dir: PathBuf,
     /// Load a model on first use by `Generate`/`Tokenize`/... instead of answering
     /// FAILED_PRECONDITION.
     pub auto_load: bool,
@@ -51,7 +57,7 @@ pub struct ModelOptions {
     pub context_length: u32,
     /// Sequences decoded together; only 1 today.
     pub max_batch: u32,
-    /// Output policy name; empty for none.
+    /// Policy rule set (in `policy_dir`) applied to every request of the model; empty for none.
     pub policy: String,
 }
 
@@ -60,6 +66,9 @@ pub struct ModelOptions {
 pub struct ModelEntry {
     /// File relative to `model_dir`; defaults to `<name>.gguf`.
     pub path: Option<String>,
+    /// Plugin logits processors applied to every request for this model, before any the
+    /// request names.
+    pub logits_processors: Vec<String>,
     #[serde(flatten)]
     pub options: ModelOptions,
 }
@@ -109,7 +118,9 @@ impl Default for Config {
             listen: "127.0.0.1:50051".into(),
             model_dir: default_model_dir(),
             metrics_listen: "127.0.0.1:9464".into(),
+            policy_dir: PathBuf::new(),
             preload: Vec::new(),
+            plugin_dir: PathBuf::new(),
             auto_load: false,
             keep_alive_secs: 0,
             shutdown_grace_secs: 10,
@@ -162,6 +173,8 @@ pub struct CliOverrides {
     pub model_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preload: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +188,7 @@ pub enum ConfigError {
 /// Top-level keys that `HANGAR_*` variables may set; other `HANGAR_*` variables (used by
 /// scripts and tests) are not config and are left alone.
 const ENV_KEYS: &[&str] = &[
-    "listen", "model_dir", "metrics_listen", "preload", "auto_load", "keep_alive_secs", "shutdown_grace_secs", "defaults", "models",
+    "listen", "model_dir", "metrics_listen", "policy_dir", "preload", "plugin_dir", "auto_load", "keep_alive_secs", "shutdown_grace_secs", "defaults", "models",
     "limits", "auth_token", "tls", "telemetry",
 ];
 
@@ -241,7 +254,7 @@ mod tests {
             jail.set_env("HANGAR_MODEL_DIR", "/from/env");
             jail.set_env("HANGAR_KEEP_ALIVE_SECS", "7");
             jail.set_env("HANGAR_LIMITS__MAX_TOKENS", "200");
-            let cli = CliOverrides { listen: Some("127.0.0.1:9".into()), model_dir: None, preload: Some(vec!["m".into()]) };
+            let cli = CliOverrides { listen: Some("127.0.0.1:9".into()), model_dir: None, preload: Some(vec!["m".into()]), plugin_dir: None };
             let c = Config::load(Some(Path::new("custom.toml")), &cli).map_err(|e| e.to_string())?;
             assert_eq!(c.listen, "127.0.0.1:9", "CLI beats file");
             assert_eq!(c.shutdown_grace_secs, 3, "file beats default");

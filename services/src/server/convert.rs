@@ -222,7 +222,13 @@ pub fn complete(f: &Finished) -> pb::GenerateComplete {
         seed: f.seed,
         usage: Some(usage(f)),
         timings: Some(pb::Timings { queue_ms: f.queue_ms, prefill_ms: f.prefill_ms, decode_ms: f.decode_ms }),
+        policy_rule: f.policy_rule.clone().unwrap_or_default(),
+        policy_hits: policy_hits(f),
     }
+}
+
+fn policy_hits(f: &Finished) -> Vec<pb::PolicyHit> {
+    f.policy_hits.iter().map(|h| pb::PolicyHit { set: h.set.clone(), rule: h.rule.clone(), action: h.action.as_str().into() }).collect()
 }
 
 fn usage(f: &Finished) -> pb::Usage {
@@ -240,6 +246,8 @@ pub fn response(f: Finished, request_id: String, facts: &ModelFacts) -> pb::Gene
         usage: c.usage,
         timings: c.timings,
         request_id,
+        policy_rule: c.policy_rule,
+        policy_hits: c.policy_hits,
     }
 }
 
@@ -248,6 +256,8 @@ pub fn model_info(f: &ModelFacts) -> pb::ModelInfo {
     pb::ModelInfo {
         name: f.name.clone(),
         architecture: f.architecture.clone(),
+        family: f.family.clone(),
+        plugin: f.plugin.clone(),
         parameters: f.parameters,
         context_length: f.n_ctx as u32,
         trained_context_length: f.trained_ctx as u32,

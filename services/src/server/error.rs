@@ -29,6 +29,8 @@ pub enum ServiceError {
     DuplicateRequestId { request_id: String },
     #[error("no running request {request_id:?} on this stream to cancel")]
     UnknownRequestId { request_id: String },
+    #[error("prompt rejected by policy rule {rule:?} of set {set:?}")]
+    PromptRejected { set: String, rule: String, action: &'static str },
     #[error("{0}")]
     Engine(String, EngineKind),
     #[error("internal error: {0}")]
@@ -62,6 +64,17 @@ impl ServiceError {
         ServiceError::InvalidArgument { field: field.to_string(), reason: reason.into() }
     }
 
+    /// A policy failure concerning request field `field`: an unknown set or a bad constraint
+    /// is the caller's to fix, a rejected prompt is refused, anything else is ours.
+    pub fn policy(field: &str, e: hangar_policy::PolicyError) -> Self {
+        use hangar_policy::PolicyError as P;
+        match e {
+            P::UnknownSet(_) | P::Constraint { .. } | P::Schema { .. } => ServiceError::invalid(field, e.to_string()),
+            P::PromptRejected { set, rule, action } => ServiceError::PromptRejected { set, rule, action: action.as_str() },
+            other => ServiceError::Internal(other.to_string()),
+        }
+    }
+
     pub fn code(&self) -> Code {
         match self {
             ServiceError::ModelNotFound { .. } | ServiceError::UnknownRequestId { .. } => Code::NotFound,
@@ -75,6 +88,7 @@ impl ServiceError {
             ServiceError::Draining { .. } | ServiceError::ShuttingDown => Code::Unavailable,
             ServiceError::Exhausted { .. } => Code::ResourceExhausted,
             ServiceError::Unauthenticated(_) => Code::Unauthenticated,
+            ServiceError::PromptRejected { .. } => Code::PermissionDenied,
             ServiceError::Engine(_, EngineKind::Internal) | ServiceError::Internal(_) => Code::Internal,
         }
     }

@@ -9,7 +9,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry as PromRegistry;
 
+use super::error::ServiceError;
 use super::registry::Registry;
+use super::worker::Finished;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabels {
@@ -22,6 +24,18 @@ pub struct ModelLabels {
     pub model: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub set: String,
+    pub rule: String,
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConstraintLabels {
+    pub kind: String,
+}
+
 pub struct Metrics {
     prom: PromRegistry,
     requests: Family<RpcLabels, Counter>,
@@ -30,6 +44,8 @@ pub struct Metrics {
     generated: Counter,
     queue_depth: Family<ModelLabels, Gauge>,
     loaded: Gauge,
+    policy_hits: Family<PolicyLabels, Counter>,
+    constrained: Family<ConstraintLabels, Counter>,
 }
 
 impl Metrics {
@@ -47,7 +63,11 @@ impl Metrics {
         prom.register("queue_depth", "Generations queued or running, per loaded model", queue_depth.clone());
         let loaded = Gauge::default();
         prom.register("loaded_models", "Models loaded (ready or draining)", loaded.clone());
-        Arc::new(Metrics { prom, requests, ttft, tokens_per_s, generated, queue_depth, loaded })
+        let policy_hits = Family::<PolicyLabels, Counter>::default();
+        prom.register("policy_hits", "Policy rule matches on prompts and outputs, by set, rule and action", policy_hits.clone());
+        let constrained = Family::<ConstraintLabels, Counter>::default();
+        prom.register("constrained_requests", "Finished generations with an output constraint, by kind", constrained.clone());
+        Arc::new(Metrics { prom, requests, ttft, tokens_per_s, generated, queue_depth, loaded, policy_hits, constrained })
     }
 
     pub fn request_done(&self, method: &str, code: tonic::Code) {
@@ -59,11 +79,29 @@ impl Metrics {
         self.ttft.observe(seconds);
     }
 
-    pub fn generation_done(&self, tokens: usize, decode_ms: f64) {
+    pub fn generation_done(&self, f: &Finished) {
+        let (tokens, decode_ms) = (f.tokens.len(), f.decode_ms);
         self.generated.inc_by(tokens as u64);
         if tokens > 0 && decode_ms > 0.0 {
             self.tokens_per_s.observe(tokens as f64 / (decode_ms / 1e3));
         }
+        for h in &f.policy_hits {
+            self.policy_hit(&h.set, &h.rule, h.action.as_str());
+        }
+        if let Some(kind) = f.constraint {
+            self.constrained.get_or_create(&ConstraintLabels { kind: kind.into() }).inc();
+        }
+    }
+
+    /// Counts a prompt that a policy rule refused (other failures are not policy hits).
+    pub fn policy_rejected(&self, e: &ServiceError) {
+        if let ServiceError::PromptRejected { set, rule, action } = e {
+            self.policy_hit(set, rule, action);
+        }
+    }
+
+    fn policy_hit(&self, set: &str, rule: &str, action: &str) {
+        self.policy_hits.get_or_create(&PolicyLabels { set: set.into(), rule: rule.into(), action: action.into() }).inc();
     }
 
     /// The text exposition, with the gauges read from the registry now.

@@ -7,6 +7,8 @@ pub mod convert;
 pub mod error;
 pub mod metrics;
 pub mod names;
+pub mod plugins;
+pub mod policies;
 pub mod registry;
 pub mod service;
 pub mod stream;
@@ -39,6 +41,8 @@ pub enum StartError {
     Tls(String),
     #[error("reflection: {0}")]
     Reflection(String),
+    #[error("policy_dir: {0}")]
+    Policy(#[from] hangar_policy::PolicyError),
 }
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
@@ -82,7 +86,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let addr = listener.local_addr().map_err(|source| StartError::Bind { what: "the gRPC listener", addr: config.listen.clone(), source })?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    let registry = registry::Registry::new(config.clone(), health.clone());
+    // Before anything can load a model: plugin families join the registry loads resolve in.
+    let plugins = Arc::new(plugins::Plugins::load(&config.plugin_dir));
+    let policies = policies::Policies::open(&config.policy_dir, plugins.rule_sources())?;
+    let registry = registry::Registry::new(config.clone(), health.clone(), plugins, policies);
     let metrics = metrics::Metrics::new();
     let core = service::Core::new(registry.clone(), metrics.clone());
     health.set_serving::<pb::inference_server::InferenceServer<service::InferenceService>>().await;

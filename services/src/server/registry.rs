@@ -21,6 +21,8 @@ use tracing::{info_span, Instrument};
 use super::config::{Config, ModelOptions};
 use super::error::ServiceError;
 use super::names::{available_in_dir, resolve_in_dir, validate_name};
+use super::plugins::Plugins;
+use super::policies::Policies;
 use super::worker::Worker;
 
 /// What the service needs to know about a loaded model without touching its worker.
@@ -33,6 +35,9 @@ pub struct ModelFacts {
     pub n_vocab: usize,
     pub trained_ctx: usize,
     pub architecture: String,
+    /// The family serving `architecture`, and the plugin that registered it (empty if none).
+    pub family: String,
+    pub plugin: String,
     pub parameters: u64,
     pub quant_types: BTreeMap<String, u32>,
     pub backend: String,
@@ -42,9 +47,17 @@ pub struct ModelFacts {
     pub load_ms: f64,
     pub path: String,
     pub kv_cache: String,
+    /// The policy set applied to every request of this model; empty for none.
+    pub policy: String,
+    /// The vocabulary as the policy engine indexes it, built on first use.
+    vocab: std::sync::OnceLock<Arc<hangar_policy::Vocab>>,
 }
 
 impl ModelFacts {
+    pub fn vocab(&self) -> Arc<hangar_policy::Vocab> {
+        Arc::clone(self.vocab.get_or_init(|| hangar_policy::Vocab::of(&self.tokenizer)))
+    }
+
     pub fn kv_policy(&self) -> String {
         format!("{} x {}", self.kv_cache, self.n_ctx)
     }
@@ -104,15 +117,26 @@ pub struct Registry {
     slots: DashMap<String, Slot>,
     config: Arc<Config>,
     health: HealthReporter,
+    plugins: Arc<Plugins>,
+    policies: Arc<Policies>,
 }
 
 impl Registry {
-    pub fn new(config: Arc<Config>, health: HealthReporter) -> Arc<Registry> {
-        Arc::new(Registry { slots: DashMap::new(), config, health })
+    pub fn new(config: Arc<Config>, health: HealthReporter, plugins: Arc<Plugins>, policies: Arc<Policies>) -> Arc<Registry> {
+        Arc::new(Registry { slots: DashMap::new(), config, health, plugins, policies })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The families (in-tree and plugin) models load with, and the plugins' other offerings.
+    pub fn plugins(&self) -> &Plugins {
+        &self.plugins
+    }
+
+    pub fn policies(&self) -> &Policies {
+        &self.policies
     }
 
     /// Loads `name` (or returns it if loaded). A second caller while a load runs waits for
@@ -180,9 +204,12 @@ impl Registry {
         if o.max_batch > 1 {
             return Err(ServiceError::invalid("options.max_batch", format!("{} sequences at once is not served yet; use 1", o.max_batch)));
         }
-        if !o.policy.is_empty() {
-            return Err(ServiceError::invalid("options.policy", format!("no policy named {:?} is configured", o.policy)));
+        // A model configured with a processor no plugin registered (say its plugin was
+        // refused) fails to load rather than serve without it.
+        if let Some(entry) = self.config.models.get(name) {
+            self.plugins.processors(&format!("models.{name}.logits_processors"), &entry.logits_processors)?;
         }
+        self.policies.check("options.policy", &o.policy)?;
         Ok(o)
     }
 
@@ -193,8 +220,9 @@ impl Registry {
             async move {
                 this.health.set_service_status(&name, ServingStatus::NotServing).await;
                 let (n, dir, max_queue) = (name.clone(), this.config.model_dir.clone(), this.config.limits.max_queue_per_model);
+                let plugins = this.plugins.clone();
                 let span = tracing::Span::current();
-                let result = tokio::task::spawn_blocking(move || span.in_scope(|| load_blocking(&n, &file, &dir, &options, max_queue)))
+                let result = tokio::task::spawn_blocking(move || span.in_scope(|| load_blocking(&n, &file, &dir, &options, max_queue, &plugins)))
                     .await
                     .unwrap_or_else(|e| Err(ServiceError::Internal(format!("load task failed: {e}"))));
                 match &result {
@@ -362,6 +390,7 @@ fn load_blocking(
     model_dir: &std::path::Path,
     options: &ModelOptions,
     max_queue: usize,
+    plugins: &Plugins,
 ) -> Result<Arc<LoadedModel>, ServiceError> {
     let t0 = Instant::now();
     let backend: Box<dyn Backend> = match options.backend.as_str() {
@@ -372,8 +401,7 @@ fn load_blocking(
         }
         _ => Box::new(CpuBackend::new()),
     };
-    let registry = hangar_families::registry();
-    let model = Model::load(file, &registry, backend, |_, _| {})
+    let model = Model::load(file, plugins.families(), backend, |_, _| {})
         .map_err(|e| ServiceError::LoadFailed { name: name.to_string(), reason: e.to_string() })?;
     let tokenizer = Tokenizer::from_gguf(&model.file)
         .map_err(|e| ServiceError::LoadFailed { name: name.to_string(), reason: e.to_string() })?;
@@ -383,6 +411,10 @@ fn load_blocking(
         0 => trained_ctx.min(4096),
         n => (n as usize).min(trained_ctx),
     };
+    // The file's own architecture string: that is what the family registry resolved, and a
+    // plugin family may build a spec under another (in-tree) architecture's name.
+    let architecture = model.file.architecture().unwrap_or(&model.spec.architecture).to_string();
+    let (family, plugin) = plugins.family_of(&architecture);
     let mut quant_types = BTreeMap::new();
     for t in model.file.tensors() {
         *quant_types.entry(t.ty.to_string()).or_insert(0u32) += 1;
@@ -394,7 +426,9 @@ fn load_blocking(
         n_ctx,
         n_vocab: hp.n_vocab,
         trained_ctx,
-        architecture: model.spec.architecture.clone(),
+        architecture,
+        family,
+        plugin,
         parameters: model.file.tensors().iter().map(|t| t.n_elements()).sum(),
         quant_types,
         backend: model.backend_name().to_string(),
@@ -404,6 +438,8 @@ fn load_blocking(
         load_ms: 0.0,
         path: file.strip_prefix(model_dir.canonicalize().unwrap_or_default()).unwrap_or(file).display().to_string(),
         kv_cache: options.kv_cache.clone(),
+        policy: options.policy.clone(),
+        vocab: Default::default(),
     };
     let worker = Worker::spawn(name, model, n_ctx, max_queue)
         .map_err(|e| ServiceError::LoadFailed { name: name.to_string(), reason: format!("starting its worker: {e}") })?;

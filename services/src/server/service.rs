@@ -66,10 +66,13 @@ impl Core {
             .try_acquire_owned()
             .map_err(|_| ServiceError::Exhausted { what: "concurrent requests (limits.max_concurrent_requests)", limit })?;
         let model = self.registry.get_ready(&req.model).await?;
+        // Prompt rules run here, before tokenizing and before the request is queued.
+        let (req, policy) = self.registry.policies().prepare(req, &model.facts).inspect_err(|e| self.metrics.policy_rejected(e))?;
         let prepared = {
             let _t = info_span!(parent: &span, "tokenize", model = %req.model).entered();
-            convert::prepare(req, &model.facts, &self.registry.config().limits)?
+            convert::prepare(&req, &model.facts, &self.registry.config().limits)?
         };
+        let logits_processors = self.registry.plugins().for_request(self.registry.config(), &req.model, &req.logits_processors)?;
         let (tx, events) = mpsc::unbounded_channel();
         let cancel = CancelToken::default();
         let job = GenJob {
@@ -77,10 +80,12 @@ impl Core {
             params: prepared.params,
             include_stop_string: prepared.include_stop_string,
             time_limit: prepared.time_limit,
+            logits_processors,
             received,
             cancel: cancel.clone(),
             events: tx,
             span,
+            policy,
         };
         model.with_worker(|w| w.submit(job))?;
         Ok(Started { model, events, cancel, received, _permit: permit })
@@ -99,7 +104,7 @@ impl Core {
                 pb::stream_event::Event::Delta(pb::TokenDelta { text, token_ids: tokens, logprobs: convert::logprobs(&logprobs, &g.model.facts) })
             }
             GenEvent::Done(f) => {
-                self.metrics.generation_done(f.tokens.len(), f.decode_ms);
+                self.metrics.generation_done(&f);
                 pb::stream_event::Event::Complete(convert::complete(&f))
             }
             GenEvent::Failed(e) => return Some(Err(e)),
@@ -140,7 +145,7 @@ impl InferenceService {
                     }
                 }
                 GenEvent::Done(f) => {
-                    self.core.metrics.generation_done(f.tokens.len(), f.decode_ms);
+                    self.core.metrics.generation_done(&f);
                     return Ok(convert::response(*f, req.request_id.clone(), &g.model.facts));
                 }
                 GenEvent::Failed(e) => return Err(e),
@@ -205,6 +210,8 @@ impl Inference for InferenceService {
                     s.kv_policy = m.facts.kv_policy();
                     s.backend = m.facts.backend.clone();
                     s.in_flight = m.in_flight() as u32;
+                    s.family = m.facts.family.clone();
+                    s.plugin = m.facts.plugin.clone();
                 }
                 s
             })
@@ -322,5 +329,9 @@ impl Inference for InferenceService {
         }
         .await;
         self.core.observe("ApplyChatTemplate", r)
+    }
+
+    async fn get_server_info(&self, _request: Request<pb::GetServerInfoRequest>) -> Result<Response<pb::ServerInfo>, Status> {
+        self.core.observe("GetServerInfo", Ok(self.core.registry.plugins().server_info()))
     }
 }

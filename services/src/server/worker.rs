@@ -14,10 +14,14 @@ use std::time::{Duration, Instant};
 use hangar_engine::generate::{GenerateParams, StopReason};
 use hangar_engine::logprobs::TokenLogprobs;
 use hangar_engine::Model;
+use hangar_plugins::{LogitsProcessor, ProcessorHooks};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{info_span, Span};
 
+use hangar_policy::Hit;
+
 use super::error::ServiceError;
+use super::policies::{self, JobPolicy};
 
 /// Shared cancel flag of one request.
 #[derive(Clone, Debug, Default)]
@@ -40,11 +44,15 @@ pub struct GenJob {
     pub include_stop_string: bool,
     /// Wall-clock budget from `received`.
     pub time_limit: Option<Duration>,
+    /// Plugin logits processors the request selected, applied in order before sampling.
+    pub logits_processors: Vec<Arc<dyn LogitsProcessor>>,
     pub received: Instant,
     pub cancel: CancelToken,
     pub events: UnboundedSender<GenEvent>,
     /// The RPC's span; prefill and decode spans become its children.
     pub span: Span,
+    /// Policy sets and output constraint, run as the generation's hooks.
+    pub policy: JobPolicy,
 }
 
 /// Why a generation ended, as the service reports it.
@@ -71,6 +79,12 @@ pub struct Finished {
     pub queue_ms: f64,
     pub prefill_ms: f64,
     pub decode_ms: f64,
+    /// The rule that ended generation with `Finish::Policy`.
+    pub policy_rule: Option<String>,
+    /// Policy rule hits on the prompt, then the output.
+    pub policy_hits: Vec<Hit>,
+    /// The kind of output constraint the request had, if any.
+    pub constraint: Option<&'static str>,
 }
 
 /// What a job reports, in order: deltas, then exactly one `Done` or `Failed`.
@@ -159,11 +173,13 @@ fn serve(mut model: Model, n_ctx: usize, rx: Receiver<GenJob>, shared: Arc<Share
     while let Ok(job) = rx.recv() {
         let events = job.events.clone();
         let outcome = run(&mut model, n_ctx, job, &shared);
+        // Counted out before the caller can see the end: a client holding its answer must not
+        // find its request still in flight (ListModels, a forced unload's count).
+        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
         let _ = events.send(match outcome {
             Ok(done) => GenEvent::Done(Box::new(done)),
             Err(e) => GenEvent::Failed(e),
         });
-        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -181,6 +197,9 @@ fn run(model: &mut Model, n_ctx: usize, job: GenJob, shared: &Shared) -> Result<
         queue_ms,
         prefill_ms: 0.0,
         decode_ms: 0.0,
+        policy_rule: None,
+        policy_hits: job.policy.prompt_hits.clone(),
+        constraint: job.policy.constraint.as_ref().map(|(_, kind)| *kind),
     };
     if stopped(&job) {
         return Ok(finished);
@@ -196,7 +215,8 @@ fn run(model: &mut Model, n_ctx: usize, job: GenJob, shared: &Shared) -> Result<
     let mut decode_guard = None;
     let mut timed_out = false;
     let mut session = model.session(n_ctx)?;
-    let out = session.generate_steps(&job.prompt, &job.params, |step| {
+    let mut processors = ProcessorHooks::new(&job.logits_processors, &job.prompt);
+    let (out, report) = job.policy.run(processors.hooks().logits, |hooks| session.generate_steps_hooked(&job.prompt, &job.params, hooks, |step| {
         if let Some(g) = prefill_guard.take() {
             drop(g);
             decode_guard = Some(decode.clone().entered());
@@ -216,7 +236,7 @@ fn run(model: &mut Model, n_ctx: usize, job: GenJob, shared: &Shared) -> Result<
             return false;
         }
         true
-    });
+    }))?;
     drop(prefill_guard);
     drop(session); // frees this request's KV sequence now, not when the next job starts
     let mut out = out?;
@@ -231,10 +251,12 @@ fn run(model: &mut Model, n_ctx: usize, job: GenJob, shared: &Shared) -> Result<
         StopReason::Cancelled if timed_out => Finish::TimeLimit,
         StopReason::Cancelled => Finish::Cancelled,
         StopReason::Policy { rule } => {
-            tracing::info!(rule = %rule, "policy ended the request");
+            finished.policy_rule = Some(rule);
             Finish::Policy
         }
     };
+    finished.policy_hits.extend(report.hits);
+    policies::trace(&job.span, &finished.policy_hits, finished.policy_rule.as_deref());
     if job.include_stop_string {
         if let Some(stop) = out.matched_stop.take() {
             let _ = job.events.send(GenEvent::Delta { text: stop.clone(), tokens: Vec::new(), logprobs: Vec::new() });

@@ -30,7 +30,7 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
     };
     config.models.insert(
         SECOND.into(),
-        hangar_services::server::config::ModelEntry { path: Some(format!("{SMOL}.gguf")), options: Default::default() },
+        hangar_services::server::config::ModelEntry { path: Some(format!("{SMOL}.gguf")), ..Default::default() },
     );
     tweak(&mut config);
     hangar_services::server::start(config).await.expect("server starts")

@@ -27,8 +27,22 @@ impl Family for RenamedLlama {
     }
 }
 
-/// Bans one token id outright: the smallest useful processor, for the loader's tests.
+/// Bans one token id outright: the smallest useful processor, for the loader's and the
+/// server's tests.
 struct BanToken(u32);
+
+/// Where the operator configures the banned id. A plugin has no config section of its own in
+/// `hangar.toml`, so it reads its settings from its own environment variable at registration.
+pub const BANNED_TOKEN_ENV: &str = "HANGAR_EXAMPLE_PLUGIN_BANNED_TOKEN";
+
+/// The configured id, 0 when unset. An unparsable value fails registration (the host reports
+/// the plugin as refused) rather than silently banning some other token.
+fn banned_token() -> u32 {
+    match std::env::var(BANNED_TOKEN_ENV) {
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{BANNED_TOKEN_ENV}={v:?} is not a token id")),
+        Err(_) => 0,
+    }
+}
 
 impl LogitsProcessor for BanToken {
     fn name(&self) -> &str {
@@ -49,7 +63,7 @@ fn register(r: &mut dyn Registrar) {
         "example-no-secrets",
         "[[rule]]\nid = \"no-aws-keys\"\npattern = \"AKIA[0-9A-Z]{16}\"\nkind = \"regex\"\naction = \"deny\"\n",
     );
-    r.logits_processor(Box::new(BanToken(0)));
+    r.logits_processor(Box::new(BanToken(banned_token())));
 }
 
 export_plugin!(register);
