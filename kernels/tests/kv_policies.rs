@@ -10,7 +10,6 @@ use common::*;
 use hangar_engine::backend::{AttnParams, Backend, KvFormat};
 use hangar_engine::cpu::CpuBackend;
 use hangar_engine::kv::KvPolicy;
-use hangar_engine::quant::GgmlType;
 use hangar_engine::spec::{RopeConfig, RopeStyle};
 use hangar_kernels::GpuBackend;
 
@@ -18,11 +17,7 @@ fn attention_case(policy: KvPolicy, n_head: usize, n_head_kv: usize, head_dim: u
     let mut rng = Rng::new(policy as u64 * 31 + n_head as u64);
     let (qd, kvd) = (n_head * head_dim, n_head_kv * head_dim);
     let total = 72;
-    let f = file(vec![
-        matrix(&mut rng, "q", GgmlType::F32, total, qd),
-        matrix(&mut rng, "k", GgmlType::F32, total, kvd),
-        matrix(&mut rng, "v", GgmlType::F32, total, kvd),
-    ]);
+    let f = qkv_file(&mut rng, total, qd, kvd);
     let p = AttnParams { n_head, n_head_kv, head_dim, scale: 1.0 / (head_dim as f32).sqrt(), softcap: None, window: None };
     let rope = RopeConfig { style: RopeStyle::Neox, n_rot: head_dim, freq_base: 10000.0, freq_scale: 1.0, llama3: None, freq_factors: None };
     let go = |be: &mut dyn Backend| -> Vec<f32> {
@@ -52,6 +47,7 @@ fn attention_case(policy: KvPolicy, n_head: usize, n_head_kv: usize, head_dim: u
 fn check(policy: KvPolicy, tol: f64) {
     for (n_head, n_head_kv, hd) in [(6, 2, 64), (2, 1, 128)] {
         let e = attention_case(policy, n_head, n_head_kv, hd);
+        eprintln!("{policy} heads {n_head}/{n_head_kv} of {hd}: NMSE {e:e}");
         assert!(e < tol, "{policy} heads {n_head}/{n_head_kv} of {hd}: NMSE {e:e} (tolerance {tol:e})");
     }
 }

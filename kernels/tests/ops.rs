@@ -194,15 +194,11 @@ fn attention_case(n_head: usize, n_head_kv: usize, window: Option<usize>, softca
     let (qd, kvd) = (n_head * head_dim, n_head_kv * head_dim);
     // A prefill of 70 tokens (more than one 64-position tile), then two decode steps.
     let total = 72;
-    let f = file(vec![
-        matrix(&mut rng, "q", GgmlType::F32, total, qd),
-        matrix(&mut rng, "k", GgmlType::F32, total, kvd),
-        matrix(&mut rng, "v", GgmlType::F32, total, kvd),
-    ]);
+    let f = qkv_file(&mut rng, total, qd, kvd);
     let p = AttnParams { n_head, n_head_kv, head_dim, scale: 0.125, softcap, window };
     let go = |be: &mut dyn Backend| -> Vec<f32> {
         let ids: Vec<_> = ["q", "k", "v"].iter().map(|n| be.load_weight(&f, n).expect("load")).collect();
-        let seq = be.new_sequence(2, kvd, 96, hangar_engine::backend::KvFormat { policy: Default::default(), head_dim: head_dim }).expect("seq");
+        let seq = be.new_sequence(2, kvd, 96, hangar_engine::backend::KvFormat { policy: Default::default(), head_dim }).expect("seq");
         let mut out = Vec::new();
         for (pos0, n) in [(0usize, 70usize), (70, 1), (71, 1)] {
             be.begin_step();
