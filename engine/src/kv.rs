@@ -101,7 +101,9 @@ impl FromStr for KvPolicy {
             "f32" => Ok(KvPolicy::F32),
             "f16" => Ok(KvPolicy::F16),
             "q8" | "q8_0" => Ok(KvPolicy::Q8),
-            // Plain "int4" is the better-measuring variant (bench/RESULTS.md, "KV cache policies").
+            // "int4" is the rotated variant: four times less perplexity cost than plain on
+            // SmolLM2; on Qwen2.5's outlier keys plain measured better, and both fail there
+            // (bench/RESULTS.md, "KV cache policies").
             "int4" | "int4h" | "int4-hadamard" => Ok(KvPolicy::Int4Hadamard),
             "int4-plain" => Ok(KvPolicy::Int4Plain),
             _ => Err(KvError::UnknownPolicy(s.to_string())),
