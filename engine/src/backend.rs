@@ -21,6 +21,13 @@ pub struct Act(pub u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SeqId(pub u32);
 
+/// How a sequence's KV cache stores each head vector of `head_dim` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KvFormat {
+    pub policy: crate::kv::KvPolicy,
+    pub head_dim: usize,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("tensor {0:?} is not in the file")]
@@ -77,8 +84,9 @@ pub trait Backend: Send {
     /// Makes a tensor of `file` available to kernels, in its stored format.
     fn load_weight(&mut self, file: &Arc<GgufFile>, name: &str) -> Result<WeightId, BackendError>;
 
-    /// Allocates a KV cache of `n_ctx` positions for `n_layer` layers of `kv_dim` values.
-    fn new_sequence(&mut self, n_layer: usize, kv_dim: usize, n_ctx: usize) -> Result<SeqId, BackendError>;
+    /// Allocates a KV cache of `n_ctx` positions for `n_layer` layers of `kv_dim` values,
+    /// stored as `format` says (a policy the backend cannot hold is a `Shape` error).
+    fn new_sequence(&mut self, n_layer: usize, kv_dim: usize, n_ctx: usize, format: KvFormat) -> Result<SeqId, BackendError>;
     fn free_sequence(&mut self, seq: SeqId);
 
     /// Starts a step; every `Act` of the previous step becomes invalid.

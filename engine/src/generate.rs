@@ -126,7 +126,8 @@ impl Drop for Session<'_> {
 impl<'m> Session<'m> {
     pub(crate) fn new(model: &'m mut Model, n_ctx: usize) -> Result<Self, EngineError> {
         let hp = &model.spec.hparams;
-        let seq = model.backend.new_sequence(hp.n_layer, hp.kv_dim(), n_ctx)?;
+        let format = crate::backend::KvFormat { policy: model.kv_policy(), head_dim: hp.head_dim };
+        let seq = model.backend.new_sequence(hp.n_layer, hp.kv_dim(), n_ctx, format)?;
         Ok(Session { model, seq, n_ctx, history: Vec::new() })
     }
 

@@ -11,6 +11,7 @@ pub mod family;
 pub mod generate;
 pub mod gguf;
 pub mod graph;
+pub mod kv;
 pub mod logprobs;
 pub mod model;
 pub mod perplexity;

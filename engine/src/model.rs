@@ -10,6 +10,7 @@ use crate::family::Registry;
 use crate::generate::Session;
 use crate::gguf::GgufFile;
 use crate::graph::Weights;
+use crate::kv::KvPolicy;
 use crate::spec::ModelSpec;
 use crate::tokenizer::Tokenizer;
 
@@ -21,6 +22,8 @@ pub struct Model {
     pub chat: Option<ChatTemplate>,
     pub(crate) backend: Box<dyn Backend>,
     pub(crate) weights: Weights,
+    /// How sessions opened from now on store their KV cache.
+    kv_policy: KvPolicy,
 }
 
 impl Model {
@@ -57,7 +60,24 @@ impl Model {
             Err(e) => return Err(e.into()),
         };
         let weights = Weights::load(&spec, &file, backend.as_mut(), progress)?;
-        Ok(Model { file, spec, tokenizer, chat, backend, weights })
+        Ok(Model { file, spec, tokenizer, chat, backend, weights, kv_policy: KvPolicy::F32 })
+    }
+
+    pub fn kv_policy(&self) -> KvPolicy {
+        self.kv_policy
+    }
+
+    /// Sets the KV policy of later sessions, refusing one this model's heads cannot use.
+    pub fn set_kv_policy(&mut self, policy: KvPolicy) -> Result<(), EngineError> {
+        policy.check(self.spec.hparams.head_dim).map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
+        self.kv_policy = policy;
+        Ok(())
+    }
+
+    /// KV-cache bytes one token takes under the current policy.
+    pub fn kv_bytes_per_token(&self) -> usize {
+        let hp = &self.spec.hparams;
+        crate::kv::kv_bytes_per_token(self.kv_policy, hp.n_layer, hp.n_head_kv, hp.head_dim)
     }
 
     pub fn backend_name(&self) -> &'static str {

@@ -6,8 +6,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use hangar_engine::backend::{Act, AttnParams, Backend, BackendError, DeviceSampling, NormParams, SeqId, WeightId};
+use hangar_engine::backend::{Act, AttnParams, Backend, BackendError, DeviceSampling, KvFormat, NormParams, SeqId, WeightId};
 use hangar_engine::gguf::GgufFile;
+use hangar_engine::kv::KvPolicy;
 use hangar_engine::spec::{Activation, RopeConfig, RopeStyle};
 
 use crate::arena::{Arenas, GpuWeight};
@@ -46,6 +47,7 @@ struct KvSeq {
     n_layer: usize,
     kv_dim: usize,
     n_ctx: usize,
+    format: KvFormat,
     /// Bytes between consecutive layers of one buffer (aligned for dynamic offsets).
     slot: u64,
     layers_per_buf: usize,
@@ -269,9 +271,16 @@ impl Backend for GpuBackend {
         Ok(WeightId(self.weights.len() as u32 - 1))
     }
 
-    fn new_sequence(&mut self, n_layer: usize, kv_dim: usize, n_ctx: usize) -> Result<SeqId, BackendError> {
+    fn new_sequence(&mut self, n_layer: usize, kv_dim: usize, n_ctx: usize, format: KvFormat) -> Result<SeqId, BackendError> {
+        let hd = format.head_dim;
+        format.policy.check(hd).map_err(|e| shape("kv cache", e.to_string()))?;
+        if hd > 256 || !kv_dim.is_multiple_of(hd) {
+            return Err(shape("kv cache", format!("kv_dim {kv_dim} in heads of {hd} (at most 256)")));
+        }
         let lim = &self.gpu.limits;
-        let bind = (n_ctx as u64).saturating_mul(kv_dim as u64).saturating_mul(8);
+        // One layer: n_ctx rows of k records, then as many of v (engine/src/kv.rs layouts).
+        let row_bytes = (kv_dim / hd) as u64 * 4 * format.policy.record_words(hd) as u64;
+        let bind = (n_ctx as u64).saturating_mul(row_bytes).saturating_mul(2);
         if bind == 0 || bind > self.gpu.max_binding {
             return Err(BackendError::OutOfMemory(format!("a KV cache layer of {bind} bytes exceeds a storage binding")));
         }
@@ -300,7 +309,7 @@ impl Backend for GpuBackend {
         }
         let id = self.next_seq;
         self.next_seq += 1;
-        self.seqs.insert(id, KvSeq { n_layer, kv_dim, n_ctx, slot, layers_per_buf, bufs });
+        self.seqs.insert(id, KvSeq { n_layer, kv_dim, n_ctx, format, slot, layers_per_buf, bufs });
         Ok(SeqId(id))
     }
 
@@ -465,7 +474,7 @@ impl Backend for GpuBackend {
         let k = k_rope.map_or(k, |r| r.src);
         let (qa, ka, va) = (self.ready(q)?, self.ready(k)?, self.ready(v)?);
         let s = self.seqs.get(&seq.0).ok_or_else(|| BackendError::BadHandle(format!("{seq:?}")))?;
-        let (kv_dim, n_ctx) = (s.kv_dim, s.n_ctx);
+        let (kv_dim, n_ctx, format) = (s.kv_dim, s.n_ctx, s.format);
         let n = qa.rows;
         let hd = p.head_dim;
         if qa.cols != p.n_head * hd
@@ -479,6 +488,7 @@ impl Backend for GpuBackend {
             || layer >= s.n_layer
             || hd > 256
             || !hd.is_multiple_of(4)
+            || hd != format.head_dim
         {
             return Err(shape("attention", format!("q {n}x{}, k/v width {} vs cache {kv_dim}, head_dim {hd}", qa.cols, ka.cols)));
         }
@@ -486,7 +496,8 @@ impl Backend for GpuBackend {
             return Err(BackendError::ContextFull { pos: pos0, n, n_ctx });
         }
         let kv = self.kv_layer(seq, layer)?;
-        let total = n * kv_dim;
+        // f32 writes one element per invocation, the quantized policies one head vector.
+        let total = if format.policy == KvPolicy::F32 { n * kv_dim } else { n * p.n_head_kv };
         let kr = k_rope.unwrap_or(LazyRope { src: k, head_dim: hd, pos0, n_rot: 0, neox: false, freq_off: 0, freq_scale: 1.0 });
         let wp = [
             ka.off,
@@ -503,7 +514,7 @@ impl Backend for GpuBackend {
             kr.freq_scale.to_bits(),
         ];
         let wg = self.threads(total)?;
-        self.rec.dispatch(Op::KvWrite, None, &wp, wg, Binds { kv: Some(kv.clone()), ..Default::default() });
+        self.rec.dispatch(Op::KvWrite(format.policy), None, &wp, wg, Binds { kv: Some(kv.clone()), ..Default::default() });
         // Decode splits the context over workgroups of 64 positions; prefill has enough
         // (token, head) pairs to fill the device without.
         let span = p.window.map_or(pos0 + n, |w| w.min(pos0 + n));
@@ -533,7 +544,7 @@ impl Backend for GpuBackend {
             qr.freq_scale.to_bits(),
         ];
         let (gx, gy) = grid(&self.gpu, u(n * p.n_head * n_chunks, "attention rows")?);
-        self.rec.dispatch(Op::Attention, None, &ap, [gx, gy, 1], Binds { kv: Some(kv), ..Default::default() });
+        self.rec.dispatch(Op::Attention(format.policy), None, &ap, [gx, gy, 1], Binds { kv: Some(kv), ..Default::default() });
         if n_chunks > 1 {
             let cp = [part_off, off, n as u32, p.n_head as u32, hd as u32, n_chunks as u32];
             let (gx, gy) = grid(&self.gpu, u(n * p.n_head, "attention rows")?);

@@ -26,6 +26,8 @@ pub struct BenchOptions {
     pub reps: usize,
     /// Also time every dispatch of one prefill and a few decode steps (needs HANGAR_PROFILE).
     pub profile: bool,
+    /// How the benchmarked sequences store their KV cache.
+    pub kv: hangar_engine::kv::KvPolicy,
 }
 
 #[derive(Clone, Debug)]
@@ -96,12 +98,13 @@ struct Run<'a> {
     spec: &'a ModelSpec,
     w: &'a Weights,
     be: &'a mut GpuBackend,
+    kv: hangar_engine::kv::KvPolicy,
 }
 
 impl Run<'_> {
     fn prefill(&mut self, prompt: &[u32], chunk: usize, n_ctx: usize) -> Result<(hangar_engine::backend::SeqId, u32), BenchError> {
         let hp = &self.spec.hparams;
-        let seq = self.be.new_sequence(hp.n_layer, hp.kv_dim(), n_ctx)?;
+        let seq = self.be.new_sequence(hp.n_layer, hp.kv_dim(), n_ctx, hangar_engine::backend::KvFormat { policy: self.kv, head_dim: hp.head_dim })?;
         let mut tok = 0;
         let mut pos = 0;
         for c in prompt.chunks(chunk.max(1)) {
@@ -151,7 +154,7 @@ pub fn run(model_path: &Path, registry: &Registry, o: &BenchOptions) -> Result<B
     let hp = spec.hparams.clone();
     let n_ctx = o.n_prompt + o.n_gen + 1;
     let prompt: Vec<u32> = (0..o.n_prompt).map(|i| (1 + i * 7919 % hp.n_vocab.saturating_sub(1).max(1)) as u32).collect();
-    let mut r = Run { spec: &spec, w: &w, be: &mut be };
+    let mut r = Run { spec: &spec, w: &w, be: &mut be, kv: o.kv };
     // The upload happens at the first step; a short warm-up also compiles the pipelines.
     let (seq, tok) = r.prefill(&prompt[..o.n_prompt.min(8)], o.chunk, n_ctx)?;
     r.decode(seq, tok, o.n_prompt.min(8), 2)?;

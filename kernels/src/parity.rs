@@ -34,7 +34,7 @@ impl ParityReport {
 /// Greedy decoding where every token is picked by `be.argmax` (on the device for the GPU).
 pub fn greedy(be: &mut dyn Backend, spec: &ModelSpec, w: &Weights, prompt: &[u32], n: usize, n_ctx: usize) -> Result<Vec<u32>, BackendError> {
     let hp = &spec.hparams;
-    let seq = be.new_sequence(hp.n_layer, hp.kv_dim(), n_ctx)?;
+    let seq = be.new_sequence(hp.n_layer, hp.kv_dim(), n_ctx, hangar_engine::backend::KvFormat { policy: Default::default(), head_dim: hp.head_dim })?;
     let mut out = Vec::with_capacity(n);
     let mut pos = 0;
     let mut input = prompt.to_vec();
@@ -55,7 +55,7 @@ pub fn greedy(be: &mut dyn Backend, spec: &ModelSpec, w: &Weights, prompt: &[u32
 /// Top-1 of every position of `tokens` in one forward pass (on the device for the GPU).
 fn top1_all(be: &mut dyn Backend, spec: &ModelSpec, w: &Weights, tokens: &[u32], n_ctx: usize, on_device: bool) -> Result<Vec<u32>, BackendError> {
     let hp = &spec.hparams;
-    let seq = be.new_sequence(hp.n_layer, hp.kv_dim(), n_ctx)?;
+    let seq = be.new_sequence(hp.n_layer, hp.kv_dim(), n_ctx, hangar_engine::backend::KvFormat { policy: Default::default(), head_dim: hp.head_dim })?;
     let r = if on_device {
         forward_act(spec, w, be, seq, tokens, 0, Logits::All).and_then(|l| be.argmax(l, hp.n_vocab))
     } else {

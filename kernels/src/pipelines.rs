@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::sync::Mutex;
 
+use hangar_engine::kv::KvPolicy;
 use hangar_engine::quant::GgmlType;
 
 use crate::layout;
@@ -27,8 +28,9 @@ pub enum Op {
     Embed,
     Norm,
     Rope,
-    KvWrite,
-    Attention,
+    /// KV append and attention, for the cache's policy.
+    KvWrite(KvPolicy),
+    Attention(KvPolicy),
     AttnCombine,
     Eltwise,
     Argmax,
@@ -45,8 +47,8 @@ impl Op {
             Op::Embed => include_str!("shaders/embed.wgsl"),
             Op::Norm => include_str!("shaders/norm.wgsl"),
             Op::Rope => include_str!("shaders/rope.wgsl"),
-            Op::KvWrite => include_str!("shaders/kv_write.wgsl"),
-            Op::Attention => include_str!("shaders/attention.wgsl"),
+            Op::KvWrite(_) => include_str!("shaders/kv_write.wgsl"),
+            Op::Attention(_) => include_str!("shaders/attention.wgsl"),
             Op::AttnCombine => include_str!("shaders/attn_combine.wgsl"),
             Op::Eltwise => include_str!("shaders/eltwise.wgsl"),
             Op::Argmax => include_str!("shaders/argmax.wgsl"),
@@ -109,6 +111,17 @@ fn select_variant(src: &str, defines: &[&str]) -> String {
     out
 }
 
+/// The `//#if` names selecting a KV policy's record code (kv_common.wgsl).
+fn kv_defines(p: KvPolicy) -> &'static [&'static str] {
+    match p {
+        KvPolicy::F32 => &[],
+        KvPolicy::F16 => &["KVQ", "KV_F16"],
+        KvPolicy::Q8 => &["KVQ", "KV_Q8"],
+        KvPolicy::Int4Plain => &["KVQ", "KV_INT4"],
+        KvPolicy::Int4Hadamard => &["KVQ", "KV_INT4", "KV_HADAMARD"],
+    }
+}
+
 /// Full WGSL of `op` (specialized to `ty` for the ops that read weight matrices, and to the
 /// subgroup or fallback variant).
 pub fn shader_source(op: Op, ty: Option<GgmlType>, subgroups: bool) -> String {
@@ -126,13 +139,22 @@ pub fn shader_source(op: Op, ty: Option<GgmlType>, subgroups: bool) -> String {
     if unit.is_some() {
         defines.push("FAST");
     }
+    let kv = match op {
+        Op::KvWrite(p) | Op::Attention(p) => p,
+        _ => KvPolicy::F32,
+    };
+    defines.extend(kv_defines(kv));
     let mut s = String::new();
     s.push_str(&select_variant(op.source(), &defines));
     s.push('\n');
     s.push_str(COMMON);
-    if matches!(op, Op::Rope | Op::KvWrite | Op::Attention) {
+    if matches!(op, Op::Rope | Op::KvWrite(_) | Op::Attention(_)) {
         s.push('\n');
         s.push_str(include_str!("shaders/rope_common.wgsl"));
+    }
+    if kv != KvPolicy::F32 {
+        s.push('\n');
+        s.push_str(&select_variant(include_str!("shaders/kv_common.wgsl"), &defines));
     }
     if let Some(src) = unit.or_else(|| ty.and_then(dequant_source)) {
         s.push('\n');

@@ -60,7 +60,7 @@ const NAMES: [&str; 15] = ["x", "n1", "n1b", "n2", "n2b", "bq", "bk", "bv", "q",
 fn block(be: &mut dyn Backend, f: &Arc<GgufFile>, c: &Case) -> Vec<f32> {
     let id: Vec<WeightId> = NAMES.iter().map(|n| be.load_weight(f, n).expect("load")).collect();
     let w = |n: &str| id[NAMES.iter().position(|m| *m == n).expect("name")];
-    let seq = be.new_sequence(1, NKV * HD, 16).expect("seq");
+    let seq = be.new_sequence(1, NKV * HD, 16, hangar_engine::backend::KvFormat { policy: Default::default(), head_dim: HD }).expect("seq");
     let rope = RopeConfig { style: RopeStyle::Neox, n_rot: HD / 2, freq_base: 10000.0, freq_scale: 1.0, llama3: None, freq_factors: None };
     let np = NormParams { kind: c.norm, eps: 1e-5, add_one: false, group: E };
     let nb = |s: &str| (c.norm == NormKind::Layer).then(|| w(s));

@@ -63,14 +63,14 @@ fn model_larger_than_one_storage_binding_matches_cpu_logits() {
 
     let mut cpu = CpuBackend::new();
     let cw = Weights::load(&spec, &file, &mut cpu, |_, _| {}).expect("cpu weights");
-    let seq = cpu.new_sequence(2, 128, 64).expect("seq");
+    let seq = cpu.new_sequence(2, 128, 64, hangar_engine::backend::KvFormat { policy: Default::default(), head_dim: spec.hparams.head_dim }).expect("seq");
     let want = forward(&spec, &cw, &mut cpu, seq, &tokens, 0, Logits::All).expect("cpu forward");
     let want_next = forward(&spec, &cw, &mut cpu, seq, &[9], tokens.len(), Logits::Last).expect("cpu decode");
 
     // Reuse of activation memory at layer boundaries is forced on (it normally starts at 8 MiB).
     let mut be = GpuBackend::with_options(dev.clone(), BackendOptions { reuse_bytes: Some(0), ..Default::default() });
     let gw = Weights::load(&spec, &file, &mut be, |_, _| {}).expect("gpu weights");
-    let seq = be.new_sequence(2, 128, 64).expect("seq");
+    let seq = be.new_sequence(2, 128, 64, hangar_engine::backend::KvFormat { policy: Default::default(), head_dim: spec.hparams.head_dim }).expect("seq");
     let got = forward(&spec, &gw, &mut be, seq, &tokens, 0, Logits::All).expect("gpu forward");
     let got_next = forward(&spec, &gw, &mut be, seq, &[9], tokens.len(), Logits::Last).expect("gpu decode");
 

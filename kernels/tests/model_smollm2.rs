@@ -68,8 +68,8 @@ fn smollm2_gpu_matches_cpu_greedy_and_teacher_forced() {
 
     // The last-position logits of a prompt agree closely, not just their argmax.
     let (_, first) = &golden_prompts()[0];
-    let seq_c = cpu_be.new_sequence(spec.hparams.n_layer, spec.hparams.kv_dim(), N_CTX).expect("seq");
-    let seq_g = gpu_be.new_sequence(spec.hparams.n_layer, spec.hparams.kv_dim(), N_CTX).expect("seq");
+    let seq_c = cpu_be.new_sequence(spec.hparams.n_layer, spec.hparams.kv_dim(), N_CTX, hangar_engine::backend::KvFormat { policy: Default::default(), head_dim: spec.hparams.head_dim }).expect("seq");
+    let seq_g = gpu_be.new_sequence(spec.hparams.n_layer, spec.hparams.kv_dim(), N_CTX, hangar_engine::backend::KvFormat { policy: Default::default(), head_dim: spec.hparams.head_dim }).expect("seq");
     let lc = forward(&spec, &cw, &mut cpu_be, seq_c, first, 0, Logits::Last).expect("cpu forward");
     let lg = forward(&spec, &gw, &mut gpu_be, seq_g, first, 0, Logits::Last).expect("gpu forward");
     let e = common::nmse(&lg, &lc);

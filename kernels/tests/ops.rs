@@ -194,15 +194,11 @@ fn attention_case(n_head: usize, n_head_kv: usize, window: Option<usize>, softca
     let (qd, kvd) = (n_head * head_dim, n_head_kv * head_dim);
     // A prefill of 70 tokens (more than one 64-position tile), then two decode steps.
     let total = 72;
-    let f = file(vec![
-        matrix(&mut rng, "q", GgmlType::F32, total, qd),
-        matrix(&mut rng, "k", GgmlType::F32, total, kvd),
-        matrix(&mut rng, "v", GgmlType::F32, total, kvd),
-    ]);
+    let f = qkv_file(&mut rng, total, qd, kvd);
     let p = AttnParams { n_head, n_head_kv, head_dim, scale: 0.125, softcap, window };
     let go = |be: &mut dyn Backend| -> Vec<f32> {
         let ids: Vec<_> = ["q", "k", "v"].iter().map(|n| be.load_weight(&f, n).expect("load")).collect();
-        let seq = be.new_sequence(2, kvd, 96).expect("seq");
+        let seq = be.new_sequence(2, kvd, 96, hangar_engine::backend::KvFormat { policy: Default::default(), head_dim }).expect("seq");
         let mut out = Vec::new();
         for (pos0, n) in [(0usize, 70usize), (70, 1), (71, 1)] {
             be.begin_step();
@@ -239,7 +235,7 @@ fn attention_refuses_positions_past_the_cache() {
     let f = file(vec![matrix(&mut rng, "q", GgmlType::F32, 4, 64)]);
     let mut be = gpu_backend();
     let id = be.load_weight(&f, "q").expect("load");
-    let seq = be.new_sequence(1, 64, 2).expect("seq");
+    let seq = be.new_sequence(1, 64, 2, hangar_engine::backend::KvFormat { policy: Default::default(), head_dim: 64 }).expect("seq");
     be.begin_step();
     let x = be.embed(id, &[0, 1, 2]).expect("embed");
     let p = AttnParams { n_head: 1, n_head_kv: 1, head_dim: 64, scale: 1.0, softcap: None, window: None };

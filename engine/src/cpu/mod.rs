@@ -8,11 +8,11 @@ pub mod ops;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::backend::{Act, AttnParams, Backend, BackendError, NormParams, SeqId, WeightId};
+use crate::backend::{Act, AttnParams, Backend, BackendError, KvFormat, NormParams, SeqId, WeightId};
 use crate::gguf::GgufFile;
 use crate::quant::{self, GgmlType};
 use crate::spec::{Activation, RopeConfig};
-pub use attention::{attend, KvCache};
+pub use attention::{attend, attend_policy, KvCache};
 
 enum Weight {
     /// A matrix left in the mapping: `rows` rows of `cols` elements of `ty`.
@@ -103,14 +103,15 @@ impl Backend for CpuBackend {
         Ok(WeightId(self.weights.len() as u32 - 1))
     }
 
-    fn new_sequence(&mut self, n_layer: usize, kv_dim: usize, n_ctx: usize) -> Result<SeqId, BackendError> {
+    fn new_sequence(&mut self, n_layer: usize, kv_dim: usize, n_ctx: usize, format: KvFormat) -> Result<SeqId, BackendError> {
         let bytes = (n_layer as u128) * (kv_dim as u128) * (n_ctx as u128) * 8;
         if bytes > (1u128 << 40) {
             return Err(BackendError::OutOfMemory(format!("KV cache of {bytes} bytes")));
         }
+        let cache = KvCache::new(n_layer, kv_dim, n_ctx, format)?;
         let id = self.next_seq;
         self.next_seq += 1;
-        self.seqs.insert(id, KvCache::new(n_layer, kv_dim, n_ctx));
+        self.seqs.insert(id, cache);
         Ok(SeqId(id))
     }
 
@@ -203,16 +204,16 @@ impl Backend for CpuBackend {
             || p.n_head % p.n_head_kv != 0
             || km.rows != n
             || vm.rows != n
-            || layer >= cache.k.len()
+            || layer >= cache.n_layer()
+            || p.head_dim != cache.format.head_dim
         {
             return Err(BackendError::Shape { op: "attention", detail: format!("q {}x{}, k/v width {} vs cache {kv_dim}", n, qm.cols, km.cols) });
         }
         if pos0 + n > cache.n_ctx {
             return Err(BackendError::ContextFull { pos: pos0, n, n_ctx: cache.n_ctx });
         }
-        cache.k[layer][pos0 * kv_dim..(pos0 + n) * kv_dim].copy_from_slice(&km.data);
-        cache.v[layer][pos0 * kv_dim..(pos0 + n) * kv_dim].copy_from_slice(&vm.data);
-        let out = attend(&qm.data, n, pos0, &cache.k[layer], &cache.v[layer], kv_dim, p);
+        cache.write(layer, pos0, &km.data, &vm.data);
+        let out = cache.attend(layer, &qm.data, n, pos0, p);
         let cols = p.n_head * p.head_dim;
         Ok(self.push(Mat { rows: n, cols, data: out }))
     }

@@ -5,7 +5,9 @@
 // head dimensions over the tile's values. With one slice the output is final; otherwise each
 // slice writes (max, sum, unnormalized output) for attn_combine.wgsl. q can be rotated (RoPE)
 // as it is loaded, so the rope of q needs no dispatch of its own. Sliding window and logit
-// soft-capping as in the CPU twin (`cpu::attend`).
+// soft-capping as in the CPU twin (`cpu::attend`). The quantized KV policies (KVQ) decode each
+// vec4 of a record as it is loaded (kv_common.wgsl); for int4h, q is rotated once after it is
+// loaded and the output rotated back once, as `cpu::KvCache::attend` does.
 struct Params {
     q_off: u32, out_off: u32, n: u32, n_head: u32,
     n_head_kv: u32, head_dim: u32, pos0: u32, n_ctx: u32,
@@ -14,7 +16,48 @@ struct Params {
     n_rot: u32, neox: u32, freq_scale: f32, p0: u32,
 }
 
+//#if KVQ
+// Word index of position j's record of KV head kvh.
+fn kv_rec(j: u32, kvh: u32) -> u32 {
+    return (j * P.n_head_kv + kvh) * rec_words(P.head_dim);
+}
+//#else
 @group(3) @binding(0) var<storage, read_write> kv4: array<vec4<f32>>;
+
+// The f32 "record" is the head's vec4 run of row j.
+fn kv_rec(j: u32, kvh: u32) -> u32 {
+    return (j * P.kv_dim + kvh * P.head_dim) / 4u;
+}
+
+fn kv_load(base: u32, d: u32, hd: u32) -> vec4<f32> {
+    return kv4[base + d];
+}
+
+fn kv_rotate_q(lid: u32) {}
+//#endif
+
+//#if KV_HADAMARD
+// Normalized Walsh–Hadamard transform of the head vector in qs, by the whole workgroup.
+fn kv_rotate_q(lid: u32) {
+    let hd = P.head_dim;
+    for (var h = 1u; h < hd; h <<= 1u) {
+        for (var p = lid; p < hd / 2u; p += WG) {
+            let i = (p / h) * 2u * h + p % h;
+            let j = i + h;
+            let a = qs[i / 4u][i % 4u];
+            let b = qs[j / 4u][j % 4u];
+            qs[i / 4u][i % 4u] = a + b;
+            qs[j / 4u][j % 4u] = a - b;
+        }
+        workgroupBarrier();
+    }
+    let s = 1.0 / sqrt(f32(hd));
+    for (var d = lid; d < hd / 4u; d += WG) {
+        qs[d] *= s;
+    }
+    workgroupBarrier();
+}
+//#endif
 
 const WG: u32 = 64u;
 var<workgroup> qs: array<vec4<f32>, 64>; // head_dim <= 256
@@ -68,14 +111,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let per = (tiles + P.n_chunks - 1u) / P.n_chunks;
     let tile0 = c * per;
     let tile1 = min(tiles, tile0 + per);
-    let koff4 = (h / (P.n_head / P.n_head_kv)) * hd4;
+    let kvh = h / (P.n_head / P.n_head_kv);
     let qb = P.q_off + (t * P.n_head + h) * hd;
     for (var d = lid; d < hd4; d += WG) {
         qs[d] = vec4<f32>(q_elem(qb, pos, 4u * d), q_elem(qb, pos, 4u * d + 1u), q_elem(qb, pos, 4u * d + 2u), q_elem(qb, pos, 4u * d + 3u));
     }
     workgroupBarrier();
-    let kv4dim = P.kv_dim / 4u;
-    let vbase = P.n_ctx * kv4dim;
+    kv_rotate_q(lid);
+    // Records of one position (its row stride), and where the v records start.
+    let rs = kv_rec(1u, 0u);
+    let vbase = kv_rec(P.n_ctx, 0u);
     var m = -3.0e38;
     var l = 0.0;
     // Invocation lid owns output dims 4 * (lid % hd4) .. +4 for tile rows lid / hd4, + 64 / hd4, ...
@@ -87,25 +132,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let j = j0 + lid;
         var s = -3.0e38;
         if (j <= pos) {
-            let kb = j * kv4dim + koff4;
+            let kb = kv_rec(j, kvh);
             // Eight loads in flight per iteration.
             var da = vec4<f32>(0.0);
             var db = vec4<f32>(0.0);
             var d = 0u;
             for (; d + 7u < hd4; d += 8u) {
-                let k0 = kv4[kb + d];
-                let k1 = kv4[kb + d + 1u];
-                let k2 = kv4[kb + d + 2u];
-                let k3 = kv4[kb + d + 3u];
-                let k4 = kv4[kb + d + 4u];
-                let k5 = kv4[kb + d + 5u];
-                let k6 = kv4[kb + d + 6u];
-                let k7 = kv4[kb + d + 7u];
+                let k0 = kv_load(kb, d, hd);
+                let k1 = kv_load(kb, d + 1u, hd);
+                let k2 = kv_load(kb, d + 2u, hd);
+                let k3 = kv_load(kb, d + 3u, hd);
+                let k4 = kv_load(kb, d + 4u, hd);
+                let k5 = kv_load(kb, d + 5u, hd);
+                let k6 = kv_load(kb, d + 6u, hd);
+                let k7 = kv_load(kb, d + 7u, hd);
                 da += (qs[d] * k0 + qs[d + 1u] * k1) + (qs[d + 2u] * k2 + qs[d + 3u] * k3);
                 db += (qs[d + 4u] * k4 + qs[d + 5u] * k5) + (qs[d + 6u] * k6 + qs[d + 7u] * k7);
             }
             for (; d < hd4; d++) {
-                da += qs[d] * kv4[kb + d];
+                da += qs[d] * kv_load(kb, d, hd);
             }
             let d4 = da + db;
             s = (d4.x + d4.y + d4.z + d4.w) * P.scale;
@@ -121,17 +166,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let cnt = min(WG, pos + 1u - j0);
         o *= corr;
         if (lid < rstep * hd4) {
-            let vb = vbase + j0 * kv4dim + koff4 + dl;
+            let vb = vbase + kv_rec(j0, kvh);
             var jj = lid / hd4;
             for (; jj + 3u * rstep < cnt; jj += 4u * rstep) {
-                let v0 = kv4[vb + jj * kv4dim];
-                let v1 = kv4[vb + (jj + rstep) * kv4dim];
-                let v2 = kv4[vb + (jj + 2u * rstep) * kv4dim];
-                let v3 = kv4[vb + (jj + 3u * rstep) * kv4dim];
+                let v0 = kv_load(vb + jj * rs, dl, hd);
+                let v1 = kv_load(vb + (jj + rstep) * rs, dl, hd);
+                let v2 = kv_load(vb + (jj + 2u * rstep) * rs, dl, hd);
+                let v3 = kv_load(vb + (jj + 3u * rstep) * rs, dl, hd);
                 o += (pr[jj] * v0 + pr[jj + rstep] * v1) + (pr[jj + 2u * rstep] * v2 + pr[jj + 3u * rstep] * v3);
             }
             for (; jj < cnt; jj += rstep) {
-                o += pr[jj] * kv4[vb + jj * kv4dim];
+                o += pr[jj] * kv_load(vb + jj * rs, dl, hd);
             }
         }
         m = mnew;
@@ -142,12 +187,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         qs[lid] = o;
     }
     workgroupBarrier();
+    var total = vec4<f32>(0.0);
+    if (lid < hd4) {
+        for (var r = 0u; r < rstep; r++) {
+            total += qs[r * hd4 + lid];
+        }
+    }
+//#if KV_HADAMARD
+    // Back from the rotated basis (the sum is linear, so partial slices may rotate alone).
+    workgroupBarrier();
+    if (lid < hd4) {
+        qs[lid] = total;
+    }
+    workgroupBarrier();
+    kv_rotate_q(lid);
+    if (lid < hd4) {
+        total = qs[lid];
+    }
+//#endif
     if (lid >= hd4) {
         return;
-    }
-    var total = vec4<f32>(0.0);
-    for (var r = 0u; r < rstep; r++) {
-        total += qs[r * hd4 + lid];
     }
     if (P.n_chunks == 1u) {
         let ob = P.out_off + (t * P.n_head + h) * hd + 4u * lid;

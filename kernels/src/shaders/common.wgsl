@@ -4,7 +4,8 @@
 //   group 1: the weight arena holding the matrix being read (u32 words, and as vec4<u32>);
 //   group 2: the arena holding vectors (norm weights, biases) as f32;
 //   group 3: one layer's KV cache (dynamic offset): k rows then v rows; the kernels that use
-//            it declare it (kv_write.wgsl as f32, attention.wgsl as vec4).
+//            it declare it (kv_write.wgsl as f32, attention.wgsl as vec4, and kv_common.wgsl
+//            as u32 words for the quantized KV policies).
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read_write> act: array<f32>;
 @group(0) @binding(2) var<storage, read_write> act4: array<vec4<f32>>;

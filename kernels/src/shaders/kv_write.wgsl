@@ -1,13 +1,14 @@
 // Appends this step's k and v rows at positions pos0.. of the bound layer's cache
-// (k rows at 0, v rows at n_ctx * kv_dim). k can be rotated (RoPE) on the way in, so the rope
-// of k needs no dispatch of its own; the formula is rope_common.wgsl's.
+// (k records at 0, v records after n_ctx rows of them). k can be rotated (RoPE) on the way in,
+// so the rope of k needs no dispatch of its own; the formula is rope_common.wgsl's.
+// The f32 policy writes one element per invocation; the quantized policies (KVQ) encode one
+// head vector per invocation, in the record layout of engine/src/kv.rs (kv_common.wgsl), and
+// `total` counts head vectors instead of elements.
 struct Params {
     k_off: u32, v_off: u32, total: u32, kv_dim: u32,
     pos0: u32, n_ctx: u32, rope: u32, head_dim: u32,
     n_rot: u32, neox: u32, freq_off: u32, freq_scale: f32,
 }
-
-@group(3) @binding(0) var<storage, read_write> kv: array<f32>;
 
 fn k_elem(idx: u32) -> f32 {
     let x = act[P.k_off + idx];
@@ -20,6 +21,31 @@ fn k_elem(idx: u32) -> f32 {
     return rope_apply(x, act[P.k_off + idx - i + pr.y], pr.y > i, theta);
 }
 
+//#if KVQ
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let idx = (wid.y * nwg.x + wid.x) * 64u + lid;
+    if (idx >= P.total) {
+        return;
+    }
+    let hd = P.head_dim;
+    let nkv = P.kv_dim / hd;
+    let t = idx / nkv;
+    let src = t * P.kv_dim + (idx % nkv) * hd;
+    let rec = ((P.pos0 + t) * nkv + idx % nkv) * rec_words(hd);
+    for (var i = 0u; i < hd; i++) {
+        hv[i] = k_elem(src + i);
+    }
+    kv_encode(rec, hd);
+    for (var i = 0u; i < hd; i++) {
+        hv[i] = act[P.v_off + src + i];
+    }
+    kv_encode(P.n_ctx * nkv * rec_words(hd) + rec, hd);
+}
+//#else
+@group(3) @binding(0) var<storage, read_write> kv: array<f32>;
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -31,3 +57,4 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     kv[dst] = k_elem(idx);
     kv[P.n_ctx * P.kv_dim + dst] = act[P.v_off + idx];
 }
+//#endif

@@ -99,6 +99,16 @@ pub fn matrix(rng: &mut Rng, name: &str, ty: GgmlType, rows: usize, cols: usize)
     T { name: name.into(), ty, dims: vec![cols as u64, rows as u64], data: tensor_bytes(rng, ty, rows, cols) }
 }
 
+/// Random f32 tables "q", "k" and "v" of `rows` rows, read through `embed` as one step's
+/// attention inputs (row i is token id i).
+pub fn qkv_file(rng: &mut Rng, rows: usize, q_dim: usize, kv_dim: usize) -> Arc<GgufFile> {
+    file(vec![
+        matrix(rng, "q", GgmlType::F32, rows, q_dim),
+        matrix(rng, "k", GgmlType::F32, rows, kv_dim),
+        matrix(rng, "v", GgmlType::F32, rows, kv_dim),
+    ])
+}
+
 pub fn vector(name: &str, v: &[f32]) -> T {
     T { name: name.into(), ty: GgmlType::F32, dims: vec![v.len() as u64], data: bytemuck::cast_slice(v).to_vec() }
 }

@@ -37,6 +37,9 @@ pub struct Args {
     /// continuations of 64 tokens and teacher-forced top-1 agreement.
     #[arg(long, default_value_t = 0)]
     check_cpu: usize,
+    /// KV-cache policy: f32, f16, q8, int4 (= int4h, Hadamard-rotated), int4-plain.
+    #[arg(long, default_value = "f32")]
+    kv_cache: hangar_engine::kv::KvPolicy,
     #[arg(long)]
     json: bool,
 }
@@ -61,6 +64,7 @@ fn run_gpu(a: &Args) -> anyhow::Result<Figures> {
         chunk: a.batch,
         reps: a.reps,
         profile: a.profile,
+        kv: a.kv_cache,
     };
     let r = hangar_kernels::bench::run(&a.model, &hangar_families::registry(), &o)?;
     let parity = (a.check_cpu > 0)
@@ -92,6 +96,7 @@ fn run_gpu(a: &Args) -> anyhow::Result<Figures> {
 
 fn run_cpu(a: &Args) -> anyhow::Result<Figures> {
     let mut model = load_model(&a.model, Some(BackendKind::Cpu), a.json)?;
+    model.set_kv_policy(a.kv_cache)?;
     let spec = &model.spec;
     let bytes_per_token: u64 = spec
         .tensor_names()

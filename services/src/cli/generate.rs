@@ -45,6 +45,9 @@ pub struct Args {
     /// Default: the GPU when an adapter exists, else the CPU.
     #[arg(long, value_enum)]
     backend: Option<BackendKind>,
+    /// KV-cache policy: f32, f16, q8, int4 (= int4h, Hadamard-rotated), int4-plain.
+    #[arg(long, default_value = "f32")]
+    kv_cache: hangar_engine::kv::KvPolicy,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
@@ -57,6 +60,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     let policy = super::policy::load(a.policy.as_deref())?;
     super::policy::screen(&policy, [&mut a.prompt, &mut a.chat, &mut a.system])?;
     let mut model = load_model(&a.model, a.backend, a.json)?;
+    model.set_kv_policy(a.kv_cache)?;
     let prompt_tokens = match (&a.prompt, &a.chat) {
         (Some(p), None) => model.tokenizer.encode(p, true, false)?,
         (None, Some(c)) => {

@@ -278,6 +278,8 @@ pub fn model_info(f: &ModelFacts) -> pb::ModelInfo {
         embedding_length: f.embedding_length as u32,
         load_ms: f.load_ms,
         path: f.path.clone(),
+        kv_cache: f.kv_cache.clone(),
+        kv_bytes_per_token: f.kv_bytes_per_token as u64,
     }
 }
 

@@ -11,6 +11,7 @@ use dashmap::DashMap;
 use hangar_engine::backend::Backend;
 use hangar_engine::chat::ChatTemplate;
 use hangar_engine::cpu::CpuBackend;
+use hangar_engine::kv::KvPolicy;
 use hangar_engine::tokenizer::Tokenizer;
 use hangar_engine::Model;
 use tokio::sync::watch;
@@ -51,6 +52,7 @@ pub struct ModelFacts {
     pub policy: String,
     /// The vocabulary as the policy engine indexes it, built on first use.
     vocab: std::sync::OnceLock<Arc<hangar_policy::Vocab>>,
+    pub kv_bytes_per_token: usize,
 }
 
 impl ModelFacts {
@@ -198,9 +200,7 @@ impl Registry {
         if !matches!(o.backend.as_str(), "cpu" | "gpu") {
             return Err(ServiceError::invalid("options.backend", format!("{:?} is not a backend; use \"cpu\" or \"gpu\"", o.backend)));
         }
-        if o.kv_cache != "f32" {
-            return Err(ServiceError::invalid("options.kv_cache", format!("{:?} is not served; only \"f32\" is", o.kv_cache)));
-        }
+        o.kv_cache.parse::<KvPolicy>().map_err(|e| ServiceError::invalid("options.kv_cache", e.to_string()))?;
         if o.max_batch > 1 {
             return Err(ServiceError::invalid("options.max_batch", format!("{} sequences at once is not served yet; use 1", o.max_batch)));
         }
@@ -401,8 +401,11 @@ fn load_blocking(
         }
         _ => Box::new(CpuBackend::new()),
     };
-    let model = Model::load(file, plugins.families(), backend, |_, _| {})
+    let mut model = Model::load(file, plugins.families(), backend, |_, _| {})
         .map_err(|e| ServiceError::LoadFailed { name: name.to_string(), reason: e.to_string() })?;
+    // A head size the policy cannot store fails the load.
+    let kv = options.kv_cache.parse::<KvPolicy>().map_err(|e| ServiceError::invalid("options.kv_cache", e.to_string()))?;
+    model.set_kv_policy(kv).map_err(|e| ServiceError::LoadFailed { name: name.to_string(), reason: e.to_string() })?;
     let tokenizer = Tokenizer::from_gguf(&model.file)
         .map_err(|e| ServiceError::LoadFailed { name: name.to_string(), reason: e.to_string() })?;
     let hp = &model.spec.hparams;
@@ -437,7 +440,8 @@ fn load_blocking(
         embedding_length: hp.n_embd,
         load_ms: 0.0,
         path: file.strip_prefix(model_dir.canonicalize().unwrap_or_default()).unwrap_or(file).display().to_string(),
-        kv_cache: options.kv_cache.clone(),
+        kv_cache: kv.name().to_string(),
+        kv_bytes_per_token: model.kv_bytes_per_token(),
         policy: options.policy.clone(),
         vocab: Default::default(),
     };

@@ -208,6 +208,7 @@ impl Inference for InferenceService {
                 if let Some(m) = loaded {
                     s.memory_bytes = m.facts.file_bytes;
                     s.kv_policy = m.facts.kv_policy();
+                    s.kv_bytes_per_token = m.facts.kv_bytes_per_token as u64;
                     s.backend = m.facts.backend.clone();
                     s.in_flight = m.in_flight() as u32;
                     s.family = m.facts.family.clone();

@@ -1,0 +1,210 @@
+//! KV-cache policies: how each cached head vector (one position, one KV head, `head_dim`
+//! values) is stored. Every policy stores a head vector as one record of 32-bit words, the
+//! same bytes on the CPU and the GPU, so the CPU backend is the GPU kernels' twin:
+//!
+//! | policy  | record (words)                                   | bytes per head vector |
+//! |---------|--------------------------------------------------|-----------------------|
+//! | `f32`   | `hd` f32                                         | `4·hd`                |
+//! | `f16`   | `hd/2` words of two f16 (element 2i low)         | `2·hd`                |
+//! | `q8`    | `hd/4` words of four i8, then one f16 scale per 32-value block, two per word | `hd + 4·⌈⌈hd/32⌉/2⌉` |
+//! | `int4`  | `hd/8` words of eight nibbles (q+8, element i at bits 4·(i%8)), then one f32 scale | `hd/2 + 4` |
+//! | `int4h` | `int4` of the normalized Walsh–Hadamard rotation of the vector | `hd/2 + 4` |
+//!
+//! `kv_bytes_per_token = 2 (k and v) · n_layer · n_head_kv · bytes per head vector`.
+//!
+//! The rotation spreads a vector's outliers over all its coordinates, so one scale per vector
+//! wastes fewer of the 16 levels. It is orthonormal and its own inverse, so attention never
+//! undoes it per key: q is rotated once (`q·k = Hq·Hk`), and the weighted sum of rotated values
+//! is rotated back once (`Σ wⱼ·Hvⱼ = H·Σ wⱼ·vⱼ`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use half::f16;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum KvPolicy {
+    #[default]
+    F32,
+    F16,
+    /// 8-bit, one f16 scale per 32-value block.
+    Q8,
+    /// 4-bit, one f32 scale per head vector (the seed's approach).
+    Int4Plain,
+    /// 4-bit of the Hadamard-rotated head vector, one f32 scale per head vector.
+    Int4Hadamard,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KvError {
+    #[error("unknown KV-cache policy {0:?}; expected one of f32, f16, q8, int4, int4h, int4-plain")]
+    UnknownPolicy(String),
+    #[error("KV-cache policy {policy} cannot store head vectors of {head_dim} values: {why}")]
+    HeadDim { policy: KvPolicy, head_dim: usize, why: &'static str },
+}
+
+impl KvPolicy {
+    pub const ALL: [KvPolicy; 5] = [KvPolicy::F32, KvPolicy::F16, KvPolicy::Q8, KvPolicy::Int4Plain, KvPolicy::Int4Hadamard];
+
+    /// The name `FromStr` reads back.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvPolicy::F32 => "f32",
+            KvPolicy::F16 => "f16",
+            KvPolicy::Q8 => "q8",
+            KvPolicy::Int4Plain => "int4-plain",
+            KvPolicy::Int4Hadamard => "int4h",
+        }
+    }
+
+    pub fn hadamard(self) -> bool {
+        self == KvPolicy::Int4Hadamard
+    }
+
+    /// Checks that vectors of `head_dim` fit the record layout (whole words, and a power of two
+    /// for the rotation).
+    pub fn check(self, head_dim: usize) -> Result<(), KvError> {
+        let err = |why| Err(KvError::HeadDim { policy: self, head_dim, why });
+        match self {
+            _ if head_dim == 0 => err("empty head"),
+            KvPolicy::F32 => Ok(()),
+            KvPolicy::F16 if head_dim % 2 != 0 => err("f16 pairs need an even head_dim"),
+            KvPolicy::Q8 if head_dim % 4 != 0 => err("i8 quads need a head_dim divisible by 4"),
+            KvPolicy::Int4Plain | KvPolicy::Int4Hadamard if head_dim % 8 != 0 => err("nibble words need a head_dim divisible by 8"),
+            KvPolicy::Int4Hadamard if !head_dim.is_power_of_two() => err("the Walsh–Hadamard rotation needs a power of two"),
+            _ => Ok(()),
+        }
+    }
+
+    /// 32-bit words of one head vector's record.
+    pub fn record_words(self, head_dim: usize) -> usize {
+        match self {
+            KvPolicy::F32 => head_dim,
+            KvPolicy::F16 => head_dim / 2,
+            KvPolicy::Q8 => head_dim / 4 + head_dim.div_ceil(32).div_ceil(2),
+            KvPolicy::Int4Plain | KvPolicy::Int4Hadamard => head_dim / 8 + 1,
+        }
+    }
+}
+
+impl fmt::Display for KvPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for KvPolicy {
+    type Err = KvError;
+
+    fn from_str(s: &str) -> Result<Self, KvError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" => Ok(KvPolicy::F32),
+            "f16" => Ok(KvPolicy::F16),
+            "q8" | "q8_0" => Ok(KvPolicy::Q8),
+            // "int4" is the rotated variant: four times less perplexity cost than plain on
+            // SmolLM2; on Qwen2.5's outlier keys plain measured better, and both fail there
+            // (bench/RESULTS.md, "KV cache policies").
+            "int4" | "int4h" | "int4-hadamard" => Ok(KvPolicy::Int4Hadamard),
+            "int4-plain" => Ok(KvPolicy::Int4Plain),
+            _ => Err(KvError::UnknownPolicy(s.to_string())),
+        }
+    }
+}
+
+/// Bytes of KV cache one token takes: `2 · n_layer · n_head_kv · 4 · record_words(head_dim)`.
+pub fn kv_bytes_per_token(policy: KvPolicy, n_layer: usize, n_head_kv: usize, head_dim: usize) -> usize {
+    2 * n_layer * n_head_kv * 4 * policy.record_words(head_dim)
+}
+
+/// In-place normalized fast Walsh–Hadamard transform (`x.len()` a power of two); its own inverse.
+pub fn hadamard(x: &mut [f32]) {
+    let n = x.len();
+    let mut h = 1;
+    while h < n {
+        for i in (0..n).step_by(2 * h) {
+            for j in i..i + h {
+                let (a, b) = (x[j], x[j + h]);
+                x[j] = a + b;
+                x[j + h] = a - b;
+            }
+        }
+        h *= 2;
+    }
+    let s = 1.0 / (n as f32).sqrt();
+    x.iter_mut().for_each(|v| *v *= s);
+}
+
+/// Writes the record of head vector `x` into `out` (`record_words(x.len())` words).
+pub fn encode(policy: KvPolicy, x: &[f32], out: &mut [u32]) {
+    let hd = x.len();
+    match policy {
+        KvPolicy::F32 => out.iter_mut().zip(x).for_each(|(o, v)| *o = v.to_bits()),
+        KvPolicy::F16 => {
+            for (o, p) in out.iter_mut().zip(x.chunks_exact(2)) {
+                *o = f16::from_f32(p[0]).to_bits() as u32 | (f16::from_f32(p[1]).to_bits() as u32) << 16;
+            }
+        }
+        KvPolicy::Q8 => {
+            out.fill(0);
+            let (data, scales) = out.split_at_mut(hd / 4);
+            for (b, blk) in x.chunks(32).enumerate() {
+                let amax = blk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                // Quantize against the stored (f16) scale so that decoding uses exactly it.
+                let d = f16::from_f32(amax / 127.0);
+                let inv = if d.to_f32() > 0.0 { 1.0 / d.to_f32() } else { 0.0 };
+                for (i, &v) in blk.iter().enumerate() {
+                    let e = b * 32 + i;
+                    let q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+                    data[e / 4] |= (q as u8 as u32) << (8 * (e % 4));
+                }
+                scales[b / 2] |= (d.to_bits() as u32) << (16 * (b % 2));
+            }
+        }
+        KvPolicy::Int4Plain | KvPolicy::Int4Hadamard => {
+            let mut buf = x.to_vec();
+            if policy.hadamard() {
+                hadamard(&mut buf);
+            }
+            let amax = buf.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let d = amax / 7.0;
+            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            out.fill(0);
+            for (e, &v) in buf.iter().enumerate() {
+                let q = ((v * inv).round().clamp(-7.0, 7.0) + 8.0) as u32;
+                out[e / 8] |= q << (4 * (e % 8));
+            }
+            out[hd / 8] = d.to_bits();
+        }
+    }
+}
+
+/// Decodes a record into `x`. For `int4h` the values stay rotated (see the module doc).
+pub fn decode(policy: KvPolicy, rec: &[u32], x: &mut [f32]) {
+    let hd = x.len();
+    match policy {
+        KvPolicy::F32 => x.iter_mut().zip(rec).for_each(|(v, &w)| *v = f32::from_bits(w)),
+        KvPolicy::F16 => {
+            for (p, &w) in x.chunks_exact_mut(2).zip(rec) {
+                p[0] = f16::from_bits(w as u16).to_f32();
+                p[1] = f16::from_bits((w >> 16) as u16).to_f32();
+            }
+        }
+        KvPolicy::Q8 => {
+            let (data, scales) = rec.split_at(hd / 4);
+            for (e, v) in x.iter_mut().enumerate() {
+                let b = e / 32;
+                let d = f16::from_bits((scales[b / 2] >> (16 * (b % 2))) as u16).to_f32();
+                *v = ((data[e / 4] >> (8 * (e % 4))) as u8 as i8) as f32 * d;
+            }
+        }
+        KvPolicy::Int4Plain | KvPolicy::Int4Hadamard => {
+            let d = f32::from_bits(rec[hd / 8]);
+            for (e, v) in x.iter_mut().enumerate() {
+                *v = (((rec[e / 8] >> (4 * (e % 8))) & 15) as f32 - 8.0) * d;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,167 @@
+use super::*;
+use crate::backend::{AttnParams, KvFormat};
+use crate::cpu::{attend, KvCache};
+
+/// Deterministic standard normals (xorshift + Box–Muller), so the bounds are reproducible.
+fn normals(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut uni = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    (0..n).map(|_| ((-2.0 * uni().ln()).sqrt() * (std::f64::consts::TAU * uni()).cos()) as f32).collect()
+}
+
+/// Head vectors the way real keys look: most channels small, a few fixed channels (the same
+/// in every vector, as RoPE'd key outliers are) an order of magnitude larger.
+fn outlier_heavy(seed: u64, n_vec: usize, hd: usize) -> Vec<f32> {
+    let mut x = normals(seed, n_vec * hd);
+    for v in x.chunks_mut(hd) {
+        for &c in &[3usize, 17, 40] {
+            v[c % hd] = v[c % hd] * 4.0 + 20.0;
+        }
+    }
+    x
+}
+
+fn round_trip(policy: KvPolicy, x: &[f32]) -> Vec<f32> {
+    let mut rec = vec![0u32; policy.record_words(x.len())];
+    encode(policy, x, &mut rec);
+    let mut y = vec![0.0; x.len()];
+    decode(policy, &rec, &mut y);
+    if policy.hadamard() {
+        hadamard(&mut y);
+    }
+    y
+}
+
+fn mse(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>() / a.len() as f64
+}
+
+fn nmse(a: &[f32], b: &[f32]) -> f64 {
+    mse(a, b) / (b.iter().map(|&y| (y as f64).powi(2)).sum::<f64>() / b.len() as f64)
+}
+
+#[test]
+fn policy_names_parse_back_and_unknown_names_are_refused() {
+    for p in KvPolicy::ALL {
+        assert_eq!(p.name().parse::<KvPolicy>(), Ok(p));
+    }
+    assert_eq!("Q8_0".parse::<KvPolicy>(), Ok(KvPolicy::Q8));
+    assert_eq!("int4".parse::<KvPolicy>(), Ok(KvPolicy::Int4Hadamard));
+    assert!(matches!("q4".parse::<KvPolicy>(), Err(KvError::UnknownPolicy(_))));
+    assert!(matches!("".parse::<KvPolicy>(), Err(KvError::UnknownPolicy(_))));
+}
+
+#[test]
+fn head_dims_the_layout_cannot_hold_are_refused() {
+    assert!(KvPolicy::Int4Hadamard.check(96).is_err());
+    assert!(KvPolicy::Int4Plain.check(96).is_ok());
+    assert!(KvPolicy::Int4Plain.check(12).is_err());
+    assert!(KvPolicy::Q8.check(6).is_err());
+    assert!(KvPolicy::F16.check(3).is_err());
+    assert!(KvPolicy::F32.check(0).is_err());
+}
+
+#[test]
+fn allocated_cache_sizes_match_the_bytes_per_token_formula() {
+    // (n_layer, n_head_kv, head_dim): SmolLM2-135M, Qwen2.5-0.5B, Gemma-3-270M, an odd q8 block count.
+    for (n_layer, n_head_kv, hd) in [(30, 3, 64), (24, 2, 64), (18, 1, 256), (2, 2, 96)] {
+        for p in KvPolicy::ALL.into_iter().filter(|p| p.check(hd).is_ok()) {
+            let n_ctx = 7;
+            let c = KvCache::new(n_layer, n_head_kv * hd, n_ctx, KvFormat { policy: p, head_dim: hd }).expect("cache");
+            assert_eq!(c.bytes(), n_ctx * kv_bytes_per_token(p, n_layer, n_head_kv, hd), "{p} {hd}");
+        }
+    }
+    // The formula itself, from the record layout: q8 is 34 bytes per 32 values, like Q8_0.
+    assert_eq!(kv_bytes_per_token(KvPolicy::F32, 30, 3, 64), 2 * 30 * 3 * 64 * 4);
+    assert_eq!(kv_bytes_per_token(KvPolicy::F16, 30, 3, 64), 2 * 30 * 3 * 64 * 2);
+    assert_eq!(kv_bytes_per_token(KvPolicy::Q8, 30, 3, 64), 2 * 30 * 3 * 2 * 34);
+    assert_eq!(kv_bytes_per_token(KvPolicy::Int4Plain, 30, 3, 64), 2 * 30 * 3 * (32 + 4));
+}
+
+#[test]
+fn int4_is_at_least_three_and_a_half_times_smaller_than_f16() {
+    for hd in [64, 128, 256] {
+        let f16 = kv_bytes_per_token(KvPolicy::F16, 1, 1, hd) as f64;
+        for p in [KvPolicy::Int4Plain, KvPolicy::Int4Hadamard] {
+            let ratio = f16 / kv_bytes_per_token(p, 1, 1, hd) as f64;
+            assert!(ratio >= 3.5, "{p} at head_dim {hd}: {ratio:.3}x");
+        }
+    }
+}
+
+#[test]
+fn hadamard_is_its_own_inverse_and_keeps_dot_products() {
+    let (mut a, mut b) = (normals(1, 64), normals(2, 64));
+    let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>();
+    let before = dot(&a, &b);
+    let a0 = a.clone();
+    hadamard(&mut a);
+    hadamard(&mut b);
+    assert!((dot(&a, &b) - before).abs() < 1e-4 * before.abs().max(1.0));
+    hadamard(&mut a);
+    assert!(mse(&a, &a0) < 1e-12);
+}
+
+#[test]
+fn round_trip_errors_stay_within_each_policys_step() {
+    for hd in [64usize, 128] {
+        for (i, x) in outlier_heavy(3, 8, hd).chunks(hd).enumerate() {
+            let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert_eq!(round_trip(KvPolicy::F32, x), x);
+            let y = round_trip(KvPolicy::F16, x);
+            assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() <= a.abs() * 2f32.powi(-11) + 1e-7), "f16 vec {i}");
+            // q8: half a step of the block's scale, plus the f16 rounding of that scale.
+            let y = round_trip(KvPolicy::Q8, x);
+            for (blk, yb) in x.chunks(32).zip(y.chunks(32)) {
+                let bmax = blk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let bound = bmax / 127.0 * 0.5 + bmax * 2f32.powi(-10);
+                assert!(blk.iter().zip(yb).all(|(a, b)| (a - b).abs() <= bound), "q8 vec {i}");
+            }
+            // int4: half a step of amax / 7 per coordinate.
+            let y = round_trip(KvPolicy::Int4Plain, x);
+            assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() <= amax / 14.0 * 1.0001), "int4 vec {i}");
+            // int4h: the same bound in the rotated basis, which the rotation preserves in L2.
+            let mut r = x.to_vec();
+            hadamard(&mut r);
+            let rmax = r.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let y = round_trip(KvPolicy::Int4Hadamard, x);
+            assert!(mse(&y, x) <= (rmax / 14.0).powi(2) as f64 * 1.0001, "int4h vec {i}");
+        }
+    }
+}
+
+#[test]
+fn hadamard_int4_error_is_several_times_smaller_on_outlier_heavy_vectors() {
+    let x = outlier_heavy(7, 256, 64);
+    let each = |p| x.chunks(64).flat_map(|v| round_trip(p, v)).collect::<Vec<f32>>();
+    let (plain, rotated) = (each(KvPolicy::Int4Plain), each(KvPolicy::Int4Hadamard));
+    let (e_plain, e_rot) = (nmse(&plain, &x), nmse(&rotated, &x));
+    assert!(e_rot * 2.0 < e_plain, "int4h NMSE {e_rot:.3e} vs int4 {e_plain:.3e}");
+}
+
+#[test]
+fn cached_attention_under_each_policy_stays_close_to_f32() {
+    let (n_head, n_head_kv, hd, len) = (4, 2, 64, 40);
+    let p = AttnParams { n_head, n_head_kv, head_dim: hd, scale: 1.0 / 8.0, softcap: None, window: None };
+    let kv_dim = n_head_kv * hd;
+    let (k, v) = (outlier_heavy(11, len * n_head_kv, hd), normals(12, len * kv_dim));
+    let n = 3;
+    let q = normals(13, n * n_head * hd);
+    let exact = attend(&q, n, len - n, &k, &v, kv_dim, &p);
+    // NMSE of the output against f32. These keys' outlier channels make the logits sharp (std
+    // about 9), which magnifies key error; measured f16 6.6e-7, q8 1.5e-3, int4-plain 0.50,
+    // int4h 0.12. Bounds leave about 3x margin; the int4 pair must keep its order.
+    let mut errs = Vec::new();
+    for (policy, bound) in [(KvPolicy::F32, 0.0), (KvPolicy::F16, 2e-6), (KvPolicy::Q8, 5e-3), (KvPolicy::Int4Plain, 1.0), (KvPolicy::Int4Hadamard, 0.35)] {
+        let got = crate::cpu::attend_policy(&q, n, len - n, &k, &v, kv_dim, &p, policy).expect("policy");
+        let e = nmse(&got, &exact);
+        assert!(e <= bound, "{policy}: NMSE {e:.3e} > {bound:.0e}");
+        errs.push(e);
+    }
+    assert!(errs[4] * 2.0 < errs[3], "int4h {:.3e} vs int4-plain {:.3e}", errs[4], errs[3]);
+}

@@ -1,0 +1,126 @@
+// The quantized KV-cache records of engine/src/kv.rs (the CPU twin: `kv::encode` /
+// `kv::decode`), one per head vector of `hd` values, in 32-bit words. Included by
+// kv_write.wgsl and attention.wgsl for every policy but f32; exactly one of KV_F16, KV_Q8 and
+// KV_INT4 is defined, and KV_HADAMARD with KV_INT4 for the rotated variant.
+@group(3) @binding(0) var<storage, read_write> kvw: array<u32>;
+
+// The head vector being encoded (head_dim <= 256).
+var<private> hv: array<f32, 256>;
+
+// Rust's f32::round (half away from zero), so ties encode as on the CPU; WGSL's round() goes
+// to even.
+fn round_away(x: f32) -> f32 {
+    return sign(x) * floor(abs(x) + 0.5);
+}
+
+fn amax_of(first: u32, n: u32) -> f32 {
+    var m = 0.0;
+    for (var i = first; i < first + n; i++) {
+        m = max(m, abs(hv[i]));
+    }
+    return m;
+}
+
+//#if KV_F16
+fn rec_words(hd: u32) -> u32 {
+    return hd / 2u;
+}
+
+fn kv_load(base: u32, d: u32, hd: u32) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(kvw[base + 2u * d]), unpack2x16float(kvw[base + 2u * d + 1u]));
+}
+
+fn kv_encode(base: u32, hd: u32) {
+    for (var i = 0u; i < hd / 2u; i++) {
+        kvw[base + i] = pack2x16float(vec2<f32>(hv[2u * i], hv[2u * i + 1u]));
+    }
+}
+//#endif
+
+//#if KV_Q8
+fn rec_words(hd: u32) -> u32 {
+    return hd / 4u + ((hd + 31u) / 32u + 1u) / 2u;
+}
+
+fn kv_load(base: u32, d: u32, hd: u32) -> vec4<f32> {
+    let w = kvw[base + d];
+    let q = vec4<i32>(bitcast<i32>(w << 24u), bitcast<i32>(w << 16u), bitcast<i32>(w << 8u), bitcast<i32>(w)) >> vec4<u32>(24u);
+    let b = d / 8u;
+    let s = unpack2x16float(kvw[base + hd / 4u + b / 2u]);
+    return vec4<f32>(q) * select(s.x, s.y, (b & 1u) != 0u);
+}
+
+fn kv_encode(base: u32, hd: u32) {
+    let nb = (hd + 31u) / 32u;
+    for (var i = 0u; i < (nb + 1u) / 2u; i++) {
+        kvw[base + hd / 4u + i] = 0u;
+    }
+    for (var b = 0u; b < nb; b++) {
+        // Quantize against the f16-rounded scale, the one decoding reads.
+        let d = unpack2x16float(pack2x16float(vec2<f32>(amax_of(32u * b, min(32u, hd - 32u * b)) / 127.0, 0.0))).x;
+        let inv = select(0.0, 1.0 / d, d > 0.0);
+        for (var w = 8u * b; w < min(8u * b + 8u, hd / 4u); w++) {
+            var word = 0u;
+            for (var j = 0u; j < 4u; j++) {
+                let q = i32(clamp(round_away(hv[4u * w + j] * inv), -127.0, 127.0));
+                word |= (bitcast<u32>(q) & 0xFFu) << (8u * j);
+            }
+            kvw[base + w] = word;
+        }
+        let sw = base + hd / 4u + b / 2u;
+        kvw[sw] |= (pack2x16float(vec2<f32>(d, 0.0)) & 0xFFFFu) << (16u * (b & 1u));
+    }
+}
+//#endif
+
+//#if KV_INT4
+fn rec_words(hd: u32) -> u32 {
+    return hd / 8u + 1u;
+}
+
+fn kv_load(base: u32, d: u32, hd: u32) -> vec4<f32> {
+    let w = kvw[base + d / 2u] >> (16u * (d & 1u));
+    let q = (vec4<u32>(w) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u);
+    return (vec4<f32>(q) - 8.0) * bitcast<f32>(kvw[base + hd / 8u]);
+}
+
+fn kv_encode(base: u32, hd: u32) {
+    kv_rotate(hd);
+    let d = amax_of(0u, hd) / 7.0;
+    let inv = select(0.0, 1.0 / d, d > 0.0);
+    for (var w = 0u; w < hd / 8u; w++) {
+        var word = 0u;
+        for (var j = 0u; j < 8u; j++) {
+            let q = u32(clamp(round_away(hv[8u * w + j] * inv), -7.0, 7.0) + 8.0);
+            word |= q << (4u * j);
+        }
+        kvw[base + w] = word;
+    }
+    kvw[base + hd / 8u] = bitcast<u32>(d);
+}
+//#endif
+
+//#if KV_HADAMARD
+// The normalized fast Walsh–Hadamard transform of hv (kv::hadamard).
+fn kv_rotate(hd: u32) {
+    for (var h = 1u; h < hd; h <<= 1u) {
+        for (var i = 0u; i < hd; i += 2u * h) {
+            for (var j = i; j < i + h; j++) {
+                let a = hv[j];
+                let b = hv[j + h];
+                hv[j] = a + b;
+                hv[j + h] = a - b;
+            }
+        }
+    }
+    let s = 1.0 / sqrt(f32(hd));
+    for (var i = 0u; i < hd; i++) {
+        hv[i] *= s;
+    }
+}
+//#else
+fn kv_rotate(hd: u32) {}
+
+// attention.wgsl's rotation of q (a workgroup operation it defines for KV_HADAMARD).
+fn kv_rotate_q(lid: u32) {}
+//#endif

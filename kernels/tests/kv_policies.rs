@@ -1,0 +1,82 @@
+//! Every KV-cache policy on the GPU against its CPU twin (`CpuBackend` with the same policy):
+//! keys and values are quantized on write by kv_write.wgsl and decoded inside attention.wgsl,
+//! and the attention output must match the CPU's, which uses the same record layout.
+//! A prefill of 70 tokens (more than one 64-position tile), then two decode steps that split
+//! the context into slices (attn_combine.wgsl), with RoPE folded into the k write and q load.
+
+mod common;
+
+use common::*;
+use hangar_engine::backend::{AttnParams, Backend, KvFormat};
+use hangar_engine::cpu::CpuBackend;
+use hangar_engine::kv::KvPolicy;
+use hangar_engine::spec::{RopeConfig, RopeStyle};
+use hangar_kernels::GpuBackend;
+
+fn attention_case(policy: KvPolicy, n_head: usize, n_head_kv: usize, head_dim: usize) -> f64 {
+    let mut rng = Rng::new(policy as u64 * 31 + n_head as u64);
+    let (qd, kvd) = (n_head * head_dim, n_head_kv * head_dim);
+    let total = 72;
+    let f = qkv_file(&mut rng, total, qd, kvd);
+    let p = AttnParams { n_head, n_head_kv, head_dim, scale: 1.0 / (head_dim as f32).sqrt(), softcap: None, window: None };
+    let rope = RopeConfig { style: RopeStyle::Neox, n_rot: head_dim, freq_base: 10000.0, freq_scale: 1.0, llama3: None, freq_factors: None };
+    let go = |be: &mut dyn Backend| -> Vec<f32> {
+        let ids: Vec<_> = ["q", "k", "v"].iter().map(|n| be.load_weight(&f, n).expect("load")).collect();
+        let seq = be.new_sequence(2, kvd, 96, KvFormat { policy, head_dim }).expect("seq");
+        let mut out = Vec::new();
+        for (pos0, n) in [(0usize, 70usize), (70, 1), (71, 1)] {
+            be.begin_step();
+            let toks: Vec<u32> = (pos0 as u32..(pos0 + n) as u32).collect();
+            let q = be.embed(ids[0], &toks).expect("q");
+            let k = be.embed(ids[1], &toks).expect("k");
+            let v = be.embed(ids[2], &toks).expect("v");
+            let q = be.rope(q, head_dim, pos0, &rope).expect("rope q");
+            let k = be.rope(k, head_dim, pos0, &rope).expect("rope k");
+            let a = be.attention(seq, 1, pos0, q, k, v, &p).expect("attention");
+            out.extend(be.read(a).expect("read"));
+        }
+        out
+    };
+    let want = go(&mut CpuBackend::new());
+    let got = go(&mut GpuBackend::new(gpu()));
+    nmse(&got, &want)
+}
+
+/// Runs the shapes every policy must match on: grouped heads of 64 (SmolLM2, Qwen2.5) and
+/// one head of 128.
+fn check(policy: KvPolicy, tol: f64) {
+    for (n_head, n_head_kv, hd) in [(6, 2, 64), (2, 1, 128)] {
+        let e = attention_case(policy, n_head, n_head_kv, hd);
+        eprintln!("{policy} heads {n_head}/{n_head_kv} of {hd}: NMSE {e:e}");
+        assert!(e < tol, "{policy} heads {n_head}/{n_head_kv} of {hd}: NMSE {e:e} (tolerance {tol:e})");
+    }
+}
+
+// f32 and f16 store the same values on both sides: the default kernel tolerance.
+#[test]
+fn kv_f32_attention_matches_reference() {
+    check(KvPolicy::F32, 1e-7);
+}
+
+#[test]
+fn kv_f16_attention_matches_reference() {
+    check(KvPolicy::F16, 1e-7);
+}
+
+// The quantized policies round the same inputs the same way, except where the GPU's rope or
+// reciprocal differs from the CPU's by an ulp at a rounding boundary: then one element lands
+// one step away. One q8 step in a few hundred elements is ~1e-6 of NMSE, one int4 step ~1e-4.
+#[test]
+fn kv_q8_attention_matches_reference() {
+    check(KvPolicy::Q8, 1e-5);
+}
+
+#[test]
+fn kv_int4_plain_attention_matches_reference() {
+    check(KvPolicy::Int4Plain, 1e-3);
+}
+
+#[test]
+fn kv_int4h_attention_matches_reference() {
+    check(KvPolicy::Int4Hadamard, 1e-3);
+}
