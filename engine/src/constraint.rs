@@ -86,11 +86,10 @@ impl<'a> Hooks<'a> {
     /// The union of every logits hook's banned tokens as one bitset for the device, or `None`
     /// when there are no logits hooks or one of them can only edit host logits.
     pub fn device_mask(&mut self, n_vocab: usize) -> Result<Option<Vec<u32>>, HookError> {
-        if self.logits.is_empty() {
-            return Ok(None);
-        }
-        let mut all = vec![0u32; n_vocab.div_ceil(32)];
-        for h in self.logits.iter_mut() {
+        let Some((first, rest)) = self.logits.split_first_mut() else { return Ok(None) };
+        // One hook is the usual case: its bitset is the union, with no copy.
+        let Some(mut all) = first.banned_bits(n_vocab)? else { return Ok(None) };
+        for h in rest {
             let Some(bits) = h.banned_bits(n_vocab)? else { return Ok(None) };
             all.iter_mut().zip(&bits).for_each(|(a, b)| *a |= b);
         }

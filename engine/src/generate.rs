@@ -230,6 +230,8 @@ impl<'m> Session<'m> {
     ) -> Result<GenerateOutput, EngineError> {
         let mut on_text = |text: &str, tok: Option<u32>, lp: Option<&TokenLogprobs>| on_step(Step { text, token: tok, logprobs: lp });
         let mut logprobs = Vec::new();
+        // Reused across steps: the raw logits are kept only to read the chosen token's.
+        let mut raw_logits = Vec::new();
         let mut matched_stop = None;
         let mut sampler = Sampler::new(params.sampling.clone());
         let mut timings = Timings { prompt_tokens: prompt.len(), ..Timings::default() };
@@ -259,7 +261,8 @@ impl<'m> Session<'m> {
             // sampler biases, penalises and truncates the logits in place.
             let raw = params.logprobs.map(|n| {
                 let norm = log_normaliser(&logits);
-                (norm, top_alternatives(&logits, norm, n), logits.clone())
+                raw_logits.clone_from(&logits);
+                (norm, top_alternatives(&logits, norm, n))
             });
             let tok = match device_logits.take() {
                 Some(act) => match hooks.device_mask(self.model.spec.hparams.n_vocab)? {
@@ -281,11 +284,11 @@ impl<'m> Session<'m> {
             };
             hooks.accept(tok)?;
             tokens.push(tok);
-            if let Some((norm, top, raw)) = raw {
-                let logprob = raw.get(tok as usize).map_or(f32::NEG_INFINITY, |&l| (l as f64 - norm) as f32);
+            if let Some((norm, top)) = raw {
+                let logprob = raw_logits.get(tok as usize).map_or(f32::NEG_INFINITY, |&l| (l as f64 - norm) as f32);
                 logprobs.push(TokenLogprobs { token: tok, logprob, top });
             }
-            let lp = logprobs.last().filter(|_| params.logprobs.is_some());
+            let lp = logprobs.last();
             let is_eog = self.model.tokenizer.is_eog(tok);
             if is_eog && tokens.len() > params.min_tokens {
                 break StopReason::Eos;

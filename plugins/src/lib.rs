@@ -219,12 +219,12 @@ pub fn load_file(path: &Path, registry: &mut Registry, set: &mut PluginSet) -> R
             message: String::from_utf8_lossy(&message[..end]).into_owned(),
         });
     }
-    // All or nothing: check every architecture before registering any.
-    for f in &collected.families {
-        for arch in f.architectures() {
-            if registry.resolve(arch).is_ok() {
-                return Err(PluginError::ArchitectureClash { path: path.to_path_buf(), arch: arch.to_string() });
-            }
+    // All or nothing: check every architecture before registering any, against the registry
+    // and against the plugin's own other families, as the names below are checked.
+    let architectures: Vec<&'static str> = collected.families.iter().flat_map(|f| f.architectures().iter().copied()).collect();
+    for (i, arch) in architectures.iter().enumerate() {
+        if registry.resolve(arch).is_ok() || architectures[..i].contains(arch) {
+            return Err(PluginError::ArchitectureClash { path: path.to_path_buf(), arch: arch.to_string() });
         }
     }
     let clash = |what, name: &str| PluginError::NameClash { path: path.to_path_buf(), what, name: name.to_string() };
@@ -238,7 +238,6 @@ pub fn load_file(path: &Path, registry: &mut Registry, set: &mut PluginSet) -> R
             return Err(clash("rule source", name));
         }
     }
-    let architectures: Vec<&'static str> = collected.families.iter().flat_map(|f| f.architectures().iter().copied()).collect();
     // From here on the plugin's code and data are referenced by the host: keep the library
     // for the life of the process, whatever happens next.
     std::mem::forget(lib);

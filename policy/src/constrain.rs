@@ -227,14 +227,24 @@ impl LogitsHook for ConstraintHook<'_> {
         let state = self.state;
         let allowed = self.index.get_or(state.as_u32(), || self.allowed(state));
         let complete = self.is_complete();
-        let mut banned = TokenSet::new(n_vocab);
-        for id in 0..n_vocab as u32 {
-            let keep = if self.vocab.is_eog(id) { complete } else { allowed.contains(id) };
-            if !keep {
-                banned.insert(id);
+        if !complete && allowed.count() == 0 {
+            // The host path reports that nothing can continue, as `mask` does.
+            return Ok(None);
+        }
+        // `allowed` never holds end-of-generation ids, so the banned set is its complement by
+        // whole words, with those ids let through once the output is complete.
+        let mut bits: Vec<u32> = allowed.to_bits32(n_vocab).into_iter().map(|w| !w).collect();
+        if n_vocab % 32 != 0 {
+            if let Some(last) = bits.last_mut() {
+                *last &= (1u32 << (n_vocab % 32)) - 1;
             }
         }
-        Ok(Some(banned.to_bits32(n_vocab)))
+        if complete {
+            for &e in self.vocab.eog().iter().filter(|&&e| (e as usize) < n_vocab) {
+                bits[e as usize / 32] &= !(1u32 << (e % 32));
+            }
+        }
+        Ok(Some(bits))
     }
 }
 

@@ -1,6 +1,8 @@
 //! Causal GQA attention over a KV cache stored under a [`KvPolicy`], with sliding window and
 //! logit soft-capping. Rows are encoded on write and decoded inside [`KvCache::attend`].
 
+use std::borrow::Cow;
+
 use crate::backend::{AttnParams, BackendError, KvFormat};
 use crate::kv::{self, KvPolicy};
 
@@ -55,22 +57,26 @@ impl KvCache {
         }
     }
 
-    /// Decodes positions `0..len` of a layer's k or v into f32 rows of `kv_dim` (rotated for
-    /// `int4h`).
-    fn decode(&self, cache: &[u32], len: usize) -> Vec<f32> {
+    /// Positions `0..len` of a layer's k or v as f32 rows of `kv_dim` (rotated for `int4h`).
+    /// An f32 record is the value's bits, so the default policy reads the cache in place
+    /// instead of copying the whole context every step.
+    fn rows<'a>(&self, cache: &'a [u32], len: usize) -> Cow<'a, [f32]> {
         let (hd, policy) = (self.format.head_dim, self.format.policy);
+        if policy == KvPolicy::F32 {
+            return Cow::Borrowed(bytemuck::cast_slice(&cache[..len * self.kv_dim]));
+        }
         let mut out = vec![0.0f32; len * self.kv_dim];
         for (x, rec) in out.chunks_exact_mut(hd).zip(cache.chunks_exact(policy_words(self.format))) {
             kv::decode(policy, rec, x);
         }
-        out
+        Cow::Owned(out)
     }
 
     /// Attends `q` (`n` rows of `n_head * head_dim`) over positions `0..=pos0 + row` of the
     /// layer's cache, which already holds this step's k and v.
     pub fn attend(&self, layer: usize, q: &[f32], n: usize, pos0: usize, p: &AttnParams) -> Vec<f32> {
         let len = pos0 + n;
-        let (k, v) = (self.decode(&self.k[layer], len), self.decode(&self.v[layer], len));
+        let (k, v) = (self.rows(&self.k[layer], len), self.rows(&self.v[layer], len));
         if !self.format.policy.hadamard() {
             return attend(q, n, pos0, &k, &v, self.kv_dim, p);
         }

@@ -66,13 +66,14 @@ impl Core {
             .try_acquire_owned()
             .map_err(|_| ServiceError::Exhausted { what: "concurrent requests (limits.max_concurrent_requests)", limit })?;
         let model = self.registry.get_ready(&req.model).await?;
+        // Name checks are cheap; screening the prompt and compiling a constraint are not.
+        let logits_processors = self.registry.plugins().for_request(self.registry.config(), &req.model, &req.logits_processors)?;
         // Prompt rules run here, before tokenizing and before the request is queued.
         let (req, policy) = self.registry.policies().prepare(req, &model.facts).inspect_err(|e| self.metrics.policy_rejected(e))?;
         let prepared = {
             let _t = info_span!(parent: &span, "tokenize", model = %req.model).entered();
             convert::prepare(&req, &model.facts, &self.registry.config().limits)?
         };
-        let logits_processors = self.registry.plugins().for_request(self.registry.config(), &req.model, &req.logits_processors)?;
         let (tx, events) = mpsc::unbounded_channel();
         let cancel = CancelToken::default();
         let job = GenJob {
