@@ -252,5 +252,9 @@ fn killing_an_instance_mid_load_loses_no_request() {
     assert!(on_first > on_second, "the survivor ({on_first}) should have taken over after the kill ({on_second} before it)");
     // The kill was felt: Envoy retried at least one request (reset or refused connection).
     assert!(retries >= 1, "Envoy never retried; the kill did not hit any request");
-    assert!(!proxy.healthy(cluster(SHARED), second_port), "Envoy still counts the killed instance healthy");
+    // Health checks run every 2 s, so on a fast machine the load can end before the next one;
+    // what must hold is that Envoy stops counting the dead replica healthy within a few rounds.
+    wait_for("Envoy to mark the killed instance unhealthy", Duration::from_secs(15), || {
+        (!proxy.healthy(cluster(SHARED), second_port)).then_some(())
+    });
 }
