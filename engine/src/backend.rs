@@ -123,6 +123,34 @@ pub trait Backend: Send {
     /// Copies an activation back to the host.
     fn read(&mut self, x: Act) -> Result<Vec<f32>, BackendError>;
 
+    /// Whether this backend runs [`crate::graph::forward_decode_batch`]'s batched graph: its
+    /// `linear_rows`, `row_slice` and `concat_rows` work, and `linear_rows` computes each row
+    /// exactly as a one-row `linear` would. Backends that answer `false` decode a batch one
+    /// sequence at a time, which gives the same tokens by construction.
+    fn batches_rows(&self) -> bool {
+        false
+    }
+
+    /// [`linear`](Self::linear) whose every output row is bit-identical to a one-row `linear`
+    /// of that input row, whatever the other rows are: what makes a sequence's tokens the same
+    /// alone or batched.
+    fn linear_rows(&mut self, x: Act, w: WeightId, bias: Option<WeightId>) -> Result<Act, BackendError> {
+        let _ = (x, w, bias);
+        Err(BackendError::Shape { op: "linear_rows", detail: format!("the {} backend does not batch rows", self.name()) })
+    }
+
+    /// Rows `r0..r0 + n` of `x`.
+    fn row_slice(&mut self, x: Act, r0: usize, n: usize) -> Result<Act, BackendError> {
+        let _ = (x, r0, n);
+        Err(BackendError::Shape { op: "row_slice", detail: format!("the {} backend does not batch rows", self.name()) })
+    }
+
+    /// The rows of `parts`, in order, as one activation (all of one width).
+    fn concat_rows(&mut self, parts: &[Act]) -> Result<Act, BackendError> {
+        let _ = parts;
+        Err(BackendError::Shape { op: "concat_rows", detail: format!("the {} backend does not batch rows", self.name()) })
+    }
+
     /// A layer boundary: only `keep` (and activations made later) are used again in this
     /// step, so a backend may reuse the memory of the others. The CPU frees nothing.
     fn retain(&mut self, _keep: &[Act]) -> Result<(), BackendError> {

@@ -109,6 +109,28 @@ pub struct Step<'a> {
     pub logprobs: Option<&'a TokenLogprobs>,
 }
 
+/// What the generation loop needs of a sequence: its tokenizer, its history, and a way to
+/// append tokens and get logits. A [`Session`] owns its model; a batched sequence
+/// (`batch::BatchSession`) asks the model's scheduler.
+pub(crate) trait Exec {
+    fn tokenizer(&self) -> &crate::tokenizer::Tokenizer;
+    fn n_vocab(&self) -> usize;
+    fn history(&self) -> &[u32];
+    fn n_ctx(&self) -> usize;
+    /// Appends `tokens` in chunks of `chunk`, returning the logits `which` selects.
+    fn eval(&mut self, tokens: &[u32], chunk: usize, which: Logits) -> Result<Vec<f32>, EngineError>;
+    /// The backend, when this sequence may run steps on it directly (the device mask path).
+    fn device(&mut self) -> Option<&mut dyn crate::backend::Backend> {
+        None
+    }
+    /// Appends one token and leaves its logits on the device; only called when `device`
+    /// answers `Some`.
+    fn decode_act(&mut self, tok: u32) -> Result<crate::backend::Act, EngineError> {
+        let _ = tok;
+        Err(EngineError::InvalidArgument("this sequence has no device of its own".into()))
+    }
+}
+
 pub struct Session<'m> {
     model: &'m mut Model,
     seq: SeqId,
@@ -225,122 +247,159 @@ impl<'m> Session<'m> {
         &mut self,
         prompt: &[u32],
         params: &GenerateParams,
-        mut hooks: Hooks<'_>,
-        mut on_step: impl FnMut(Step<'_>) -> bool,
+        hooks: Hooks<'_>,
+        on_step: impl FnMut(Step<'_>) -> bool,
     ) -> Result<GenerateOutput, EngineError> {
-        let mut on_text = |text: &str, tok: Option<u32>, lp: Option<&TokenLogprobs>| on_step(Step { text, token: tok, logprobs: lp });
-        let mut logprobs = Vec::new();
-        // Reused across steps: the raw logits are kept only to read the chosen token's.
-        let mut raw_logits = Vec::new();
-        let mut matched_stop = None;
-        let mut sampler = Sampler::new(params.sampling.clone());
-        let mut timings = Timings { prompt_tokens: prompt.len(), ..Timings::default() };
-        let t0 = Instant::now();
-        let mut logits = self.eval(prompt, params.prefill_chunk, Logits::Last)?;
-        // Greedy decoding with logits hooks masks and picks on the backend (the GPU reads back
-        // only the token id); anything the device cannot reproduce stays on the host.
-        let p = &params.sampling;
-        let on_device = !hooks.logits.is_empty()
-            && (p.temperature.is_nan() || p.temperature <= 0.0)
-            && p.logit_bias.is_empty()
-            && !p.penalties_active()
-            && params.logprobs.is_none();
-        let mut device_logits: Option<crate::backend::Act> = None;
-        timings.prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
+        run(self, prompt, params, hooks, on_step)
+    }
+}
 
-        let t1 = Instant::now();
-        let mut decoder = StreamDecoder::new(&self.model.tokenizer);
-        let mut text = String::new();
-        let mut shown = 0usize; // bytes of `text` already passed to on_text
-        let mut tokens = Vec::new();
-        let stop_reason = loop {
-            if tokens.len() >= params.max_tokens {
-                break StopReason::Length;
-            }
-            // Log-probabilities describe the raw distribution, so they are taken before the
-            // sampler biases, penalises and truncates the logits in place.
-            let raw = params.logprobs.map(|n| {
-                let norm = log_normaliser(&logits);
-                raw_logits.clone_from(&logits);
-                (norm, top_alternatives(&logits, norm, n))
-            });
-            let tok = match device_logits.take() {
-                Some(act) => match hooks.device_mask(self.model.spec.hparams.n_vocab)? {
-                    Some(bits) => {
-                        let be = self.model.backend.as_mut();
-                        let masked = be.mask_logits(act, &bits)?;
-                        be.argmax(masked, self.model.spec.hparams.n_vocab)?.first().copied().unwrap_or(0)
-                    }
-                    None => {
-                        logits = self.model.backend.read(act)?;
-                        hooks.mask(&mut logits)?;
-                        sampler.sample(&mut logits, &self.history)
-                    }
-                },
+impl Exec for Session<'_> {
+    fn tokenizer(&self) -> &crate::tokenizer::Tokenizer {
+        &self.model.tokenizer
+    }
+    fn n_vocab(&self) -> usize {
+        self.model.spec.hparams.n_vocab
+    }
+    fn history(&self) -> &[u32] {
+        &self.history
+    }
+    fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+    fn eval(&mut self, tokens: &[u32], chunk: usize, which: Logits) -> Result<Vec<f32>, EngineError> {
+        Session::eval(self, tokens, chunk, which)
+    }
+    fn device(&mut self) -> Option<&mut dyn crate::backend::Backend> {
+        Some(self.model.backend.as_mut())
+    }
+    fn decode_act(&mut self, tok: u32) -> Result<crate::backend::Act, EngineError> {
+        Session::decode_act(self, tok)
+    }
+}
+
+/// One generation after `prompt` on any [`Exec`] (see [`Session::generate_steps_hooked`]).
+pub(crate) fn run<E: Exec + ?Sized>(
+    exec: &mut E,
+    prompt: &[u32],
+    params: &GenerateParams,
+    mut hooks: Hooks<'_>,
+    mut on_step: impl FnMut(Step<'_>) -> bool,
+) -> Result<GenerateOutput, EngineError> {
+    let mut on_text = |text: &str, tok: Option<u32>, lp: Option<&TokenLogprobs>| on_step(Step { text, token: tok, logprobs: lp });
+    let mut logprobs = Vec::new();
+    // Reused across steps: the raw logits are kept only to read the chosen token's.
+    let mut raw_logits = Vec::new();
+    let mut matched_stop = None;
+    let mut sampler = Sampler::new(params.sampling.clone());
+    let mut timings = Timings { prompt_tokens: prompt.len(), ..Timings::default() };
+    let t0 = Instant::now();
+    let mut logits = exec.eval(prompt, params.prefill_chunk, Logits::Last)?;
+    // Greedy decoding with logits hooks masks and picks on the backend (the GPU reads back
+    // only the token id); anything the device cannot reproduce stays on the host.
+    let p = &params.sampling;
+    let n_vocab = exec.n_vocab();
+    let on_device = !hooks.logits.is_empty()
+        && exec.device().is_some()
+        && (p.temperature.is_nan() || p.temperature <= 0.0)
+        && p.logit_bias.is_empty()
+        && !p.penalties_active()
+        && params.logprobs.is_none();
+    let mut device_logits: Option<crate::backend::Act> = None;
+    timings.prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
+
+    let t1 = Instant::now();
+    let mut decoder = StreamDecoder::new(exec.tokenizer());
+    let mut text = String::new();
+    let mut shown = 0usize; // bytes of `text` already passed to on_text
+    let mut tokens = Vec::new();
+    let stop_reason = loop {
+        if tokens.len() >= params.max_tokens {
+            break StopReason::Length;
+        }
+        // Log-probabilities describe the raw distribution, so they are taken before the
+        // sampler biases, penalises and truncates the logits in place.
+        let raw = params.logprobs.map(|n| {
+            let norm = log_normaliser(&logits);
+            raw_logits.clone_from(&logits);
+            (norm, top_alternatives(&logits, norm, n))
+        });
+        let tok = match device_logits.take() {
+            Some(act) => match hooks.device_mask(n_vocab)? {
+                Some(bits) => {
+                    let be = exec.device().ok_or_else(|| EngineError::InvalidArgument("device step without a device".into()))?;
+                    let masked = be.mask_logits(act, &bits)?;
+                    be.argmax(masked, n_vocab)?.first().copied().unwrap_or(0)
+                }
                 None => {
+                    logits = exec.device().ok_or_else(|| EngineError::InvalidArgument("device step without a device".into()))?.read(act)?;
                     hooks.mask(&mut logits)?;
-                    sampler.sample(&mut logits, &self.history)
+                    sampler.sample(&mut logits, exec.history())
                 }
-            };
-            hooks.accept(tok)?;
-            tokens.push(tok);
-            if let Some((norm, top)) = raw {
-                let logprob = raw_logits.get(tok as usize).map_or(f32::NEG_INFINITY, |&l| (l as f64 - norm) as f32);
-                logprobs.push(TokenLogprobs { token: tok, logprob, top });
-            }
-            let lp = logprobs.last();
-            let is_eog = self.model.tokenizer.is_eog(tok);
-            if is_eog && tokens.len() > params.min_tokens {
-                break StopReason::Eos;
-            }
-            if params.stop_token_ids.contains(&tok) && tokens.len() > params.min_tokens {
-                break StopReason::Stop;
-            }
-            text.push_str(&decoder.push(tok));
-            if let Some((cut, stop)) = find_stop(&text, &params.stop, shown) {
-                matched_stop = Some(stop.to_string());
-                text.truncate(cut);
-                let (delta, verdict) = hooks.filter(&text[shown..], true)?;
-                if !delta.is_empty() && !on_text(&delta, Some(tok), lp) {
-                    break StopReason::Cancelled;
-                }
-                shown = text.len();
-                break policy_stop(verdict).unwrap_or(StopReason::Stop);
-            }
-            let safe = safe_prefix_len(&text, &params.stop);
-            let (delta, verdict) = hooks.filter(&text[shown..safe.max(shown)], false)?;
-            if !on_text(&delta, Some(tok), lp) {
-                break StopReason::Cancelled;
-            }
-            shown = safe.max(shown);
-            if let Some(reason) = policy_stop(verdict) {
-                break reason;
-            }
-            if self.history.len() >= self.n_ctx {
-                break StopReason::Length;
-            }
-            if on_device {
-                device_logits = Some(self.decode_act(tok)?);
-            } else {
-                logits = self.eval(&[tok], 1, Logits::Last)?;
+            },
+            None => {
+                hooks.mask(&mut logits)?;
+                sampler.sample(&mut logits, exec.history())
             }
         };
-        let mut stop_reason = stop_reason;
-        if !matches!(stop_reason, StopReason::Stop | StopReason::Cancelled | StopReason::Policy { .. }) {
-            text.push_str(&decoder.flush());
+        hooks.accept(tok)?;
+        tokens.push(tok);
+        if let Some((norm, top)) = raw {
+            let logprob = raw_logits.get(tok as usize).map_or(f32::NEG_INFINITY, |&l| (l as f64 - norm) as f32);
+            logprobs.push(TokenLogprobs { token: tok, logprob, top });
+        }
+        let lp = logprobs.last();
+        let is_eog = exec.tokenizer().is_eog(tok);
+        if is_eog && tokens.len() > params.min_tokens {
+            break StopReason::Eos;
+        }
+        if params.stop_token_ids.contains(&tok) && tokens.len() > params.min_tokens {
+            break StopReason::Stop;
+        }
+        text.push_str(&decoder.push(tok));
+        if let Some((cut, stop)) = find_stop(&text, &params.stop, shown) {
+            matched_stop = Some(stop.to_string());
+            text.truncate(cut);
             let (delta, verdict) = hooks.filter(&text[shown..], true)?;
-            if !delta.is_empty() {
-                on_text(&delta, None, None);
+            if !delta.is_empty() && !on_text(&delta, Some(tok), lp) {
+                break StopReason::Cancelled;
             }
-            stop_reason = policy_stop(verdict).unwrap_or(stop_reason);
+            shown = text.len();
+            break policy_stop(verdict).unwrap_or(StopReason::Stop);
         }
-        if hooks.has_output() {
-            text = hooks.take_shown();
+        let safe = safe_prefix_len(&text, &params.stop);
+        let (delta, verdict) = hooks.filter(&text[shown..safe.max(shown)], false)?;
+        if !on_text(&delta, Some(tok), lp) {
+            break StopReason::Cancelled;
         }
-        timings.generated_tokens = tokens.len();
-        timings.decode_ms = t1.elapsed().as_secs_f64() * 1e3;
-        Ok(GenerateOutput { tokens, text, stop_reason, seed: sampler.seed(), timings, matched_stop, logprobs })
+        shown = safe.max(shown);
+        if let Some(reason) = policy_stop(verdict) {
+            break reason;
+        }
+        if exec.history().len() >= exec.n_ctx() {
+            break StopReason::Length;
+        }
+        if on_device {
+            device_logits = Some(exec.decode_act(tok)?);
+        } else {
+            logits = exec.eval(&[tok], 1, Logits::Last)?;
+        }
+    };
+    let mut stop_reason = stop_reason;
+    if !matches!(stop_reason, StopReason::Stop | StopReason::Cancelled | StopReason::Policy { .. }) {
+        text.push_str(&decoder.flush());
+        let (delta, verdict) = hooks.filter(&text[shown..], true)?;
+        if !delta.is_empty() {
+            on_text(&delta, None, None);
+        }
+        stop_reason = policy_stop(verdict).unwrap_or(stop_reason);
     }
+    if hooks.has_output() {
+        text = hooks.take_shown();
+    }
+    timings.generated_tokens = tokens.len();
+    timings.decode_ms = t1.elapsed().as_secs_f64() * 1e3;
+    Ok(GenerateOutput { tokens, text, stop_reason, seed: sampler.seed(), timings, matched_stop, logprobs })
 }
 
 /// The stop reason an output filter's verdict ends generation with, if it does.

@@ -74,6 +74,37 @@ pub fn forward_act(
     pos0: usize,
     logits: Logits,
 ) -> Result<Act, BackendError> {
+    graph(spec, w, be, Rows::One { seq, pos0 }, tokens, logits)
+}
+
+/// One decode token for each of several sequences: `(seq, token, position)`. Returns each
+/// row's logits, in order. Every row's logits are bit-identical to a one-sequence
+/// [`forward`] of that token, whatever the batch holds: a backend that batches rows computes
+/// each row as it would alone, and one that does not runs the sequences one at a time.
+pub fn forward_decode_batch(
+    spec: &ModelSpec,
+    w: &Weights,
+    be: &mut dyn Backend,
+    rows: &[(SeqId, u32, usize)],
+) -> Result<Vec<Vec<f32>>, BackendError> {
+    if rows.len() > 1 && be.batches_rows() {
+        let tokens: Vec<u32> = rows.iter().map(|r| r.1).collect();
+        let out = graph(spec, w, be, Rows::Batch(rows), &tokens, Logits::All)?;
+        let all = be.read(out)?;
+        let n_vocab = all.len() / rows.len();
+        return Ok(all.chunks_exact(n_vocab.max(1)).map(<[f32]>::to_vec).collect());
+    }
+    rows.iter().map(|&(seq, tok, pos)| forward(spec, w, be, seq, &[tok], pos, Logits::Last)).collect()
+}
+
+/// Whose rows a pass runs: one sequence's run of tokens, or one token of each of several.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    One { seq: SeqId, pos0: usize },
+    Batch(&'a [(SeqId, u32, usize)]),
+}
+
+fn graph(spec: &ModelSpec, w: &Weights, be: &mut dyn Backend, rows: Rows<'_>, tokens: &[u32], logits: Logits) -> Result<Act, BackendError> {
     let hp = &spec.hparams;
     be.begin_step();
     let mut x = be.embed(w.id(&spec.token_embd)?, tokens)?;
@@ -84,7 +115,11 @@ pub fn forward_act(
     let norm = |be: &mut dyn Backend, x: Act, n: &NormWeights, group: usize| -> Result<Act, BackendError> {
         be.norm(x, Some(w.id(&n.weight)?), w.opt(n.bias.as_deref())?, norm_params(group))
     };
-    let linear = |be: &mut dyn Backend, x: Act, l: &Linear| be.linear(x, w.id(&l.weight)?, w.opt(l.bias.as_deref())?);
+    let linear_named = |be: &mut dyn Backend, x: Act, weight: &str, bias: Option<&str>| match rows {
+        Rows::One { .. } => be.linear(x, w.id(weight)?, w.opt(bias)?),
+        Rows::Batch(_) => be.linear_rows(x, w.id(weight)?, w.opt(bias)?),
+    };
+    let linear = |be: &mut dyn Backend, x: Act, l: &Linear| linear_named(be, x, &l.weight, l.bias.as_deref());
 
     for (li, layer) in spec.layers.iter().enumerate() {
         let a = &layer.attention;
@@ -103,8 +138,6 @@ pub fn forward_act(
         if let Some(n) = &a.k_norm {
             k = norm(be, k, n, hp.head_dim)?;
         }
-        q = be.rope(q, hp.head_dim, pos0, &a.rope)?;
-        k = be.rope(k, hp.head_dim, pos0, &a.rope)?;
         let params = AttnParams {
             n_head: hp.n_head,
             n_head_kv: hp.n_head_kv,
@@ -113,7 +146,24 @@ pub fn forward_act(
             softcap: hp.attn_softcap,
             window: a.window,
         };
-        let attn = be.attention(seq, li, pos0, q, k, v, &params)?;
+        let attn = match rows {
+            Rows::One { seq, pos0 } => {
+                q = be.rope(q, hp.head_dim, pos0, &a.rope)?;
+                k = be.rope(k, hp.head_dim, pos0, &a.rope)?;
+                be.attention(seq, li, pos0, q, k, v, &params)?
+            }
+            Rows::Batch(batch) => {
+                // Position and cache differ per row, so rope and attention run row by row.
+                let mut out = Vec::with_capacity(batch.len());
+                for (r, &(seq, _, pos)) in batch.iter().enumerate() {
+                    let (qr, kr, vr) = (be.row_slice(q, r, 1)?, be.row_slice(k, r, 1)?, be.row_slice(v, r, 1)?);
+                    let qr = be.rope(qr, hp.head_dim, pos, &a.rope)?;
+                    let kr = be.rope(kr, hp.head_dim, pos, &a.rope)?;
+                    out.push(be.attention(seq, li, pos, qr, kr, vr, &params)?);
+                }
+                be.concat_rows(&out)?
+            }
+        };
         let mut o = linear(be, attn, &a.output)?;
         if let Some(n) = &layer.post_attn_norm {
             o = norm(be, o, n, hp.n_embd)?;
@@ -162,7 +212,7 @@ pub fn forward_act(
         x = be.last_row(x)?;
     }
     x = norm(be, x, &spec.output_norm, hp.n_embd)?;
-    let mut out = be.linear(x, w.id(&spec.output)?, w.opt(spec.output_bias.as_deref())?)?;
+    let mut out = linear_named(be, x, &spec.output, spec.output_bias.as_deref())?;
     if let Some(cap) = hp.final_softcap {
         out = be.softcap(out, cap)?;
     }

@@ -3,6 +3,7 @@
 //! execute its graph.
 
 pub mod backend;
+pub mod batch;
 pub mod chat;
 pub mod constraint;
 pub mod cpu;

@@ -17,7 +17,8 @@ use crate::tokenizer::Tokenizer;
 pub struct Model {
     pub file: Arc<GgufFile>,
     pub spec: ModelSpec,
-    pub tokenizer: Tokenizer,
+    /// Shared with a batch scheduler's sessions, which decode text off the model's thread.
+    pub tokenizer: Arc<Tokenizer>,
     /// `None` when the file carries no `tokenizer.chat_template`.
     pub chat: Option<ChatTemplate>,
     pub(crate) backend: Box<dyn Backend>,
@@ -60,7 +61,7 @@ impl Model {
             Err(e) => return Err(e.into()),
         };
         let weights = Weights::load(&spec, &file, backend.as_mut(), progress)?;
-        Ok(Model { file, spec, tokenizer, chat, backend, weights, kv_policy: KvPolicy::F32 })
+        Ok(Model { file, spec, tokenizer: Arc::new(tokenizer), chat, backend, weights, kv_policy: KvPolicy::F32 })
     }
 
     pub fn kv_policy(&self) -> KvPolicy {

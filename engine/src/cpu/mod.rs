@@ -73,6 +73,35 @@ impl CpuBackend {
         let (rows, cols) = (m.rows, m.cols);
         Ok(self.push(Mat { rows, cols, data }))
     }
+
+    /// `linear`, with every row computed as a one-row matvec when `row_exact` (batched decode)
+    /// rather than by the dequantize-once matmul a prefill chunk gets.
+    fn linear_with(&mut self, x: Act, w: WeightId, bias: Option<WeightId>, row_exact: bool) -> Result<Act, BackendError> {
+        let xm = self.act(x)?;
+        let Weight::Mapped { file, index, ty, rows, cols } = self.weight(w)? else {
+            return Err(BackendError::Shape { op: "linear", detail: "weight is a vector".into() });
+        };
+        if xm.cols != *cols {
+            return Err(BackendError::Shape { op: "linear", detail: format!("input width {} vs weight rows of {cols}", xm.cols) });
+        }
+        let data_bytes = file.view(&file.tensors()[*index]).data;
+        let mut out = vec![0.0f32; xm.rows * rows];
+        let r = if xm.rows == 1 {
+            quant::matvec(*ty, data_bytes, *rows, &xm.data, &mut out)
+        } else if row_exact {
+            quant::matvec_rows(*ty, data_bytes, *rows, &xm.data, xm.rows, &mut out)
+        } else {
+            quant::matmul(*ty, data_bytes, *rows, &xm.data, xm.rows, &mut out)
+        };
+        r.map_err(|e| quant_err(&file.tensors()[*index].name, e))?;
+        if let Some(b) = self.dense(bias)? {
+            for row in out.chunks_mut(*rows) {
+                row.iter_mut().zip(b).for_each(|(o, &c)| *o += c);
+            }
+        }
+        let (n, m) = (xm.rows, *rows);
+        Ok(self.push(Mat { rows: n, cols: m, data: out }))
+    }
 }
 
 fn quant_err(name: &str, e: impl std::fmt::Display) -> BackendError {
@@ -144,28 +173,7 @@ impl Backend for CpuBackend {
     }
 
     fn linear(&mut self, x: Act, w: WeightId, bias: Option<WeightId>) -> Result<Act, BackendError> {
-        let xm = self.act(x)?;
-        let Weight::Mapped { file, index, ty, rows, cols } = self.weight(w)? else {
-            return Err(BackendError::Shape { op: "linear", detail: "weight is a vector".into() });
-        };
-        if xm.cols != *cols {
-            return Err(BackendError::Shape { op: "linear", detail: format!("input width {} vs weight rows of {cols}", xm.cols) });
-        }
-        let data_bytes = file.view(&file.tensors()[*index]).data;
-        let mut out = vec![0.0f32; xm.rows * rows];
-        let r = if xm.rows == 1 {
-            quant::matvec(*ty, data_bytes, *rows, &xm.data, &mut out)
-        } else {
-            quant::matmul(*ty, data_bytes, *rows, &xm.data, xm.rows, &mut out)
-        };
-        r.map_err(|e| quant_err(&file.tensors()[*index].name, e))?;
-        if let Some(b) = self.dense(bias)? {
-            for row in out.chunks_mut(*rows) {
-                row.iter_mut().zip(b).for_each(|(o, &c)| *o += c);
-            }
-        }
-        let (n, m) = (xm.rows, *rows);
-        Ok(self.push(Mat { rows: n, cols: m, data: out }))
+        self.linear_with(x, w, bias, false)
     }
 
     fn norm(&mut self, x: Act, w: Option<WeightId>, b: Option<WeightId>, p: NormParams) -> Result<Act, BackendError> {
@@ -274,5 +282,38 @@ impl Backend for CpuBackend {
 
     fn read(&mut self, x: Act) -> Result<Vec<f32>, BackendError> {
         Ok(self.act(x)?.data.clone())
+    }
+
+    fn batches_rows(&self) -> bool {
+        true
+    }
+
+    fn linear_rows(&mut self, x: Act, w: WeightId, bias: Option<WeightId>) -> Result<Act, BackendError> {
+        self.linear_with(x, w, bias, true)
+    }
+
+    fn row_slice(&mut self, x: Act, r0: usize, n: usize) -> Result<Act, BackendError> {
+        let m = self.act(x)?;
+        if r0.checked_add(n).is_none_or(|end| end > m.rows) {
+            return Err(BackendError::Shape { op: "row_slice", detail: format!("rows {r0}..+{n} of {}", m.rows) });
+        }
+        let cols = m.cols;
+        let data = m.data[r0 * cols..(r0 + n) * cols].to_vec();
+        Ok(self.push(Mat { rows: n, cols, data }))
+    }
+
+    fn concat_rows(&mut self, parts: &[Act]) -> Result<Act, BackendError> {
+        let first = parts.first().ok_or_else(|| BackendError::Shape { op: "concat_rows", detail: "no parts".into() })?;
+        let cols = self.act(*first)?.cols;
+        let (mut rows, mut data) = (0, Vec::new());
+        for &p in parts {
+            let m = self.act(p)?;
+            if m.cols != cols {
+                return Err(BackendError::Shape { op: "concat_rows", detail: format!("widths {cols} and {}", m.cols) });
+            }
+            rows += m.rows;
+            data.extend_from_slice(&m.data);
+        }
+        Ok(self.push(Mat { rows, cols, data }))
     }
 }

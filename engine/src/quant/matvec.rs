@@ -110,6 +110,57 @@ pub fn matvec(
     Ok(())
 }
 
+/// `n` matvecs sharing one pass over the weights: row `i` of the `[n, n_rows]` result is
+/// bit-identical to `matvec` of row `i` of `xs`, whatever the other rows are. Batched decode
+/// uses it so a sequence's tokens do not depend on what it is batched with.
+pub fn matvec_rows(
+    ty: GgmlType,
+    weights: &[u8],
+    n_rows: usize,
+    xs: &[f32],
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    if n == 0 || xs.len() % n != 0 {
+        return Err(QuantError::LengthMismatch { ty, what: "activations", expected: n, actual: xs.len() });
+    }
+    let k = xs.len() / n;
+    let row_bytes = check_weights(ty, weights, n_rows, k)?;
+    let expected = n.checked_mul(n_rows).ok_or(QuantError::Overflow { what: "output", a: n, b: n_rows })?;
+    if out.len() != expected {
+        return Err(QuantError::LengthMismatch { ty, what: "output", expected, actual: out.len() });
+    }
+    if row_bytes == 0 {
+        out.fill(0.0);
+        return Ok(());
+    }
+    let pxs: Vec<PreparedX> = xs.chunks_exact(k).map(|x| PreparedX::new(ty, x)).collect();
+    // Tasks own weight rows and write a transposed `[rows, n]` block, so each weight row is
+    // streamed once for the whole batch.
+    let mut out_t = vec![0.0f32; expected];
+    let task = |first_row: usize, o: &mut [f32]| {
+        let w = &weights[first_row * row_bytes..];
+        for (col, row) in o.chunks_exact_mut(n).zip(w.chunks_exact(row_bytes)) {
+            for (c, px) in col.iter_mut().zip(&pxs) {
+                *c = px.dot(row);
+            }
+        }
+    };
+    let team = Team::global();
+    if weights.len().saturating_mul(n) < SERIAL_BYTES || team.size() == 1 {
+        task(0, &mut out_t);
+    } else {
+        let per_task = balanced_rows_per_task(n_rows, row_bytes, team.size());
+        team.for_each_chunk_mut(&mut out_t, per_task * n, |i, o| task(i * per_task, o));
+    }
+    for (r, col) in out_t.chunks_exact(n).enumerate() {
+        for (i, &v) in col.iter().enumerate() {
+            out[i * n_rows + r] = v;
+        }
+    }
+    Ok(())
+}
+
 /// f32 dot product on the best available instruction set.
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());

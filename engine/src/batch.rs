@@ -1,0 +1,320 @@
+//! Continuous batching: one scheduler thread (an actor) owns a model, and any number of
+//! [`BatchSession`]s on other threads generate through it. Each step runs at most one prefill
+//! chunk, then one batched decode of every sequence waiting for its next token, so sequences
+//! join and leave at step boundaries and a long prompt never stalls the others' streams.
+//!
+//! Tokens do not depend on batching: a decode row is computed exactly as it would be alone
+//! ([`forward_decode_batch`]), a prompt is always prefilled on its own, and each session
+//! samples with its own seeded RNG.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::backend::{BackendError, KvFormat, SeqId};
+use crate::constraint::Hooks;
+use crate::error::EngineError;
+use crate::generate::{self, Exec, GenerateOutput, GenerateParams, Step};
+use crate::graph::{forward, forward_decode_batch, Logits};
+use crate::model::Model;
+use crate::tokenizer::Tokenizer;
+
+/// How long a step waits for sequences still sampling their previous token before it runs
+/// without them. Sampling takes microseconds, so this only bites when a client stalls.
+const GATHER: Duration = Duration::from_millis(2);
+/// Prompt tokens one step may prefill before it decodes: bounds how long a burst of new
+/// prompts delays the tokens of sequences already decoding.
+const PREFILL_TOKENS_PER_STEP: usize = 512;
+
+/// Counters of one scheduler, for metrics and for tests that must see batching happen.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    /// Steps that ran a batched decode.
+    pub decode_steps: AtomicU64,
+    /// Decode rows over all steps (`decode_rows / decode_steps` is the mean batch).
+    pub decode_rows: AtomicU64,
+    /// The largest batch one step decoded.
+    pub max_batch: AtomicU64,
+    /// Prompt tokens run through prefill.
+    pub prefill_tokens: AtomicU64,
+}
+
+/// A snapshot of [`BatchStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchCounts {
+    pub decode_steps: u64,
+    pub decode_rows: u64,
+    pub max_batch: u64,
+    pub prefill_tokens: u64,
+}
+
+enum Msg {
+    Open { n_ctx: usize, reply: Sender<Result<SeqId, EngineError>> },
+    Eval { seq: SeqId, tokens: Vec<u32>, pos0: usize, which: Logits, reply: Sender<Result<Vec<f32>, EngineError>> },
+    Free(SeqId),
+}
+
+/// What sessions know of the model without asking its thread.
+struct Info {
+    tokenizer: Arc<Tokenizer>,
+    n_vocab: usize,
+    n_ctx_train: usize,
+}
+
+/// Handle to a model's scheduler thread; clones share it. The thread exits, freeing the
+/// model, once every handle and session is gone.
+#[derive(Clone)]
+pub struct Scheduler {
+    tx: Sender<Msg>,
+    info: Arc<Info>,
+    stats: Arc<BatchStats>,
+}
+
+/// Owns the scheduler thread's join handle: [`SchedulerThread::join`] waits for the model to
+/// be freed.
+pub struct SchedulerThread(JoinHandle<()>);
+
+impl SchedulerThread {
+    pub fn join(self) {
+        if self.0.join().is_err() {
+            tracing::error!("a model scheduler thread panicked");
+        }
+    }
+}
+
+impl Scheduler {
+    /// Moves `model` onto a new thread named `name` and returns the handle to it.
+    pub fn spawn(name: &str, model: Model) -> std::io::Result<(Scheduler, SchedulerThread)> {
+        let hp = &model.spec.hparams;
+        let info = Arc::new(Info {
+            tokenizer: model.tokenizer.clone(),
+            n_vocab: hp.n_vocab,
+            n_ctx_train: hp.n_ctx_train.max(1),
+        });
+        let stats = Arc::new(BatchStats::default());
+        let (tx, rx) = channel();
+        let s = stats.clone();
+        let thread = std::thread::Builder::new().name(format!("sched-{name}")).spawn(move || serve(model, rx, &s))?;
+        Ok((Scheduler { tx, info, stats }, SchedulerThread(thread)))
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.info.tokenizer
+    }
+
+    pub fn counts(&self) -> BatchCounts {
+        let s = &self.stats;
+        BatchCounts {
+            decode_steps: s.decode_steps.load(Ordering::Relaxed),
+            decode_rows: s.decode_rows.load(Ordering::Relaxed),
+            max_batch: s.max_batch.load(Ordering::Relaxed),
+            prefill_tokens: s.prefill_tokens.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A fresh sequence with a KV cache of `n_ctx` positions (clamped to the trained context).
+    pub fn session(&self, n_ctx: usize) -> Result<BatchSession, EngineError> {
+        let n_ctx = n_ctx.clamp(1, self.info.n_ctx_train);
+        let (reply, rx) = channel();
+        self.tx.send(Msg::Open { n_ctx, reply }).map_err(|_| stopped())?;
+        let seq = rx.recv().map_err(|_| stopped())??;
+        Ok(BatchSession { sched: self.clone(), seq, n_ctx, history: Vec::new() })
+    }
+}
+
+fn stopped() -> EngineError {
+    EngineError::Backend(BackendError::Device("the model's scheduler has stopped".into()))
+}
+
+/// A sequence generating through a [`Scheduler`]; its KV cache is freed when it drops.
+pub struct BatchSession {
+    sched: Scheduler,
+    seq: SeqId,
+    n_ctx: usize,
+    history: Vec<u32>,
+}
+
+impl Drop for BatchSession {
+    fn drop(&mut self) {
+        let _ = self.sched.tx.send(Msg::Free(self.seq));
+    }
+}
+
+impl BatchSession {
+    /// [`crate::Session::generate_steps_hooked`], batched with the scheduler's other sequences.
+    pub fn generate_steps_hooked(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        hooks: Hooks<'_>,
+        on_step: impl FnMut(Step<'_>) -> bool,
+    ) -> Result<GenerateOutput, EngineError> {
+        generate::run(self, prompt, params, hooks, on_step)
+    }
+
+    fn ask(&self, tokens: Vec<u32>, pos0: usize, which: Logits) -> Result<Vec<f32>, EngineError> {
+        let (reply, rx) = channel();
+        self.sched.tx.send(Msg::Eval { seq: self.seq, tokens, pos0, which, reply }).map_err(|_| stopped())?;
+        rx.recv().map_err(|_| stopped())?
+    }
+}
+
+impl Exec for BatchSession {
+    fn tokenizer(&self) -> &Tokenizer {
+        &self.sched.info.tokenizer
+    }
+    fn n_vocab(&self) -> usize {
+        self.sched.info.n_vocab
+    }
+    fn history(&self) -> &[u32] {
+        &self.history
+    }
+    fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    fn eval(&mut self, tokens: &[u32], chunk: usize, which: Logits) -> Result<Vec<f32>, EngineError> {
+        // The same checks as a local session, made here so the scheduler only ever runs
+        // requests that fit.
+        if tokens.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        if self.history.len() + tokens.len() > self.n_ctx {
+            return Err(EngineError::PromptTooLong { prompt: self.history.len() + tokens.len(), n_ctx: self.n_ctx });
+        }
+        let n_vocab = self.sched.info.n_vocab;
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(BackendError::TokenOutOfRange { id, n_vocab }.into());
+        }
+        let mut out = Vec::new();
+        let chunks: Vec<&[u32]> = tokens.chunks(chunk.max(1)).collect();
+        for (i, c) in chunks.iter().enumerate() {
+            let want = if which == Logits::All { Logits::All } else { Logits::Last };
+            let logits = self.ask(c.to_vec(), self.history.len(), want)?;
+            self.history.extend_from_slice(c);
+            if which == Logits::All {
+                out.extend(logits);
+            } else if i + 1 == chunks.len() {
+                out = logits;
+            }
+        }
+        Ok(out)
+    }
+}
+
+struct Pending {
+    seq: SeqId,
+    tokens: Vec<u32>,
+    pos0: usize,
+    which: Logits,
+    reply: Sender<Result<Vec<f32>, EngineError>>,
+}
+
+impl Pending {
+    fn is_decode(&self) -> bool {
+        self.tokens.len() == 1 && self.which == Logits::Last
+    }
+}
+
+/// The scheduler thread: gathers requests into steps until every handle is gone.
+fn serve(mut model: Model, rx: Receiver<Msg>, stats: &BatchStats) {
+    let mut open = 0usize;
+    let mut prefills: VecDeque<Pending> = VecDeque::new();
+    let mut decodes: Vec<Pending> = Vec::new();
+    let mut connected = true;
+    while connected {
+        if prefills.is_empty() && decodes.is_empty() {
+            match rx.recv() {
+                Ok(m) => take(m, &mut model, &mut open, &mut prefills, &mut decodes),
+                Err(_) => break,
+            }
+        }
+        // Let every open sequence hand in its next request, so one step serves them all.
+        let deadline = Instant::now() + GATHER;
+        loop {
+            while let Ok(m) = rx.try_recv() {
+                take(m, &mut model, &mut open, &mut prefills, &mut decodes);
+            }
+            if prefills.len() + decodes.len() >= open {
+                break;
+            }
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(m) => take(m, &mut model, &mut open, &mut prefills, &mut decodes),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    connected = false;
+                    break;
+                }
+            }
+        }
+        step(&mut model, &mut prefills, &mut decodes, stats);
+    }
+}
+
+/// Handles one message: sequences open and close at once, evaluations wait for the step.
+fn take(m: Msg, model: &mut Model, open: &mut usize, prefills: &mut VecDeque<Pending>, decodes: &mut Vec<Pending>) {
+    match m {
+        Msg::Open { n_ctx, reply } => {
+            let hp = &model.spec.hparams;
+            let format = KvFormat { policy: model.kv_policy(), head_dim: hp.head_dim };
+            let r = model.backend.new_sequence(hp.n_layer, hp.kv_dim(), n_ctx, format).map_err(EngineError::from);
+            *open += r.is_ok() as usize;
+            let _ = reply.send(r);
+        }
+        Msg::Free(seq) => {
+            model.backend.free_sequence(seq);
+            *open = open.saturating_sub(1);
+        }
+        Msg::Eval { seq, tokens, pos0, which, reply } => {
+            let p = Pending { seq, tokens, pos0, which, reply };
+            if p.is_decode() {
+                decodes.push(p);
+            } else {
+                prefills.push_back(p);
+            }
+        }
+    }
+}
+
+/// One step: waiting prefill chunks, oldest first, up to [`PREFILL_TOKENS_PER_STEP`] (at least
+/// one chunk), then one batched decode of every waiting row.
+fn step(model: &mut Model, prefills: &mut VecDeque<Pending>, decodes: &mut Vec<Pending>, stats: &BatchStats) {
+    let mut budget = PREFILL_TOKENS_PER_STEP;
+    while let Some(p) = prefills.pop_front() {
+        let m = &mut *model;
+        // Each chunk runs on its own, as it would alone: batching prompts together would
+        // change their arithmetic.
+        let r = forward(&m.spec, &m.weights, m.backend.as_mut(), p.seq, &p.tokens, p.pos0, p.which);
+        stats.prefill_tokens.fetch_add(p.tokens.len() as u64, Ordering::Relaxed);
+        let _ = p.reply.send(r.map_err(EngineError::from));
+        budget = budget.saturating_sub(p.tokens.len());
+        if budget == 0 || prefills.front().is_some_and(|n| n.tokens.len() > budget) {
+            break;
+        }
+    }
+    if !decodes.is_empty() {
+        let batch = std::mem::take(decodes);
+        let rows: Vec<(SeqId, u32, usize)> = batch.iter().map(|p| (p.seq, p.tokens[0], p.pos0)).collect();
+        let m = &mut *model;
+        let r = forward_decode_batch(&m.spec, &m.weights, m.backend.as_mut(), &rows);
+        stats.decode_steps.fetch_add(1, Ordering::Relaxed);
+        stats.decode_rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        stats.max_batch.fetch_max(rows.len() as u64, Ordering::Relaxed);
+        match r {
+            Ok(logits) => {
+                for (p, l) in batch.into_iter().zip(logits) {
+                    let _ = p.reply.send(Ok(l));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for p in batch {
+                    let _ = p.reply.send(Err(BackendError::Device(msg.clone()).into()));
+                }
+            }
+        }
+    }
+}
