@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{client, load, request, serial, start, SECOND, SMOL};
+use common::{client, collect_stream, load, request, serial, start, SECOND, SMOL};
 use hangar_services::server::pb::{self, stream_event::Event, stream_request::Kind, StreamRequest};
 use tokio_stream::StreamExt;
 
@@ -24,15 +24,6 @@ fn complete_of(events: &[pb::StreamEvent]) -> pb::GenerateComplete {
         Some(Event::Complete(c)) => c,
         other => panic!("the last event is not complete: {other:?}"),
     }
-}
-
-async fn collect_stream(c: &mut pb::inference_client::InferenceClient<tonic::transport::Channel>, req: pb::GenerateRequest) -> Vec<pb::StreamEvent> {
-    let mut s = c.generate_stream(req).await.expect("GenerateStream").into_inner();
-    let mut out = Vec::new();
-    while let Some(ev) = s.next().await {
-        out.push(ev.expect("stream event"));
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,7 +55,8 @@ pub struct ModelOptions {
     pub kv_cache: String,
     /// Context length per sequence; 0 means the model's trained context, capped at 4096.
     pub context_length: u32,
-    /// Sequences decoded together; only 1 today.
+    /// Generations decoded together in each step (continuous batching), at most
+    /// [`MAX_BATCH`]; more wait in the model's queue.
     pub max_batch: u32,
     /// Policy rule set (in `policy_dir`) applied to every request of the model; empty for none.
     pub policy: String,
@@ -73,6 +74,9 @@ pub struct ModelEntry {
     pub options: ModelOptions,
 }
 
+/// The largest `max_batch`: each running generation has a thread and a KV sequence.
+pub const MAX_BATCH: u32 = 256;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -82,7 +86,7 @@ pub struct Limits {
     pub max_tokens: u32,
     /// Generations running or queued over the whole server.
     pub max_concurrent_requests: usize,
-    /// Generations queued per model beyond the one running.
+    /// Generations queued per model beyond the running batch.
     pub max_queue_per_model: usize,
     /// Models loaded (or loading) at once.
     pub max_loaded_models: usize,
@@ -128,7 +132,7 @@ impl Default for Config {
                 backend: "cpu".into(),
                 kv_cache: "f32".into(),
                 context_length: 0,
-                max_batch: 1,
+                max_batch: 32,
                 policy: String::new(),
             },
             models: BTreeMap::new(),

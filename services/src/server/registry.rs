@@ -86,6 +86,11 @@ impl LoadedModel {
         self.with_worker(|w| Ok(w.in_flight())).unwrap_or(0)
     }
 
+    /// The scheduler's step counters.
+    pub fn batch_counts(&self) -> hangar_engine::batch::BatchCounts {
+        self.with_worker(|w| Ok(w.batch_counts())).unwrap_or_default()
+    }
+
     fn touch(&self) {
         if let Ok(mut t) = self.last_used.lock() {
             *t = Instant::now();
@@ -201,8 +206,8 @@ impl Registry {
             return Err(ServiceError::invalid("options.backend", format!("{:?} is not a backend; use \"cpu\" or \"gpu\"", o.backend)));
         }
         o.kv_cache.parse::<KvPolicy>().map_err(|e| ServiceError::invalid("options.kv_cache", e.to_string()))?;
-        if o.max_batch > 1 {
-            return Err(ServiceError::invalid("options.max_batch", format!("{} sequences at once is not served yet; use 1", o.max_batch)));
+        if o.max_batch > super::config::MAX_BATCH {
+            return Err(ServiceError::invalid("options.max_batch", format!("{} is over the limit of {}", o.max_batch, super::config::MAX_BATCH)));
         }
         // A model configured with a processor no plugin registered (say its plugin was
         // refused) fails to load rather than serve without it.
@@ -219,10 +224,11 @@ impl Registry {
         tokio::spawn(
             async move {
                 this.health.set_service_status(&name, ServingStatus::NotServing).await;
-                let (n, dir, max_queue) = (name.clone(), this.config.model_dir.clone(), this.config.limits.max_queue_per_model);
+                let (n, dir) = (name.clone(), this.config.model_dir.clone());
+                let (max_queue, max_batch) = (this.config.limits.max_queue_per_model, options.max_batch.max(1) as usize);
                 let plugins = this.plugins.clone();
                 let span = tracing::Span::current();
-                let result = tokio::task::spawn_blocking(move || span.in_scope(|| load_blocking(&n, &file, &dir, &options, max_queue, &plugins)))
+                let result = tokio::task::spawn_blocking(move || span.in_scope(|| load_blocking(&n, &file, &dir, &options, (max_queue, max_batch), &plugins)))
                     .await
                     .unwrap_or_else(|e| Err(ServiceError::Internal(format!("load task failed: {e}"))));
                 match &result {
@@ -389,7 +395,7 @@ fn load_blocking(
     file: &std::path::Path,
     model_dir: &std::path::Path,
     options: &ModelOptions,
-    max_queue: usize,
+    (max_queue, max_batch): (usize, usize),
     plugins: &Plugins,
 ) -> Result<Arc<LoadedModel>, ServiceError> {
     let t0 = Instant::now();
@@ -445,7 +451,7 @@ fn load_blocking(
         policy: options.policy.clone(),
         vocab: Default::default(),
     };
-    let worker = Worker::spawn(name, model, n_ctx, max_queue)
+    let worker = Worker::spawn(name, model, n_ctx, max_queue, max_batch)
         .map_err(|e| ServiceError::LoadFailed { name: name.to_string(), reason: format!("starting its worker: {e}") })?;
     let facts = Arc::new(ModelFacts { load_ms: t0.elapsed().as_secs_f64() * 1e3, ..facts });
     Ok(Arc::new(LoadedModel { facts, worker: Mutex::new(Some(worker)), last_used: Mutex::new(Instant::now()) }))

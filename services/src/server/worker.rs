@@ -1,16 +1,19 @@
-//! Per-model execution: one thread owns the `Model` and serves its queue one generation at a
-//! time. Cancellation (a `Cancel`, a client that went away, a forced unload, a time limit) is
-//! checked after every decode step, and each generation's KV sequence is freed when it ends.
+//! Per-model execution: the engine's batch scheduler owns the `Model`, and a dispatcher thread
+//! takes jobs from the model's queue in arrival order, running up to `max_batch` generations at
+//! once, each on its own thread, all decoding together in the scheduler's steps. Cancellation
+//! (a `Cancel`, a client that went away, a forced unload, a time limit) is checked after every
+//! decode step, and each generation's KV sequence is freed when it ends.
 //!
 //! The rest of the server sees only [`Worker`]: `submit` a [`GenJob`], read [`GenEvent`]s from
-//! its channel. A batching scheduler can replace the insides without touching callers.
+//! its channel.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use hangar_engine::batch::{BatchCounts, Scheduler, SchedulerThread};
 use hangar_engine::generate::{GenerateParams, StopReason};
 use hangar_engine::logprobs::TokenLogprobs;
 use hangar_engine::Model;
@@ -105,23 +108,28 @@ struct Shared {
     abort_all: AtomicBool,
 }
 
-/// Handle to a model's worker thread. Dropping the last handle lets the thread finish its queue
-/// and exit, which frees the model.
+/// Handle to a model's worker. Dropping the last handle lets the worker finish its queue and
+/// exit, which frees the model.
 pub struct Worker {
     tx: Option<SyncSender<GenJob>>,
     max_queue: usize,
     shared: Arc<Shared>,
+    sched: Scheduler,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Worker {
-    /// Starts the thread that owns `model`, with room for `max_queue` waiting jobs.
-    pub fn spawn(name: &str, model: Model, n_ctx: usize, max_queue: usize) -> std::io::Result<Worker> {
+    /// Starts the scheduler that owns `model` and the dispatcher that feeds it, with room for
+    /// `max_queue` waiting jobs beside the `max_batch` running ones.
+    pub fn spawn(name: &str, model: Model, n_ctx: usize, max_queue: usize, max_batch: usize) -> std::io::Result<Worker> {
+        let (sched, sched_thread) = Scheduler::spawn(name, model)?;
         let (tx, rx) = sync_channel(max_queue);
         let shared = Arc::new(Shared::default());
-        let s = shared.clone();
-        let thread = std::thread::Builder::new().name(format!("model-{name}")).spawn(move || serve(model, n_ctx, rx, s))?;
-        Ok(Worker { tx: Some(tx), max_queue, shared, thread: Some(thread) })
+        let (s, sc) = (shared.clone(), sched.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("model-{name}"))
+            .spawn(move || dispatch(sc, sched_thread, n_ctx, max_batch.max(1), rx, s))?;
+        Ok(Worker { tx: Some(tx), max_queue, shared, sched, thread: Some(thread) })
     }
 
     /// Queues `job`, or refuses it when the queue is full.
@@ -145,12 +153,17 @@ impl Worker {
         self.shared.in_flight.load(Ordering::SeqCst)
     }
 
+    /// The scheduler's step counters.
+    pub fn batch_counts(&self) -> BatchCounts {
+        self.sched.counts()
+    }
+
     /// Cancels every queued and running job (each still gets its `Done(Cancelled)`).
     pub fn abort_all(&self) {
         self.shared.abort_all.store(true, Ordering::SeqCst);
     }
 
-    /// Stops taking jobs and waits for the thread to finish its queue and free the model.
+    /// Stops taking jobs and waits for the queue to finish and the model to be freed.
     /// Blocks: call from a blocking context.
     pub fn shutdown(mut self) {
         self.tx.take();
@@ -164,26 +177,77 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        // Without an explicit shutdown the thread still exits once its queue drains.
+        // Without an explicit shutdown the threads still exit once the queue drains.
         self.tx.take();
     }
 }
 
-fn serve(mut model: Model, n_ctx: usize, rx: Receiver<GenJob>, shared: Arc<Shared>) {
-    while let Ok(job) = rx.recv() {
-        let events = job.events.clone();
-        let outcome = run(&mut model, n_ctx, job, &shared);
-        // Counted out before the caller can see the end: a client holding its answer must not
-        // find its request still in flight (ListModels, a forced unload's count).
-        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-        let _ = events.send(match outcome {
-            Ok(done) => GenEvent::Done(Box::new(done)),
-            Err(e) => GenEvent::Failed(e),
-        });
+/// Running generations, bounded by `max_batch`.
+struct Slots {
+    running: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Slots {
+    fn acquire(&self, max: usize) {
+        let mut n = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        while *n >= max {
+            n = self.freed.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+        *n += 1;
+    }
+
+    fn release(&self) {
+        *self.running.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        self.freed.notify_all();
     }
 }
 
-fn run(model: &mut Model, n_ctx: usize, job: GenJob, shared: &Shared) -> Result<Finished, ServiceError> {
+/// Takes jobs in arrival order as slots free up; once the queue closes, waits for the running
+/// ones, then for the scheduler to free the model.
+fn dispatch(sched: Scheduler, sched_thread: SchedulerThread, n_ctx: usize, max_batch: usize, rx: Receiver<GenJob>, shared: Arc<Shared>) {
+    let slots = Arc::new(Slots { running: Mutex::new(0), freed: Condvar::new() });
+    let mut running: Vec<JoinHandle<()>> = Vec::new();
+    loop {
+        slots.acquire(max_batch);
+        let Ok(job) = rx.recv() else { break };
+        running.retain(|t| !t.is_finished());
+        let (sched, shared2, slots2) = (sched.clone(), shared.clone(), slots.clone());
+        let events = job.events.clone();
+        let spawned = std::thread::Builder::new().name("generation".into()).spawn(move || {
+            let events = job.events.clone();
+            // A panic is this request's failure, not the worker's: its slot and count are still
+            // given back.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&sched, n_ctx, job, &shared2)))
+                .unwrap_or_else(|_| Err(ServiceError::Internal("the generation panicked".into())));
+            // Counted out before the caller can see the end: a client holding its answer must
+            // not find its request still in flight (ListModels, a forced unload's count).
+            shared2.in_flight.fetch_sub(1, Ordering::SeqCst);
+            let _ = events.send(match outcome {
+                Ok(done) => GenEvent::Done(Box::new(done)),
+                Err(e) => GenEvent::Failed(e),
+            });
+            slots2.release();
+        });
+        match spawned {
+            Ok(t) => running.push(t),
+            Err(e) => {
+                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                let _ = events.send(GenEvent::Failed(ServiceError::Internal(format!("starting a generation thread: {e}"))));
+                slots.release();
+            }
+        }
+    }
+    for t in running {
+        if t.join().is_err() {
+            tracing::error!("a generation thread panicked");
+        }
+    }
+    drop(sched);
+    sched_thread.join();
+}
+
+fn run(sched: &Scheduler, n_ctx: usize, job: GenJob, shared: &Shared) -> Result<Finished, ServiceError> {
     let queue_ms = job.received.elapsed().as_secs_f64() * 1e3;
     let deadline = job.time_limit.map(|d| job.received + d);
     let stopped = |job: &GenJob| job.cancel.is_cancelled() || shared.abort_all.load(Ordering::Relaxed) || job.events.is_closed();
@@ -214,7 +278,7 @@ fn run(model: &mut Model, n_ctx: usize, job: GenJob, shared: &Shared) -> Result<
     let decode = info_span!(parent: &job.span, "decode", generated_tokens = tracing::field::Empty, tokens_per_s = tracing::field::Empty);
     let mut decode_guard = None;
     let mut timed_out = false;
-    let mut session = model.session(n_ctx)?;
+    let mut session = sched.session(n_ctx)?;
     let mut processors = ProcessorHooks::new(&job.logits_processors, &job.prompt);
     let (out, report) = job.policy.run(processors.hooks().logits, |hooks| session.generate_steps_hooked(&job.prompt, &job.params, hooks, |step| {
         if let Some(g) = prefill_guard.take() {

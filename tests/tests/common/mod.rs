@@ -91,3 +91,14 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     SERIAL.lock().await
 }
+
+/// Every event of one GenerateStream, in order.
+pub async fn collect_stream(c: &mut InferenceClient<Channel>, req: GenerateRequest) -> Vec<pb::StreamEvent> {
+    use tokio_stream::StreamExt;
+    let mut s = c.generate_stream(req).await.expect("GenerateStream").into_inner();
+    let mut out = Vec::new();
+    while let Some(ev) = s.next().await {
+        out.push(ev.expect("stream event"));
+    }
+    out
+}
