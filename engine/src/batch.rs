@@ -42,6 +42,18 @@ pub struct BatchStats {
     pub prefill_tokens: AtomicU64,
 }
 
+impl BatchStats {
+    pub fn counts(&self) -> BatchCounts {
+        let s = self;
+        BatchCounts {
+            decode_steps: s.decode_steps.load(Ordering::Relaxed),
+            decode_rows: s.decode_rows.load(Ordering::Relaxed),
+            max_batch: s.max_batch.load(Ordering::Relaxed),
+            prefill_tokens: s.prefill_tokens.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// A snapshot of [`BatchStats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BatchCounts {
@@ -106,13 +118,12 @@ impl Scheduler {
     }
 
     pub fn counts(&self) -> BatchCounts {
-        let s = &self.stats;
-        BatchCounts {
-            decode_steps: s.decode_steps.load(Ordering::Relaxed),
-            decode_rows: s.decode_rows.load(Ordering::Relaxed),
-            max_batch: s.max_batch.load(Ordering::Relaxed),
-            prefill_tokens: s.prefill_tokens.load(Ordering::Relaxed),
-        }
+        self.stats.counts()
+    }
+
+    /// The counters alone: holding them does not keep the scheduler (and its model) alive.
+    pub fn stats(&self) -> Arc<BatchStats> {
+        self.stats.clone()
     }
 
     /// A fresh sequence with a KV cache of `n_ctx` positions (clamped to the trained context).

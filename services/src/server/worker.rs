@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use hangar_engine::batch::{BatchCounts, Scheduler, SchedulerThread};
+use hangar_engine::batch::{BatchCounts, BatchStats, Scheduler, SchedulerThread};
 use hangar_engine::generate::{GenerateParams, StopReason};
 use hangar_engine::logprobs::TokenLogprobs;
 use hangar_engine::Model;
@@ -114,7 +114,8 @@ pub struct Worker {
     tx: Option<SyncSender<GenJob>>,
     max_queue: usize,
     shared: Arc<Shared>,
-    sched: Scheduler,
+    /// Only the counters: a scheduler handle here would keep the model alive past shutdown.
+    stats: Arc<BatchStats>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -125,11 +126,11 @@ impl Worker {
         let (sched, sched_thread) = Scheduler::spawn(name, model)?;
         let (tx, rx) = sync_channel(max_queue);
         let shared = Arc::new(Shared::default());
-        let (s, sc) = (shared.clone(), sched.clone());
+        let (s, stats) = (shared.clone(), sched.stats());
         let thread = std::thread::Builder::new()
             .name(format!("model-{name}"))
-            .spawn(move || dispatch(sc, sched_thread, n_ctx, max_batch.max(1), rx, s))?;
-        Ok(Worker { tx: Some(tx), max_queue, shared, sched, thread: Some(thread) })
+            .spawn(move || dispatch(sched, sched_thread, n_ctx, max_batch.max(1), rx, s))?;
+        Ok(Worker { tx: Some(tx), max_queue, shared, stats, thread: Some(thread) })
     }
 
     /// Queues `job`, or refuses it when the queue is full.
@@ -155,7 +156,7 @@ impl Worker {
 
     /// The scheduler's step counters.
     pub fn batch_counts(&self) -> BatchCounts {
-        self.sched.counts()
+        self.stats.counts()
     }
 
     /// Cancels every queued and running job (each still gets its `Done(Cancelled)`).
