@@ -139,6 +139,13 @@ pub trait Backend: Send {
         Err(BackendError::Shape { op: "linear_rows", detail: format!("the {} backend does not batch rows", self.name()) })
     }
 
+    /// Copies positions `pos0..pos0 + n` of every layer's KV cache from `src` to `dst`, so a
+    /// prompt prefix computed once serves another sequence. Backends without it compute.
+    fn copy_kv(&mut self, src: SeqId, dst: SeqId, pos0: usize, n: usize) -> Result<(), BackendError> {
+        let _ = (src, dst, pos0, n);
+        Err(BackendError::Shape { op: "copy_kv", detail: format!("the {} backend does not copy KV caches", self.name()) })
+    }
+
     /// Rows `r0..r0 + n` of `x`.
     fn row_slice(&mut self, x: Act, r0: usize, n: usize) -> Result<Act, BackendError> {
         let _ = (x, r0, n);

@@ -6,8 +6,13 @@
 //! Tokens do not depend on batching: a decode row is computed exactly as it would be alone
 //! ([`forward_decode_batch`]), a prompt is always prefilled on its own, and each session
 //! samples with its own seeded RNG.
+//!
+//! Prefix reuse: a prompt chunk whose tokens, position and extent match a chunk another
+//! sequence (running, or recently finished and retained) already computed is copied from that
+//! sequence's KV cache instead of recomputed. Only whole identical chunks are copied, so the
+//! cache holds exactly the values a fresh prefill would have written.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -40,6 +45,8 @@ pub struct BatchStats {
     pub max_batch: AtomicU64,
     /// Prompt tokens run through prefill.
     pub prefill_tokens: AtomicU64,
+    /// Prompt tokens copied from another sequence's KV cache instead (prefix reuse).
+    pub reused_tokens: AtomicU64,
 }
 
 impl BatchStats {
@@ -50,6 +57,7 @@ impl BatchStats {
             decode_rows: s.decode_rows.load(Ordering::Relaxed),
             max_batch: s.max_batch.load(Ordering::Relaxed),
             prefill_tokens: s.prefill_tokens.load(Ordering::Relaxed),
+            reused_tokens: s.reused_tokens.load(Ordering::Relaxed),
         }
     }
 }
@@ -61,11 +69,14 @@ pub struct BatchCounts {
     pub decode_rows: u64,
     pub max_batch: u64,
     pub prefill_tokens: u64,
+    pub reused_tokens: u64,
 }
 
 enum Msg {
     Open { n_ctx: usize, reply: Sender<Result<SeqId, EngineError>> },
-    Eval { seq: SeqId, tokens: Vec<u32>, pos0: usize, which: Logits, reply: Sender<Result<Vec<f32>, EngineError>> },
+    /// `need_logits` false: an inner prompt chunk, whose logits the caller drops (so it may be
+    /// copied rather than computed; the reply is then empty).
+    Eval { seq: SeqId, tokens: Vec<u32>, pos0: usize, which: Logits, need_logits: bool, reply: Sender<Result<Vec<f32>, EngineError>> },
     Free(SeqId),
 }
 
@@ -166,9 +177,9 @@ impl BatchSession {
         generate::run(self, prompt, params, hooks, on_step)
     }
 
-    fn ask(&self, tokens: Vec<u32>, pos0: usize, which: Logits) -> Result<Vec<f32>, EngineError> {
+    fn ask(&self, tokens: Vec<u32>, pos0: usize, which: Logits, need_logits: bool) -> Result<Vec<f32>, EngineError> {
         let (reply, rx) = channel();
-        self.sched.tx.send(Msg::Eval { seq: self.seq, tokens, pos0, which, reply }).map_err(|_| stopped())?;
+        self.sched.tx.send(Msg::Eval { seq: self.seq, tokens, pos0, which, need_logits, reply }).map_err(|_| stopped())?;
         rx.recv().map_err(|_| stopped())?
     }
 }
@@ -204,7 +215,8 @@ impl Exec for BatchSession {
         let chunks: Vec<&[u32]> = tokens.chunks(chunk.max(1)).collect();
         for (i, c) in chunks.iter().enumerate() {
             let want = if which == Logits::All { Logits::All } else { Logits::Last };
-            let logits = self.ask(c.to_vec(), self.history.len(), want)?;
+            let need = which == Logits::All || i + 1 == chunks.len();
+            let logits = self.ask(c.to_vec(), self.history.len(), want, need)?;
             self.history.extend_from_slice(c);
             if which == Logits::All {
                 out.extend(logits);
@@ -221,7 +233,62 @@ struct Pending {
     tokens: Vec<u32>,
     pos0: usize,
     which: Logits,
+    need_logits: bool,
     reply: Sender<Result<Vec<f32>, EngineError>>,
+}
+
+/// Finished sequences whose KV caches stay around as prefix sources, newest last.
+const RETAINED: usize = 4;
+/// Shorter histories are not worth retaining.
+const MIN_RETAINED_TOKENS: usize = 64;
+
+/// What the scheduler knows of each sequence's KV cache, for prefix reuse.
+#[derive(Default)]
+struct Seqs {
+    /// Tokens in each cache, and the `(pos0, len)` chunks they were computed in.
+    known: HashMap<SeqId, (Vec<u32>, Vec<(usize, usize)>)>,
+    /// Freed sequences kept as sources, oldest first.
+    retained: VecDeque<SeqId>,
+}
+
+impl Seqs {
+    /// Another sequence that computed exactly this chunk after exactly this history.
+    fn source(&self, seq: SeqId, pos0: usize, tokens: &[u32]) -> Option<SeqId> {
+        let history = &self.known.get(&seq)?.0;
+        if history.len() != pos0 {
+            return None;
+        }
+        self.known
+            .iter()
+            .filter(|(s, _)| **s != seq)
+            .find(|(_, (t, chunks))| {
+                chunks.contains(&(pos0, tokens.len())) && t.len() >= pos0 + tokens.len() && t[..pos0] == history[..] && t[pos0..pos0 + tokens.len()] == *tokens
+            })
+            .map(|(s, _)| *s)
+    }
+
+    fn record(&mut self, seq: SeqId, pos0: usize, tokens: &[u32]) {
+        let (t, chunks) = self.known.entry(seq).or_default();
+        t.extend_from_slice(tokens);
+        chunks.push((pos0, tokens.len()));
+    }
+
+    /// A sequence ended: keep it as a source if it is long enough, freeing the oldest one kept.
+    fn free(&mut self, seq: SeqId, model: &mut Model) {
+        let keep = self.known.get(&seq).is_some_and(|(t, _)| t.len() >= MIN_RETAINED_TOKENS);
+        if keep {
+            self.retained.push_back(seq);
+        } else {
+            self.known.remove(&seq);
+            model.backend.free_sequence(seq);
+        }
+        while self.retained.len() > RETAINED {
+            if let Some(old) = self.retained.pop_front() {
+                self.known.remove(&old);
+                model.backend.free_sequence(old);
+            }
+        }
+    }
 }
 
 impl Pending {
@@ -236,10 +303,11 @@ fn serve(mut model: Model, rx: Receiver<Msg>, stats: &BatchStats) {
     let mut prefills: VecDeque<Pending> = VecDeque::new();
     let mut decodes: Vec<Pending> = Vec::new();
     let mut connected = true;
+    let mut seqs = Seqs::default();
     while connected {
         if prefills.is_empty() && decodes.is_empty() {
             match rx.recv() {
-                Ok(m) => take(m, &mut model, &mut open, &mut prefills, &mut decodes),
+                Ok(m) => take(m, &mut model, &mut seqs, &mut open, &mut prefills, &mut decodes),
                 Err(_) => break,
             }
         }
@@ -247,13 +315,13 @@ fn serve(mut model: Model, rx: Receiver<Msg>, stats: &BatchStats) {
         let deadline = Instant::now() + GATHER;
         loop {
             while let Ok(m) = rx.try_recv() {
-                take(m, &mut model, &mut open, &mut prefills, &mut decodes);
+                take(m, &mut model, &mut seqs, &mut open, &mut prefills, &mut decodes);
             }
             if prefills.len() + decodes.len() >= open {
                 break;
             }
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(m) => take(m, &mut model, &mut open, &mut prefills, &mut decodes),
+                Ok(m) => take(m, &mut model, &mut seqs, &mut open, &mut prefills, &mut decodes),
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => {
                     connected = false;
@@ -261,26 +329,29 @@ fn serve(mut model: Model, rx: Receiver<Msg>, stats: &BatchStats) {
                 }
             }
         }
-        step(&mut model, &mut prefills, &mut decodes, stats);
+        step(&mut model, &mut seqs, &mut prefills, &mut decodes, stats);
     }
 }
 
 /// Handles one message: sequences open and close at once, evaluations wait for the step.
-fn take(m: Msg, model: &mut Model, open: &mut usize, prefills: &mut VecDeque<Pending>, decodes: &mut Vec<Pending>) {
+fn take(m: Msg, model: &mut Model, seqs: &mut Seqs, open: &mut usize, prefills: &mut VecDeque<Pending>, decodes: &mut Vec<Pending>) {
     match m {
         Msg::Open { n_ctx, reply } => {
             let hp = &model.spec.hparams;
             let format = KvFormat { policy: model.kv_policy(), head_dim: hp.head_dim };
             let r = model.backend.new_sequence(hp.n_layer, hp.kv_dim(), n_ctx, format).map_err(EngineError::from);
-            *open += r.is_ok() as usize;
+            if let Ok(seq) = r {
+                *open += 1;
+                seqs.known.insert(seq, Default::default());
+            }
             let _ = reply.send(r);
         }
         Msg::Free(seq) => {
-            model.backend.free_sequence(seq);
+            seqs.free(seq, model);
             *open = open.saturating_sub(1);
         }
-        Msg::Eval { seq, tokens, pos0, which, reply } => {
-            let p = Pending { seq, tokens, pos0, which, reply };
+        Msg::Eval { seq, tokens, pos0, which, need_logits, reply } => {
+            let p = Pending { seq, tokens, pos0, which, need_logits, reply };
             if p.is_decode() {
                 decodes.push(p);
             } else {
@@ -292,14 +363,28 @@ fn take(m: Msg, model: &mut Model, open: &mut usize, prefills: &mut VecDeque<Pen
 
 /// One step: waiting prefill chunks, oldest first, up to [`PREFILL_TOKENS_PER_STEP`] (at least
 /// one chunk), then one batched decode of every waiting row.
-fn step(model: &mut Model, prefills: &mut VecDeque<Pending>, decodes: &mut Vec<Pending>, stats: &BatchStats) {
+fn step(model: &mut Model, seqs: &mut Seqs, prefills: &mut VecDeque<Pending>, decodes: &mut Vec<Pending>, stats: &BatchStats) {
     let mut budget = PREFILL_TOKENS_PER_STEP;
     while let Some(p) = prefills.pop_front() {
         let m = &mut *model;
+        if !p.need_logits {
+            if let Some(src) = seqs.source(p.seq, p.pos0, &p.tokens) {
+                if m.backend.copy_kv(src, p.seq, p.pos0, p.tokens.len()).is_ok() {
+                    // A copy costs no compute, so it leaves the step's prefill budget alone.
+                    stats.reused_tokens.fetch_add(p.tokens.len() as u64, Ordering::Relaxed);
+                    seqs.record(p.seq, p.pos0, &p.tokens);
+                    let _ = p.reply.send(Ok(Vec::new()));
+                    continue;
+                }
+            }
+        }
         // Each chunk runs on its own, as it would alone: batching prompts together would
         // change their arithmetic.
         let r = forward(&m.spec, &m.weights, m.backend.as_mut(), p.seq, &p.tokens, p.pos0, p.which);
         stats.prefill_tokens.fetch_add(p.tokens.len() as u64, Ordering::Relaxed);
+        if r.is_ok() {
+            seqs.record(p.seq, p.pos0, &p.tokens);
+        }
         let _ = p.reply.send(r.map_err(EngineError::from));
         budget = budget.saturating_sub(p.tokens.len());
         if budget == 0 || prefills.front().is_some_and(|n| n.tokens.len() > budget) {
@@ -317,6 +402,7 @@ fn step(model: &mut Model, prefills: &mut VecDeque<Pending>, decodes: &mut Vec<P
         match r {
             Ok(logits) => {
                 for (p, l) in batch.into_iter().zip(logits) {
+                    seqs.record(p.seq, p.pos0, &p.tokens);
                     let _ = p.reply.send(Ok(l));
                 }
             }

@@ -103,3 +103,66 @@ fn thirty_two_seeded_sequences_batched_on_the_gpu_match_each_alone() {
     let path = hangar_tests::families::fixture_dir().join("tiny-llama-k-v256.Q4_K_M.gguf");
     assert_batch_invariant(load(&path, gpu()), load(&path, gpu()), 32, 12, 128);
 }
+
+/// A system prompt of at least `n` tokens of English prose.
+fn system_prompt(model: &Model, n: usize) -> Vec<u32> {
+    let para = "You are a careful assistant. Answer questions about the history of science, citing the people, places and dates involved, and say plainly when something is not known. ";
+    let mut toks = model.tokenizer.encode(&para.repeat(1 + n / 20), true, false).expect("tokenize");
+    toks.truncate(n);
+    assert_eq!(toks.len(), n, "the system prompt is shorter than {n} tokens");
+    toks
+}
+
+#[test]
+fn sixteen_requests_sharing_a_1k_system_prompt_prefill_it_once() {
+    const N: usize = 16;
+    const SHARED: usize = 1024;
+    const CHUNK: usize = 256;
+    let path = hangar_tests::model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let mut alone = load(&path, Box::new(CpuBackend::new()));
+    let system = system_prompt(&alone, SHARED);
+    let prompts: Vec<Vec<u32>> = (0..N)
+        .map(|i| {
+            let q = format!("\nQuestion {i}: who first measured the speed of light{}?", "?".repeat(i % 3));
+            let mut p = system.clone();
+            p.extend(alone.tokenizer.encode(&q, false, false).expect("tokenize"));
+            p
+        })
+        .collect();
+    let params = |i: usize| GenerateParams {
+        sampling: SamplingParams { temperature: 0.8, seed: Some(i as u64), ..SamplingParams::default() },
+        max_tokens: 4,
+        min_tokens: 4,
+        prefill_chunk: CHUNK,
+        logprobs: Some(2),
+        ..GenerateParams::default()
+    };
+    // Alone references for a spread of the requests (each costs a full 1k-token CPU prefill);
+    // whichever request computed the prefix, the others copied it.
+    const CHECKED: [usize; 4] = [0, 5, 10, 15];
+    let want: Vec<GenerateOutput> =
+        CHECKED.iter().map(|&i| alone.session(2048).expect("session").generate(&prompts[i], &params(i), |_, _| true).expect("alone")).collect();
+
+    let (sched, thread) = Scheduler::spawn("prefix-test", load(&path, Box::new(CpuBackend::new()))).expect("scheduler");
+    let got: Vec<GenerateOutput> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..N)
+            .map(|i| {
+                let (sched, prompt, params) = (sched.clone(), &prompts[i], params(i));
+                scope.spawn(move || sched.session(2048).expect("session").generate_steps_hooked(prompt, &params, Hooks::default(), |_| true).expect("batched"))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("sequence thread")).collect()
+    });
+    let counts = sched.counts();
+    drop(sched);
+    thread.join();
+    for (&i, w) in CHECKED.iter().zip(&want) {
+        let g = &got[i];
+        assert_eq!((&g.tokens, &g.logprobs), (&w.tokens, &w.logprobs), "request {i}: a reused prefix changed the output");
+    }
+    // The shared 1024 tokens are four whole chunks: computed by one request, copied by 15.
+    let suffixes: usize = prompts.iter().map(|p| p.len() - SHARED).sum();
+    eprintln!("{counts:?}");
+    assert_eq!(counts.reused_tokens, ((N - 1) * SHARED) as u64, "{counts:?}");
+    assert_eq!(counts.prefill_tokens, (SHARED + suffixes) as u64, "{counts:?}");
+}

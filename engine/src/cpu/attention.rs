@@ -57,6 +57,19 @@ impl KvCache {
         }
     }
 
+    /// Copies positions `pos0..pos0 + n` of every layer from `src`, which must have the same
+    /// shape and format (a reused prompt prefix).
+    pub fn copy_from(&mut self, src: &KvCache, pos0: usize, n: usize) -> Result<(), BackendError> {
+        if (src.kv_dim, src.format, src.n_layer()) != (self.kv_dim, self.format, self.n_layer()) || pos0 + n > self.n_ctx.min(src.n_ctx) {
+            return Err(BackendError::Shape { op: "copy_kv", detail: format!("positions {pos0}..+{n} between caches of other shapes") });
+        }
+        let span = pos0 * self.row_words()..(pos0 + n) * self.row_words();
+        for (dst, from) in self.k.iter_mut().chain(self.v.iter_mut()).zip(src.k.iter().chain(&src.v)) {
+            dst[span.clone()].copy_from_slice(&from[span.clone()]);
+        }
+        Ok(())
+    }
+
     /// Positions `0..len` of a layer's k or v as f32 rows of `kv_dim` (rotated for `int4h`).
     /// An f32 record is the value's bits, so the default policy reads the cache in place
     /// instead of copying the whole context every step.

@@ -288,6 +288,17 @@ impl Backend for CpuBackend {
         true
     }
 
+    fn copy_kv(&mut self, src: SeqId, dst: SeqId, pos0: usize, n: usize) -> Result<(), BackendError> {
+        let bad = |s: SeqId| BackendError::BadHandle(format!("{s:?}"));
+        if src == dst {
+            return Err(bad(dst));
+        }
+        let from = self.seqs.remove(&src.0).ok_or_else(|| bad(src))?;
+        let r = self.seqs.get_mut(&dst.0).ok_or_else(|| bad(dst)).and_then(|to| to.copy_from(&from, pos0, n));
+        self.seqs.insert(src.0, from);
+        r
+    }
+
     fn linear_rows(&mut self, x: Act, w: WeightId, bias: Option<WeightId>) -> Result<Act, BackendError> {
         self.linear_with(x, w, bias, true)
     }

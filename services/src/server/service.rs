@@ -213,7 +213,8 @@ impl Inference for InferenceService {
                     s.backend = m.facts.backend.clone();
                     s.in_flight = m.in_flight() as u32;
                     let b = m.batch_counts();
-                    (s.decode_steps, s.decode_tokens, s.max_decode_batch, s.prefill_tokens) = (b.decode_steps, b.decode_rows, b.max_batch as u32, b.prefill_tokens);
+                    (s.decode_steps, s.decode_tokens, s.max_decode_batch) = (b.decode_steps, b.decode_rows, b.max_batch as u32);
+                    (s.prefill_tokens, s.reused_prefill_tokens) = (b.prefill_tokens, b.reused_tokens);
                     s.family = m.facts.family.clone();
                     s.plugin = m.facts.plugin.clone();
                 }
