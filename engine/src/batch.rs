@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::backend::{BackendError, KvFormat, SeqId};
+use crate::budget::{MemoryBudget, Reservation};
 use crate::constraint::Hooks;
 use crate::error::EngineError;
 use crate::generate::{self, Exec, GenerateOutput, GenerateParams, Step};
@@ -47,6 +48,9 @@ pub struct BatchStats {
     pub prefill_tokens: AtomicU64,
     /// Prompt tokens copied from another sequence's KV cache instead (prefix reuse).
     pub reused_tokens: AtomicU64,
+    /// KV caches held now (running sequences and those kept for reuse), and their bytes.
+    pub kv_caches: AtomicU64,
+    pub kv_bytes: AtomicU64,
 }
 
 impl BatchStats {
@@ -58,6 +62,8 @@ impl BatchStats {
             max_batch: s.max_batch.load(Ordering::Relaxed),
             prefill_tokens: s.prefill_tokens.load(Ordering::Relaxed),
             reused_tokens: s.reused_tokens.load(Ordering::Relaxed),
+            kv_caches: s.kv_caches.load(Ordering::Relaxed),
+            kv_bytes: s.kv_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -70,14 +76,18 @@ pub struct BatchCounts {
     pub max_batch: u64,
     pub prefill_tokens: u64,
     pub reused_tokens: u64,
+    pub kv_caches: u64,
+    pub kv_bytes: u64,
 }
 
 enum Msg {
-    Open { n_ctx: usize, reply: Sender<Result<SeqId, EngineError>> },
+    Open { n_ctx: usize, charge: Option<Reservation>, reply: Sender<Result<SeqId, EngineError>> },
     /// `need_logits` false: an inner prompt chunk, whose logits the caller drops (so it may be
     /// copied rather than computed; the reply is then empty).
     Eval { seq: SeqId, tokens: Vec<u32>, pos0: usize, which: Logits, need_logits: bool, reply: Sender<Result<Vec<f32>, EngineError>> },
     Free(SeqId),
+    /// Free the caches kept only for reuse: a sequence is waiting for memory.
+    Evict,
 }
 
 /// What sessions know of the model without asking its thread.
@@ -85,6 +95,8 @@ struct Info {
     tokenizer: Arc<Tokenizer>,
     n_vocab: usize,
     n_ctx_train: usize,
+    kv_bytes_per_token: u64,
+    budget: Option<Arc<MemoryBudget>>,
 }
 
 /// Handle to a model's scheduler thread; clones share it. The thread exits, freeing the
@@ -110,12 +122,15 @@ impl SchedulerThread {
 
 impl Scheduler {
     /// Moves `model` onto a new thread named `name` and returns the handle to it.
-    pub fn spawn(name: &str, model: Model) -> std::io::Result<(Scheduler, SchedulerThread)> {
+    /// KV caches are charged to `budget` when there is one.
+    pub fn spawn(name: &str, model: Model, budget: Option<Arc<MemoryBudget>>) -> std::io::Result<(Scheduler, SchedulerThread)> {
         let hp = &model.spec.hparams;
         let info = Arc::new(Info {
             tokenizer: model.tokenizer.clone(),
             n_vocab: hp.n_vocab,
             n_ctx_train: hp.n_ctx_train.max(1),
+            kv_bytes_per_token: model.kv_bytes_per_token() as u64,
+            budget,
         });
         let stats = Arc::new(BatchStats::default());
         let (tx, rx) = channel();
@@ -139,9 +154,25 @@ impl Scheduler {
 
     /// A fresh sequence with a KV cache of `n_ctx` positions (clamped to the trained context).
     pub fn session(&self, n_ctx: usize) -> Result<BatchSession, EngineError> {
+        self.session_for(n_ctx, n_ctx, || false)
+    }
+
+    /// A sequence for a request that needs `positions` (prompt plus tokens to generate): its
+    /// KV cache holds that many rounded up to [`KV_BLOCK`], at most `n_ctx`. With a budget,
+    /// waits until the cache fits (polling `give_up`), or fails at once if it never can.
+    pub fn session_for(&self, n_ctx: usize, positions: usize, give_up: impl Fn() -> bool) -> Result<BatchSession, EngineError> {
         let n_ctx = n_ctx.clamp(1, self.info.n_ctx_train);
+        let n_ctx = positions.max(1).next_multiple_of(KV_BLOCK).min(n_ctx);
+        let charge = match &self.info.budget {
+            Some(b) => {
+                let bytes = n_ctx as u64 * self.info.kv_bytes_per_token;
+                let what = format!("a KV cache of {n_ctx} positions");
+                Some(b.reserve_kv(&what, bytes, || drop(self.tx.send(Msg::Evict)), give_up)?)
+            }
+            None => None,
+        };
         let (reply, rx) = channel();
-        self.tx.send(Msg::Open { n_ctx, reply }).map_err(|_| stopped())?;
+        self.tx.send(Msg::Open { n_ctx, charge, reply }).map_err(|_| stopped())?;
         let seq = rx.recv().map_err(|_| stopped())??;
         Ok(BatchSession { sched: self.clone(), seq, n_ctx, history: Vec::new() })
     }
@@ -237,6 +268,9 @@ struct Pending {
     reply: Sender<Result<Vec<f32>, EngineError>>,
 }
 
+/// KV caches are sized in multiples of this many positions.
+pub const KV_BLOCK: usize = 256;
+
 /// Finished sequences whose KV caches stay around as prefix sources, newest last.
 const RETAINED: usize = 4;
 /// Shorter histories are not worth retaining.
@@ -249,6 +283,8 @@ struct Seqs {
     known: HashMap<SeqId, (Vec<u32>, Vec<(usize, usize)>)>,
     /// Freed sequences kept as sources, oldest first.
     retained: VecDeque<SeqId>,
+    /// Each cache's charge against the memory budget, given back when it is freed.
+    charges: HashMap<SeqId, Option<Reservation>>,
 }
 
 impl Seqs {
@@ -274,20 +310,34 @@ impl Seqs {
     }
 
     /// A sequence ended: keep it as a source if it is long enough, freeing the oldest one kept.
-    fn free(&mut self, seq: SeqId, model: &mut Model) {
+    fn free(&mut self, seq: SeqId, model: &mut Model, stats: &BatchStats) {
         let keep = self.known.get(&seq).is_some_and(|(t, _)| t.len() >= MIN_RETAINED_TOKENS);
         if keep {
             self.retained.push_back(seq);
         } else {
-            self.known.remove(&seq);
-            model.backend.free_sequence(seq);
+            self.release(seq, model, stats);
         }
         while self.retained.len() > RETAINED {
             if let Some(old) = self.retained.pop_front() {
-                self.known.remove(&old);
-                model.backend.free_sequence(old);
+                self.release(old, model, stats);
             }
         }
+    }
+
+    /// Frees every cache kept only for reuse.
+    fn evict(&mut self, model: &mut Model, stats: &BatchStats) {
+        while let Some(old) = self.retained.pop_front() {
+            self.release(old, model, stats);
+        }
+    }
+
+    fn release(&mut self, seq: SeqId, model: &mut Model, stats: &BatchStats) {
+        self.known.remove(&seq);
+        model.backend.free_sequence(seq);
+        if let Some(charge) = self.charges.remove(&seq).flatten() {
+            stats.kv_bytes.fetch_sub(charge.bytes(), Ordering::Relaxed);
+        }
+        stats.kv_caches.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -307,7 +357,7 @@ fn serve(mut model: Model, rx: Receiver<Msg>, stats: &BatchStats) {
     while connected {
         if prefills.is_empty() && decodes.is_empty() {
             match rx.recv() {
-                Ok(m) => take(m, &mut model, &mut seqs, &mut open, &mut prefills, &mut decodes),
+                Ok(m) => take(m, &mut model, &mut seqs, &mut open, &mut prefills, &mut decodes, stats),
                 Err(_) => break,
             }
         }
@@ -315,13 +365,13 @@ fn serve(mut model: Model, rx: Receiver<Msg>, stats: &BatchStats) {
         let deadline = Instant::now() + GATHER;
         loop {
             while let Ok(m) = rx.try_recv() {
-                take(m, &mut model, &mut seqs, &mut open, &mut prefills, &mut decodes);
+                take(m, &mut model, &mut seqs, &mut open, &mut prefills, &mut decodes, stats);
             }
             if prefills.len() + decodes.len() >= open {
                 break;
             }
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(m) => take(m, &mut model, &mut seqs, &mut open, &mut prefills, &mut decodes),
+                Ok(m) => take(m, &mut model, &mut seqs, &mut open, &mut prefills, &mut decodes, stats),
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => {
                     connected = false;
@@ -334,22 +384,26 @@ fn serve(mut model: Model, rx: Receiver<Msg>, stats: &BatchStats) {
 }
 
 /// Handles one message: sequences open and close at once, evaluations wait for the step.
-fn take(m: Msg, model: &mut Model, seqs: &mut Seqs, open: &mut usize, prefills: &mut VecDeque<Pending>, decodes: &mut Vec<Pending>) {
+fn take(m: Msg, model: &mut Model, seqs: &mut Seqs, open: &mut usize, prefills: &mut VecDeque<Pending>, decodes: &mut Vec<Pending>, stats: &BatchStats) {
     match m {
-        Msg::Open { n_ctx, reply } => {
+        Msg::Open { n_ctx, charge, reply } => {
             let hp = &model.spec.hparams;
             let format = KvFormat { policy: model.kv_policy(), head_dim: hp.head_dim };
             let r = model.backend.new_sequence(hp.n_layer, hp.kv_dim(), n_ctx, format).map_err(EngineError::from);
             if let Ok(seq) = r {
                 *open += 1;
                 seqs.known.insert(seq, Default::default());
+                stats.kv_caches.fetch_add(1, Ordering::Relaxed);
+                stats.kv_bytes.fetch_add(charge.as_ref().map_or(0, Reservation::bytes), Ordering::Relaxed);
+                seqs.charges.insert(seq, charge);
             }
             let _ = reply.send(r);
         }
         Msg::Free(seq) => {
-            seqs.free(seq, model);
+            seqs.free(seq, model, stats);
             *open = open.saturating_sub(1);
         }
+        Msg::Evict => seqs.evict(model, stats),
         Msg::Eval { seq, tokens, pos0, which, need_logits, reply } => {
             let p = Pending { seq, tokens, pos0, which, need_logits, reply };
             if p.is_decode() {

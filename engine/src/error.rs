@@ -13,6 +13,8 @@ pub enum EngineError {
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
     #[error(transparent)]
     Chat(#[from] crate::chat::ChatError),
+    #[error(transparent)]
+    Budget(#[from] crate::budget::BudgetError),
     #[error("the prompt is empty")]
     EmptyPrompt,
     #[error("prompt of {prompt} tokens does not fit the context of {n_ctx}")]

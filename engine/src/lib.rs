@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod batch;
+pub mod budget;
 pub mod chat;
 pub mod constraint;
 pub mod cpu;

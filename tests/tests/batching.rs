@@ -54,7 +54,7 @@ fn assert_batch_invariant(mut alone: Model, batched: Model, n: usize, max_tokens
             s.generate(&prompt, &params, |_, _| true).expect("alone")
         })
         .collect();
-    let (sched, thread) = Scheduler::spawn("batching-test", batched).expect("scheduler");
+    let (sched, thread) = Scheduler::spawn("batching-test", batched, None).expect("scheduler");
     let got: Vec<GenerateOutput> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..n)
             .map(|i| {
@@ -143,7 +143,7 @@ fn sixteen_requests_sharing_a_1k_system_prompt_prefill_it_once() {
     let want: Vec<GenerateOutput> =
         CHECKED.iter().map(|&i| alone.session(2048).expect("session").generate(&prompts[i], &params(i), |_, _| true).expect("alone")).collect();
 
-    let (sched, thread) = Scheduler::spawn("prefix-test", load(&path, Box::new(CpuBackend::new()))).expect("scheduler");
+    let (sched, thread) = Scheduler::spawn("prefix-test", load(&path, Box::new(CpuBackend::new())), None).expect("scheduler");
     let got: Vec<GenerateOutput> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..N)
             .map(|i| {

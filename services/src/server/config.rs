@@ -92,6 +92,12 @@ pub struct Limits {
     pub max_loaded_models: usize,
     /// Largest gRPC message accepted, in bytes.
     pub max_message_bytes: usize,
+    /// Bytes of GPU memory all GPU models share: weights are charged at load (a load that
+    /// does not fit is refused), KV caches per request (a request waits for room). 0: no
+    /// limit, since wgpu reports no memory size for an adapter.
+    pub gpu_memory_limit: u64,
+    /// The same for models on the CPU backend. 0: the machine's total memory.
+    pub cpu_memory_limit: u64,
     /// Live requests on one bidirectional `Stream`.
     pub max_requests_per_stream: usize,
 }
@@ -153,6 +159,8 @@ impl Default for Limits {
             max_queue_per_model: 32,
             max_loaded_models: 4,
             max_message_bytes: 4 << 20,
+            gpu_memory_limit: 0,
+            cpu_memory_limit: 0,
             max_requests_per_stream: 16,
         }
     }

@@ -251,7 +251,9 @@ pub fn response(f: Finished, request_id: String, facts: &ModelFacts) -> pb::Gene
     }
 }
 
-pub fn model_info(f: &ModelFacts) -> pb::ModelInfo {
+pub fn model_info(m: &super::registry::LoadedModel) -> pb::ModelInfo {
+    let f = &m.facts;
+    let b = m.batch_counts();
     let t = &f.tokenizer;
     pb::ModelInfo {
         name: f.name.clone(),
@@ -280,6 +282,8 @@ pub fn model_info(f: &ModelFacts) -> pb::ModelInfo {
         path: f.path.clone(),
         kv_cache: f.kv_cache.clone(),
         kv_bytes_per_token: f.kv_bytes_per_token as u64,
+        kv_caches: b.kv_caches as u32,
+        kv_bytes_in_use: b.kv_bytes,
     }
 }
 

@@ -21,6 +21,8 @@ pub enum ServiceError {
     ShuttingDown,
     #[error("{what} limit reached ({limit}); retry later")]
     Exhausted { what: &'static str, limit: usize },
+    #[error("out of memory: {0}")]
+    OverBudget(String),
     #[error("loading model {name:?} failed: {reason}")]
     LoadFailed { name: String, reason: String },
     #[error("{0}")]
@@ -46,6 +48,9 @@ pub enum EngineKind {
 
 impl From<EngineError> for ServiceError {
     fn from(e: EngineError) -> Self {
+        if let EngineError::Budget(b) = &e {
+            return ServiceError::OverBudget(b.to_string());
+        }
         let kind = match &e {
             EngineError::EmptyPrompt
             | EngineError::PromptTooLong { .. }
@@ -86,7 +91,7 @@ impl ServiceError {
                 Code::FailedPrecondition
             }
             ServiceError::Draining { .. } | ServiceError::ShuttingDown => Code::Unavailable,
-            ServiceError::Exhausted { .. } => Code::ResourceExhausted,
+            ServiceError::Exhausted { .. } | ServiceError::OverBudget(_) => Code::ResourceExhausted,
             ServiceError::Unauthenticated(_) => Code::Unauthenticated,
             ServiceError::PromptRejected { .. } => Code::PermissionDenied,
             ServiceError::Engine(_, EngineKind::Internal) | ServiceError::Internal(_) => Code::Internal,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use hangar_engine::backend::Backend;
+use hangar_engine::budget::MemoryBudget;
 use hangar_engine::chat::ChatTemplate;
 use hangar_engine::cpu::CpuBackend;
 use hangar_engine::kv::KvPolicy;
@@ -126,11 +127,24 @@ pub struct Registry {
     health: HealthReporter,
     plugins: Arc<Plugins>,
     policies: Arc<Policies>,
+    /// Memory shared by the models of each backend: (cpu, gpu).
+    budgets: (Arc<MemoryBudget>, Arc<MemoryBudget>),
+}
+
+/// The machine's total memory, the CPU backend's default budget.
+fn total_memory() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kib = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok());
+    kib.map_or(u64::MAX, |k| k * 1024)
 }
 
 impl Registry {
     pub fn new(config: Arc<Config>, health: HealthReporter, plugins: Arc<Plugins>, policies: Arc<Policies>) -> Arc<Registry> {
-        Arc::new(Registry { slots: DashMap::new(), config, health, plugins, policies })
+        let limits = &config.limits;
+        let cpu = if limits.cpu_memory_limit == 0 { total_memory() } else { limits.cpu_memory_limit };
+        let gpu = if limits.gpu_memory_limit == 0 { u64::MAX } else { limits.gpu_memory_limit };
+        let budgets = (MemoryBudget::new(cpu), MemoryBudget::new(gpu));
+        Arc::new(Registry { slots: DashMap::new(), config, health, plugins, policies, budgets })
     }
 
     pub fn config(&self) -> &Config {
@@ -227,8 +241,11 @@ impl Registry {
                 let (n, dir) = (name.clone(), this.config.model_dir.clone());
                 let (max_queue, max_batch) = (this.config.limits.max_queue_per_model, options.max_batch.max(1) as usize);
                 let plugins = this.plugins.clone();
+                let budget = if options.backend == "gpu" { this.budgets.1.clone() } else { this.budgets.0.clone() };
                 let span = tracing::Span::current();
-                let result = tokio::task::spawn_blocking(move || span.in_scope(|| load_blocking(&n, &file, &dir, &options, (max_queue, max_batch), &plugins)))
+                let result = tokio::task::spawn_blocking(move || {
+                    span.in_scope(|| load_blocking(&n, &file, &dir, &options, (max_queue, max_batch), &plugins, budget))
+                })
                     .await
                     .unwrap_or_else(|e| Err(ServiceError::Internal(format!("load task failed: {e}"))));
                 match &result {
@@ -397,8 +414,17 @@ fn load_blocking(
     options: &ModelOptions,
     (max_queue, max_batch): (usize, usize),
     plugins: &Plugins,
+    budget: Arc<MemoryBudget>,
 ) -> Result<Arc<LoadedModel>, ServiceError> {
     let t0 = Instant::now();
+    // Charged before anything is uploaded, from the file's tensor sizes.
+    let weights = {
+        let f = hangar_engine::gguf::GgufFile::open(file).map_err(|e| ServiceError::LoadFailed { name: name.to_string(), reason: e.to_string() })?;
+        f.tensors().iter().map(|t| f.view(t).data.len() as u64).sum::<u64>()
+    };
+    let charge = budget
+        .reserve_weights(&format!("model {name:?} ({} backend weights)", options.backend), weights)
+        .map_err(|e| ServiceError::OverBudget(e.to_string()))?;
     let backend: Box<dyn Backend> = match options.backend.as_str() {
         "gpu" => {
             let gpu = hangar_kernels::Gpu::shared()
@@ -451,7 +477,7 @@ fn load_blocking(
         policy: options.policy.clone(),
         vocab: Default::default(),
     };
-    let worker = Worker::spawn(name, model, n_ctx, max_queue, max_batch)
+    let worker = Worker::spawn(name, model, n_ctx, (max_queue, max_batch), (budget, charge))
         .map_err(|e| ServiceError::LoadFailed { name: name.to_string(), reason: format!("starting its worker: {e}") })?;
     let facts = Arc::new(ModelFacts { load_ms: t0.elapsed().as_secs_f64() * 1e3, ..facts });
     Ok(Arc::new(LoadedModel { facts, worker: Mutex::new(Some(worker)), last_used: Mutex::new(Instant::now()) }))

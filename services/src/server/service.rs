@@ -162,7 +162,7 @@ impl Inference for InferenceService {
         let r = async {
             self.core.check_open()?;
             let m = self.core.registry.load(&req.name, req.path.as_deref(), &convert::load_options(req.options.as_ref())).await?;
-            Ok(convert::model_info(&m.facts))
+            Ok(convert::model_info(&m))
         }
         .await;
         self.core.observe("LoadModel", r)
@@ -215,6 +215,7 @@ impl Inference for InferenceService {
                     let b = m.batch_counts();
                     (s.decode_steps, s.decode_tokens, s.max_decode_batch) = (b.decode_steps, b.decode_rows, b.max_batch as u32);
                     (s.prefill_tokens, s.reused_prefill_tokens) = (b.prefill_tokens, b.reused_tokens);
+                    (s.kv_caches, s.kv_bytes_in_use) = (b.kv_caches as u32, b.kv_bytes);
                     s.family = m.facts.family.clone();
                     s.plugin = m.facts.plugin.clone();
                 }
@@ -226,7 +227,7 @@ impl Inference for InferenceService {
 
     async fn get_model_info(&self, request: Request<pb::GetModelInfoRequest>) -> Result<Response<pb::ModelInfo>, Status> {
         let name = request.into_inner().name;
-        let r = self.core.registry.get_ready(&name).await.map(|m| convert::model_info(&m.facts));
+        let r = self.core.registry.get_ready(&name).await.map(|m| convert::model_info(&m));
         self.core.observe("GetModelInfo", r)
     }
 

@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hangar_engine::batch::{BatchCounts, BatchStats, Scheduler, SchedulerThread};
+use hangar_engine::budget::{MemoryBudget, Reservation};
 use hangar_engine::generate::{GenerateParams, StopReason};
 use hangar_engine::logprobs::TokenLogprobs;
 use hangar_engine::Model;
@@ -122,14 +123,25 @@ pub struct Worker {
 impl Worker {
     /// Starts the scheduler that owns `model` and the dispatcher that feeds it, with room for
     /// `max_queue` waiting jobs beside the `max_batch` running ones.
-    pub fn spawn(name: &str, model: Model, n_ctx: usize, max_queue: usize, max_batch: usize) -> std::io::Result<Worker> {
-        let (sched, sched_thread) = Scheduler::spawn(name, model)?;
+    /// KV caches are charged to `budget`; `weights` (the model's charge) is given back once
+    /// the model is freed.
+    pub fn spawn(
+        name: &str,
+        model: Model,
+        n_ctx: usize,
+        (max_queue, max_batch): (usize, usize),
+        (budget, weights): (Arc<MemoryBudget>, Reservation),
+    ) -> std::io::Result<Worker> {
+        let (sched, sched_thread) = Scheduler::spawn(name, model, Some(budget))?;
         let (tx, rx) = sync_channel(max_queue);
         let shared = Arc::new(Shared::default());
         let (s, stats) = (shared.clone(), sched.stats());
         let thread = std::thread::Builder::new()
             .name(format!("model-{name}"))
-            .spawn(move || dispatch(sched, sched_thread, n_ctx, max_batch.max(1), rx, s))?;
+            .spawn(move || {
+                dispatch(sched, sched_thread, n_ctx, max_batch.max(1), rx, s);
+                drop(weights);
+            })?;
         Ok(Worker { tx: Some(tx), max_queue, shared, stats, thread: Some(thread) })
     }
 
@@ -279,7 +291,8 @@ fn run(sched: &Scheduler, n_ctx: usize, job: GenJob, shared: &Shared) -> Result<
     let decode = info_span!(parent: &job.span, "decode", generated_tokens = tracing::field::Empty, tokens_per_s = tracing::field::Empty);
     let mut decode_guard = None;
     let mut timed_out = false;
-    let mut session = sched.session(n_ctx)?;
+    let positions = job.prompt.len() + job.params.max_tokens;
+    let mut session = sched.session_for(n_ctx, positions, || stopped(&job) || deadline.is_some_and(|d| Instant::now() >= d))?;
     let mut processors = ProcessorHooks::new(&job.logits_processors, &job.prompt);
     let (out, report) = job.policy.run(processors.hooks().logits, |hooks| session.generate_steps_hooked(&job.prompt, &job.params, hooks, |step| {
         if let Some(g) = prefill_guard.take() {
