@@ -146,6 +146,14 @@ pub trait Backend: Send {
         Err(BackendError::Shape { op: "copy_kv", detail: format!("the {} backend does not copy KV caches", self.name()) })
     }
 
+    /// Context shift of `seq`'s cache (see `cpu::KvCache::shift`): positions
+    /// `n_keep..n_keep + n_discard` of the first `len` are dropped and later keys re-rotated
+    /// with each layer's rope (`ropes`, one per layer).
+    fn shift_kv(&mut self, seq: SeqId, n_keep: usize, n_discard: usize, len: usize, ropes: &[&RopeConfig]) -> Result<(), BackendError> {
+        let _ = (seq, n_keep, n_discard, len, ropes);
+        Err(BackendError::Shape { op: "shift_kv", detail: format!("the {} backend cannot shift a KV cache", self.name()) })
+    }
+
     /// Rows `r0..r0 + n` of `x`.
     fn row_slice(&mut self, x: Act, r0: usize, n: usize) -> Result<Act, BackendError> {
         let _ = (x, r0, n);

@@ -88,6 +88,7 @@ enum Msg {
     Free(SeqId),
     /// Free the caches kept only for reuse: a sequence is waiting for memory.
     Evict,
+    Shift { seq: SeqId, n_keep: usize, n_discard: usize, len: usize, reply: Sender<Result<(), EngineError>> },
 }
 
 /// What sessions know of the model without asking its thread.
@@ -229,6 +230,15 @@ impl Exec for BatchSession {
         self.n_ctx
     }
 
+    fn shift(&mut self, n_keep: usize, n_discard: usize) -> Result<(), EngineError> {
+        let (reply, rx) = channel();
+        let len = self.history.len();
+        self.sched.tx.send(Msg::Shift { seq: self.seq, n_keep, n_discard, len, reply }).map_err(|_| stopped())?;
+        rx.recv().map_err(|_| stopped())??;
+        self.history.drain(n_keep..n_keep + n_discard);
+        Ok(())
+    }
+
     fn eval(&mut self, tokens: &[u32], chunk: usize, which: Logits) -> Result<Vec<f32>, EngineError> {
         // The same checks as a local session, made here so the scheduler only ever runs
         // requests that fit.
@@ -268,6 +278,9 @@ struct Pending {
     reply: Sender<Result<Vec<f32>, EngineError>>,
 }
 
+/// The chunk list of a shifted sequence: its cache no longer matches any token history.
+const SHIFTED: (usize, usize) = (usize::MAX, 0);
+
 /// KV caches are sized in multiples of this many positions.
 pub const KV_BLOCK: usize = 256;
 
@@ -296,7 +309,7 @@ impl Seqs {
         }
         self.known
             .iter()
-            .filter(|(s, _)| **s != seq)
+            .filter(|(s, (_, chunks))| **s != seq && chunks.first() != Some(&SHIFTED))
             .find(|(_, (t, chunks))| {
                 chunks.contains(&(pos0, tokens.len())) && t.len() >= pos0 + tokens.len() && t[..pos0] == history[..] && t[pos0..pos0 + tokens.len()] == *tokens
             })
@@ -305,6 +318,9 @@ impl Seqs {
 
     fn record(&mut self, seq: SeqId, pos0: usize, tokens: &[u32]) {
         let (t, chunks) = self.known.entry(seq).or_default();
+        if chunks.first() == Some(&SHIFTED) {
+            return;
+        }
         t.extend_from_slice(tokens);
         chunks.push((pos0, tokens.len()));
     }
@@ -404,6 +420,13 @@ fn take(m: Msg, model: &mut Model, seqs: &mut Seqs, open: &mut usize, prefills: 
             *open = open.saturating_sub(1);
         }
         Msg::Evict => seqs.evict(model, stats),
+        Msg::Shift { seq, n_keep, n_discard, len, reply } => {
+            let ropes: Vec<_> = model.spec.layers.iter().map(|l| &l.attention.rope).collect();
+            let r = model.backend.shift_kv(seq, n_keep, n_discard, len, &ropes);
+            // Its cache no longer holds what a fresh prefill would: never a reuse source again.
+            seqs.known.insert(seq, (Vec::new(), vec![SHIFTED]));
+            let _ = reply.send(r.map_err(EngineError::from));
+        }
         Msg::Eval { seq, tokens, pos0, which, need_logits, reply } => {
             let p = Pending { seq, tokens, pos0, which, need_logits, reply };
             if p.is_decode() {

@@ -27,6 +27,10 @@ pub struct GenerateParams {
     /// Report each generated token's log-probability and this many top alternatives
     /// (`Some(0)`: the chosen token only). `None` computes nothing.
     pub logprobs: Option<usize>,
+    /// Context shift: `Some(n_keep)` keeps generating at the context limit by dropping half of
+    /// the tokens after the first `n_keep` (re-rotating the cached keys rather than
+    /// recomputing); `None` stops with `Length` there.
+    pub context_shift: Option<usize>,
 }
 
 impl Default for GenerateParams {
@@ -39,6 +43,7 @@ impl Default for GenerateParams {
             min_tokens: 0,
             prefill_chunk: 256,
             logprobs: None,
+            context_shift: None,
         }
     }
 }
@@ -123,6 +128,8 @@ pub(crate) trait Exec {
     fn device(&mut self) -> Option<&mut dyn crate::backend::Backend> {
         None
     }
+    /// Drops positions `n_keep..n_keep + n_discard` from the cache and the history.
+    fn shift(&mut self, n_keep: usize, n_discard: usize) -> Result<(), EngineError>;
     /// Appends one token and leaves its logits on the device; only called when `device`
     /// answers `Some`.
     fn decode_act(&mut self, tok: u32) -> Result<crate::backend::Act, EngineError> {
@@ -193,6 +200,16 @@ impl<'m> Session<'m> {
             }
         }
         Ok(out)
+    }
+
+    /// Context shift by hand: drops positions `n_keep..n_keep + n_discard` of the cache,
+    /// re-rotating the keys after them (what generation does at the context limit when
+    /// `GenerateParams::context_shift` is set).
+    pub fn shift(&mut self, n_keep: usize, n_discard: usize) -> Result<(), EngineError> {
+        if n_keep + n_discard > self.history.len() {
+            return Err(EngineError::InvalidArgument(format!("cannot drop {n_discard} after {n_keep} of {} tokens", self.history.len())));
+        }
+        Exec::shift(self, n_keep, n_discard)
     }
 
     /// Appends one sampled token and leaves its logits on the backend, unread.
@@ -272,6 +289,13 @@ impl Exec for Session<'_> {
     }
     fn device(&mut self) -> Option<&mut dyn crate::backend::Backend> {
         Some(self.model.backend.as_mut())
+    }
+    fn shift(&mut self, n_keep: usize, n_discard: usize) -> Result<(), EngineError> {
+        let m = &mut *self.model;
+        let ropes: Vec<_> = m.spec.layers.iter().map(|l| &l.attention.rope).collect();
+        m.backend.shift_kv(self.seq, n_keep, n_discard, self.history.len(), &ropes)?;
+        self.history.drain(n_keep..n_keep + n_discard);
+        Ok(())
     }
     fn decode_act(&mut self, tok: u32) -> Result<crate::backend::Act, EngineError> {
         Session::decode_act(self, tok)
@@ -377,7 +401,12 @@ pub(crate) fn run<E: Exec + ?Sized>(
             break reason;
         }
         if exec.history().len() >= exec.n_ctx() {
-            break StopReason::Length;
+            // llama.cpp's shift: keep the first n_keep, drop half of the rest.
+            let (len, keep) = (exec.history().len(), params.context_shift.map(|k| k.min(exec.n_ctx() / 2)));
+            match keep.map(|k| (k, (len - k) / 2)) {
+                Some((k, discard)) if discard > 0 => exec.shift(k, discard)?,
+                _ => break StopReason::Length,
+            }
         }
         if on_device {
             device_logits = Some(exec.decode_act(tok)?);

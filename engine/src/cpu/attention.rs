@@ -70,6 +70,34 @@ impl KvCache {
         Ok(())
     }
 
+    /// Context shift: drops positions `n_keep..n_keep + n_discard` of the first `len`, moves the
+    /// rest down, and rotates each moved key back by `n_discard` positions with its layer's
+    /// rope, so it reads as if computed at its new position.
+    pub fn shift(&mut self, n_keep: usize, n_discard: usize, len: usize, ropes: &[&crate::spec::RopeConfig]) -> Result<(), BackendError> {
+        if n_keep + n_discard > len || len > self.n_ctx || ropes.len() != self.n_layer() {
+            return Err(BackendError::Shape { op: "shift_kv", detail: format!("keep {n_keep}, discard {n_discard} of {len} in {}", self.n_ctx) });
+        }
+        let (rw, hd, policy) = (self.row_words(), self.format.head_dim, self.format.policy);
+        let (from, to, moved) = (n_keep + n_discard, n_keep, len - n_keep - n_discard);
+        for cache in self.v.iter_mut() {
+            cache.copy_within(from * rw..(from + moved) * rw, to * rw);
+        }
+        let mut x = vec![0.0f32; hd];
+        for (cache, rope) in self.k.iter_mut().zip(ropes) {
+            cache.copy_within(from * rw..(from + moved) * rw, to * rw);
+            let freq = super::ops::rope_inv_freq(rope);
+            for rec in cache[to * rw..(to + moved) * rw].chunks_exact_mut(policy_words(self.format)) {
+                kv::decode(policy, rec, &mut x);
+                if policy.hadamard() {
+                    kv::hadamard(&mut x); // back from the rotated storage space
+                }
+                super::ops::rope_row_at(&mut x, hd, -(n_discard as f32), rope, &freq);
+                kv::encode(policy, &x, rec);
+            }
+        }
+        Ok(())
+    }
+
     /// Positions `0..len` of a layer's k or v as f32 rows of `kv_dim` (rotated for `int4h`).
     /// An f32 record is the value's bits, so the default policy reads the cache in place
     /// instead of copying the whole context every step.
@@ -154,4 +182,51 @@ pub fn attend_policy(
     let mut c = KvCache::new(1, kv_dim, k.len() / kv_dim.max(1), KvFormat { policy, head_dim: p.head_dim })?;
     c.write(0, 0, k, v);
     Ok(c.attend(0, q, n, pos0, p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{RopeConfig, RopeStyle};
+
+    /// After a shift, every moved key reads as if it had been rotated at its new position in
+    /// the first place (up to the rounding of one extra rotation, and the policy's own
+    /// quantization); values move unchanged.
+    #[test]
+    fn shifted_keys_match_keys_rotated_at_their_new_positions() {
+        let (hd, n_head_kv, len, keep, discard) = (64, 2, 40, 5, 12);
+        let kv_dim = hd * n_head_kv;
+        let rope = RopeConfig { style: RopeStyle::Neox, n_rot: 48, freq_base: 10000.0, freq_scale: 1.0, llama3: None, freq_factors: None };
+        let freq = crate::cpu::ops::rope_inv_freq(&rope);
+        let raw: Vec<f32> = (0..len * kv_dim).map(|i| ((i * 7919) % 1013) as f32 / 500.0 - 1.0).collect();
+        let rotated_at = |src_row: usize, pos: usize| {
+            let mut r = raw[src_row * kv_dim..(src_row + 1) * kv_dim].to_vec();
+            crate::cpu::ops::rope_row(&mut r, hd, pos, &rope, &freq);
+            r
+        };
+        // Tolerances: f32 is off only by one more rotation's rounding; a quantized key is
+        // decoded and encoded again, so it carries up to two quantization errors (int4 on
+        // values in [-1, 1] errs by up to 0.2 once: its step is amax / 7).
+        for (policy, tol) in [(KvPolicy::F32, 1e-5), (KvPolicy::Q8, 2e-2), (KvPolicy::Int4Hadamard, 0.45)] {
+            let mut cache = KvCache::new(1, kv_dim, 64, KvFormat { policy, head_dim: hd }).expect("cache");
+            let keys: Vec<f32> = (0..len).flat_map(|p| rotated_at(p, p)).collect();
+            cache.write(0, 0, &keys, &raw);
+            cache.shift(keep, discard, len, &[&rope]).expect("shift");
+            let (k, v) = (cache.rows(&cache.k[0], len - discard).into_owned(), cache.rows(&cache.v[0], len - discard).into_owned());
+            let mut want_k: Vec<f32> = (0..keep).flat_map(|p| rotated_at(p, p)).collect();
+            want_k.extend((keep + discard..len).flat_map(|p| rotated_at(p, p - discard)));
+            let mut want_v: Vec<f32> = raw[..keep * kv_dim].to_vec();
+            want_v.extend_from_slice(&raw[(keep + discard) * kv_dim..]);
+            // Stored values (k and v) are in the policy's space; compare in it.
+            let space = |mut x: Vec<f32>| {
+                if policy.hadamard() {
+                    x.chunks_exact_mut(hd).for_each(kv::hadamard);
+                }
+                x
+            };
+            let max_err = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            let (ek, ev) = (max_err(&k, &space(want_k)), max_err(&v, &space(want_v)));
+            assert!(ek <= tol && ev <= tol, "{policy:?}: key error {ek}, value error {ev} (tolerance {tol})");
+        }
+    }
 }

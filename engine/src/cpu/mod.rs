@@ -288,6 +288,11 @@ impl Backend for CpuBackend {
         true
     }
 
+    fn shift_kv(&mut self, seq: SeqId, n_keep: usize, n_discard: usize, len: usize, ropes: &[&RopeConfig]) -> Result<(), BackendError> {
+        let cache = self.seqs.get_mut(&seq.0).ok_or_else(|| BackendError::BadHandle(format!("{seq:?}")))?;
+        cache.shift(n_keep, n_discard, len, ropes)
+    }
+
     fn copy_kv(&mut self, src: SeqId, dst: SeqId, pos0: usize, n: usize) -> Result<(), BackendError> {
         let bad = |s: SeqId| BackendError::BadHandle(format!("{s:?}"));
         if src == dst {

@@ -38,10 +38,16 @@ pub fn norm(x: &mut [f32], w: Option<&[f32]>, b: Option<&[f32]>, p: NormParams) 
 
 /// Rotates one row of heads at position `pos`; `inv_freq[i]` is pair i's frequency.
 pub fn rope_row(row: &mut [f32], head_dim: usize, pos: usize, rope: &RopeConfig, inv_freq: &[f32]) {
+    rope_row_at(row, head_dim, pos as f32, rope, inv_freq);
+}
+
+/// [`rope_row`] at any real position: a negative one rotates back, which is how a context
+/// shift moves cached keys to earlier positions (rotations add).
+pub fn rope_row_at(row: &mut [f32], head_dim: usize, pos: f32, rope: &RopeConfig, inv_freq: &[f32]) {
     let half = rope.n_rot / 2;
     for head in row.chunks_mut(head_dim) {
         for (i, &f) in inv_freq.iter().enumerate().take(half) {
-            let theta = pos as f32 * rope.freq_scale * f;
+            let theta = pos * rope.freq_scale * f;
             let (sin, cos) = theta.sin_cos();
             let (a, b) = match rope.style {
                 RopeStyle::Normal => (2 * i, 2 * i + 1),

@@ -48,6 +48,10 @@ pub struct Args {
     /// KV-cache policy: f32, f16, q8, int4 (= int4h, Hadamard-rotated), int4-plain.
     #[arg(long, default_value = "f32")]
     kv_cache: hangar_engine::kv::KvPolicy,
+    /// At the context limit keep generating: keep the first KEEP tokens and drop half of the
+    /// rest, re-rotating the cached keys (CPU backend). Without it generation stops there.
+    #[arg(long, value_name = "KEEP")]
+    context_shift: Option<usize>,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
@@ -85,6 +89,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         },
         max_tokens: a.max_tokens,
         stop: a.stop.clone(),
+        context_shift: a.context_shift,
         ..GenerateParams::default()
     };
     let json = a.json;

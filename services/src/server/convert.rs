@@ -181,6 +181,9 @@ pub fn prepare(req: &pb::GenerateRequest, facts: &ModelFacts, limits: &Limits) -
         None => None,
     };
     let prompt = prompt_tokens(req, facts, limits)?;
+    if req.context_shift.is_some() && facts.backend != "cpu" {
+        return Err(ServiceError::invalid("context_shift", format!("the {} backend cannot shift a KV cache yet; load the model on the cpu backend", facts.backend)));
+    }
     let params = GenerateParams {
         sampling,
         max_tokens: max_tokens as usize,
@@ -188,6 +191,7 @@ pub fn prepare(req: &pb::GenerateRequest, facts: &ModelFacts, limits: &Limits) -
         stop_token_ids: st.stop_token_ids,
         min_tokens: st.min_tokens as usize,
         logprobs,
+        context_shift: req.context_shift.as_ref().map(|c| c.keep as usize),
         ..GenerateParams::default()
     };
     let time_limit = (st.time_limit_ms > 0).then(|| Duration::from_millis(st.time_limit_ms.into()));
