@@ -209,6 +209,11 @@ impl BatchSession {
         generate::run(self, prompt, params, hooks, on_step)
     }
 
+    /// Appends `tokens` in chunks of `chunk` (see [`crate::Session::eval`]).
+    pub fn eval(&mut self, tokens: &[u32], chunk: usize, which: Logits) -> Result<Vec<f32>, EngineError> {
+        Exec::eval(self, tokens, chunk, which)
+    }
+
     fn ask(&self, tokens: Vec<u32>, pos0: usize, which: Logits, need_logits: bool) -> Result<Vec<f32>, EngineError> {
         let (reply, rx) = channel();
         self.sched.tx.send(Msg::Eval { seq: self.seq, tokens, pos0, which, need_logits, reply }).map_err(|_| stopped())?;

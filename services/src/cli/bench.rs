@@ -40,21 +40,25 @@ pub struct Args {
     /// KV-cache policy: f32, f16, q8, int4 (= int4h, Hadamard-rotated), int4-plain.
     #[arg(long, default_value = "f32")]
     kv_cache: hangar_engine::kv::KvPolicy,
+    /// Concurrent sequences decoding through the batch scheduler (as the server runs them);
+    /// reports aggregate decode tok/s. 0: one sequence on a plain session.
+    #[arg(long, default_value_t = 0)]
+    streams: usize,
     #[arg(long)]
     json: bool,
 }
 
-struct Figures {
-    adapter: String,
-    backend: &'static str,
-    pp_best: f64,
-    pp_mean: f64,
-    tg_best: f64,
-    tg_mean: f64,
-    bytes_per_token: u64,
-    submissions_per_token: Option<f64>,
-    record_us_per_token: Option<f64>,
-    parity: Option<hangar_kernels::parity::ParityReport>,
+pub(super) struct Figures {
+    pub(super) adapter: String,
+    pub(super) backend: &'static str,
+    pub(super) pp_best: f64,
+    pub(super) pp_mean: f64,
+    pub(super) tg_best: f64,
+    pub(super) tg_mean: f64,
+    pub(super) bytes_per_token: u64,
+    pub(super) submissions_per_token: Option<f64>,
+    pub(super) record_us_per_token: Option<f64>,
+    pub(super) parity: Option<hangar_kernels::parity::ParityReport>,
 }
 
 fn run_gpu(a: &Args) -> anyhow::Result<Figures> {
@@ -154,6 +158,7 @@ fn run_cpu(a: &Args) -> anyhow::Result<Figures> {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let f = match resolve_backend(a.backend)? {
+        _ if a.streams > 0 => super::bench_streams::run(&a.model, a.backend, a.kv_cache, a.streams, (a.prompt_len, a.gen, a.reps), a.json)?,
         BackendKind::Gpu => run_gpu(&a)?,
         BackendKind::Cpu => run_cpu(&a)?,
     };

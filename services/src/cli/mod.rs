@@ -1,6 +1,7 @@
 //! Subcommands of the `hangar` binary.
 
 mod bench;
+mod bench_streams;
 mod generate;
 mod inspect;
 mod load;

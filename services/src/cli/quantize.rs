@@ -11,7 +11,9 @@ use rayon::prelude::*;
 pub struct Args {
     input: PathBuf,
     output: PathBuf,
-    /// Target type for weight matrices: q8_0, q4_0, q4_1, q5_0, q4_K, q6_K, f16, ...
+    /// Target type for weight matrices: q8_0, q4_0, q4_1, q5_0, q4_K, q6_K, f16, ..., or the
+    /// mix q4_K_M (llama.cpp's: q4_K, with q6_K for the output and for the V and FFN-down
+    /// matrices of the first and last eighth of the layers and every third one between).
     #[arg(value_name = "TYPE")]
     ty: String,
 }
@@ -58,8 +60,26 @@ fn target_type(dims: &[u64], current: GgmlType, target: GgmlType) -> GgmlType {
     }
 }
 
+/// llama.cpp's `use_more_bits`: which layers of `n` the Q4_K_M mix gives Q6_K.
+fn use_more_bits(i: usize, n: usize) -> bool {
+    i < n / 8 || i >= 7 * n / 8 || (i >= n / 8 && (i - n / 8) % 3 == 2)
+}
+
+/// The type tensor `name` takes under the Q4_K_M mix, before the row-size fallback.
+fn q4_k_m(name: &str, n_layer: usize) -> GgmlType {
+    if name == "output.weight" {
+        return GgmlType::Q6K;
+    }
+    let layer = name.strip_prefix("blk.").and_then(|r| r.split('.').next()).and_then(|i| i.parse::<usize>().ok());
+    match layer {
+        Some(i) if (name.contains("attn_v.") || name.contains("ffn_down.")) && use_more_bits(i, n_layer) => GgmlType::Q6K,
+        _ => GgmlType::Q4K,
+    }
+}
+
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let target = GgmlType::parse(&a.ty).with_context(|| format!("unknown type {:?}", a.ty))?;
+    let mix = a.ty.eq_ignore_ascii_case("q4_k_m");
+    let target = if mix { GgmlType::Q4K } else { GgmlType::parse(&a.ty).with_context(|| format!("unknown type {:?}", a.ty))? };
     if !quant::supports_quantize(target) {
         bail!("quantizing to {target} is not supported");
     }
@@ -68,11 +88,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     for (k, v) in file.metadata() {
         w.set(k, v.clone());
     }
-    w.set("general.file_type", MetaValue::U32(file_type(target)));
+    // llama.cpp's code for the Q4_K_M mix is 15.
+    w.set("general.file_type", MetaValue::U32(if mix { 15 } else { file_type(target) }));
+    let n_layer = file
+        .architecture()
+        .and_then(|arch| match file.get(&format!("{arch}.block_count")) {
+            Some(MetaValue::U32(n)) => Some(*n as usize),
+            Some(MetaValue::U64(n)) => Some(*n as usize),
+            _ => None,
+        })
+        .unwrap_or(0);
     w.set("general.quantized_by", MetaValue::String("hangar".into()));
     let mut plan = Vec::new();
     for t in file.tensors() {
-        let ty = target_type(&t.dims, t.ty, target);
+        let ty = target_type(&t.dims, t.ty, if mix { q4_k_m(&t.name, n_layer) } else { target });
         w.add_tensor(TensorDesc { name: t.name.clone(), ty, dims: t.dims.clone() })?;
         plan.push((t, ty));
     }
