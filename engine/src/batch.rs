@@ -24,7 +24,7 @@ use crate::budget::{MemoryBudget, Reservation};
 use crate::constraint::Hooks;
 use crate::error::EngineError;
 use crate::generate::{self, Exec, GenerateOutput, GenerateParams, Step};
-use crate::graph::{forward, forward_decode_batch, Logits};
+use crate::graph::{forward, forward_act, forward_decode_batch, Logits};
 use crate::model::Model;
 use crate::tokenizer::Tokenizer;
 
@@ -80,11 +80,18 @@ pub struct BatchCounts {
     pub kv_bytes: u64,
 }
 
+/// What an evaluation answers: logits, or a token picked on the backend.
+enum Out {
+    Logits(Vec<f32>),
+    Token(u32),
+}
+
 enum Msg {
     Open { n_ctx: usize, charge: Option<Reservation>, reply: Sender<Result<SeqId, EngineError>> },
     /// `need_logits` false: an inner prompt chunk, whose logits the caller drops (so it may be
-    /// copied rather than computed; the reply is then empty).
-    Eval { seq: SeqId, tokens: Vec<u32>, pos0: usize, which: Logits, need_logits: bool, reply: Sender<Result<Vec<f32>, EngineError>> },
+    /// copied rather than computed; the reply is then empty). `banned`: a one-token decode
+    /// answered with the greedy pick after masking, computed where the logits are.
+    Eval { seq: SeqId, tokens: Vec<u32>, pos0: usize, which: Logits, need_logits: bool, banned: Option<Vec<u32>>, reply: Sender<Result<Out, EngineError>> },
     Free(SeqId),
     /// Free the caches kept only for reuse: a sequence is waiting for memory.
     Evict,
@@ -175,7 +182,7 @@ impl Scheduler {
         let (reply, rx) = channel();
         self.tx.send(Msg::Open { n_ctx, charge, reply }).map_err(|_| stopped())?;
         let seq = rx.recv().map_err(|_| stopped())??;
-        Ok(BatchSession { sched: self.clone(), seq, n_ctx, history: Vec::new() })
+        Ok(BatchSession { sched: self.clone(), seq, n_ctx, history: Vec::new(), deferred: None })
     }
 }
 
@@ -189,6 +196,8 @@ pub struct BatchSession {
     seq: SeqId,
     n_ctx: usize,
     history: Vec<u32>,
+    /// A token appended by `Exec::defer`, evaluated when it is picked from or read.
+    deferred: Option<u32>,
 }
 
 impl Drop for BatchSession {
@@ -215,9 +224,31 @@ impl BatchSession {
     }
 
     fn ask(&self, tokens: Vec<u32>, pos0: usize, which: Logits, need_logits: bool) -> Result<Vec<f32>, EngineError> {
+        match self.ask_for(tokens, pos0, which, need_logits, None)? {
+            Out::Logits(l) => Ok(l),
+            Out::Token(_) => Err(BackendError::Device("the scheduler answered a token for logits".into()).into()),
+        }
+    }
+
+    fn ask_for(&self, tokens: Vec<u32>, pos0: usize, which: Logits, need_logits: bool, banned: Option<Vec<u32>>) -> Result<Out, EngineError> {
         let (reply, rx) = channel();
-        self.sched.tx.send(Msg::Eval { seq: self.seq, tokens, pos0, which, need_logits, reply }).map_err(|_| stopped())?;
+        self.sched.tx.send(Msg::Eval { seq: self.seq, tokens, pos0, which, need_logits, banned, reply }).map_err(|_| stopped())?;
         rx.recv().map_err(|_| stopped())?
+    }
+
+    /// Sends the deferred token (checked as `eval` checks one) and appends it.
+    fn send_deferred(&mut self, banned: Option<Vec<u32>>) -> Result<Out, EngineError> {
+        let tok = self.deferred.take().ok_or_else(generate::nothing_deferred)?;
+        if self.history.len() + 1 > self.n_ctx {
+            return Err(EngineError::PromptTooLong { prompt: self.history.len() + 1, n_ctx: self.n_ctx });
+        }
+        let n_vocab = self.sched.info.n_vocab;
+        if tok as usize >= n_vocab {
+            return Err(BackendError::TokenOutOfRange { id: tok, n_vocab }.into());
+        }
+        let out = self.ask_for(vec![tok], self.history.len(), Logits::Last, true, banned)?;
+        self.history.push(tok);
+        Ok(out)
     }
 }
 
@@ -233,6 +264,25 @@ impl Exec for BatchSession {
     }
     fn n_ctx(&self) -> usize {
         self.n_ctx
+    }
+
+    fn defer(&mut self, tok: u32) -> Result<(), EngineError> {
+        self.deferred = Some(tok);
+        Ok(())
+    }
+
+    fn pick_masked(&mut self, banned: &[u32]) -> Result<u32, EngineError> {
+        match self.send_deferred(Some(banned.to_vec()))? {
+            Out::Token(t) => Ok(t),
+            Out::Logits(_) => Err(BackendError::Device("the scheduler answered logits for a pick".into()).into()),
+        }
+    }
+
+    fn read_deferred(&mut self) -> Result<Vec<f32>, EngineError> {
+        match self.send_deferred(None)? {
+            Out::Logits(l) => Ok(l),
+            Out::Token(_) => Err(BackendError::Device("the scheduler answered a token for logits".into()).into()),
+        }
     }
 
     fn shift(&mut self, n_keep: usize, n_discard: usize) -> Result<(), EngineError> {
@@ -280,7 +330,8 @@ struct Pending {
     pos0: usize,
     which: Logits,
     need_logits: bool,
-    reply: Sender<Result<Vec<f32>, EngineError>>,
+    banned: Option<Vec<u32>>,
+    reply: Sender<Result<Out, EngineError>>,
 }
 
 /// The chunk list of a shifted sequence: its cache no longer matches any token history.
@@ -432,8 +483,8 @@ fn take(m: Msg, model: &mut Model, seqs: &mut Seqs, open: &mut usize, prefills: 
             seqs.known.insert(seq, (Vec::new(), vec![SHIFTED]));
             let _ = reply.send(r.map_err(EngineError::from));
         }
-        Msg::Eval { seq, tokens, pos0, which, need_logits, reply } => {
-            let p = Pending { seq, tokens, pos0, which, need_logits, reply };
+        Msg::Eval { seq, tokens, pos0, which, need_logits, banned, reply } => {
+            let p = Pending { seq, tokens, pos0, which, need_logits, banned, reply };
             if p.is_decode() {
                 decodes.push(p);
             } else {
@@ -455,7 +506,7 @@ fn step(model: &mut Model, seqs: &mut Seqs, prefills: &mut VecDeque<Pending>, de
                     // A copy costs no compute, so it leaves the step's prefill budget alone.
                     stats.reused_tokens.fetch_add(p.tokens.len() as u64, Ordering::Relaxed);
                     seqs.record(p.seq, p.pos0, &p.tokens);
-                    let _ = p.reply.send(Ok(Vec::new()));
+                    let _ = p.reply.send(Ok(Out::Logits(Vec::new())));
                     continue;
                 }
             }
@@ -467,7 +518,7 @@ fn step(model: &mut Model, seqs: &mut Seqs, prefills: &mut VecDeque<Pending>, de
         if r.is_ok() {
             seqs.record(p.seq, p.pos0, &p.tokens);
         }
-        let _ = p.reply.send(r.map_err(EngineError::from));
+        let _ = p.reply.send(r.map(Out::Logits).map_err(EngineError::from));
         budget = budget.saturating_sub(p.tokens.len());
         if budget == 0 || prefills.front().is_some_and(|n| n.tokens.len() > budget) {
             break;
@@ -475,25 +526,56 @@ fn step(model: &mut Model, seqs: &mut Seqs, prefills: &mut VecDeque<Pending>, de
     }
     if !decodes.is_empty() {
         let batch = std::mem::take(decodes);
-        let rows: Vec<(SeqId, u32, usize)> = batch.iter().map(|p| (p.seq, p.tokens[0], p.pos0)).collect();
-        let m = &mut *model;
-        let r = forward_decode_batch(&m.spec, &m.weights, m.backend.as_mut(), &rows);
         stats.decode_steps.fetch_add(1, Ordering::Relaxed);
-        stats.decode_rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
-        stats.max_batch.fetch_max(rows.len() as u64, Ordering::Relaxed);
-        match r {
-            Ok(logits) => {
-                for (p, l) in batch.into_iter().zip(logits) {
-                    seqs.record(p.seq, p.pos0, &p.tokens);
-                    let _ = p.reply.send(Ok(l));
-                }
+        stats.decode_rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats.max_batch.fetch_max(batch.len() as u64, Ordering::Relaxed);
+        let outs = decode(model, &batch);
+        for (p, out) in batch.into_iter().zip(outs) {
+            if out.is_ok() {
+                seqs.record(p.seq, p.pos0, &p.tokens);
             }
-            Err(e) => {
-                let msg = e.to_string();
-                for p in batch {
-                    let _ = p.reply.send(Err(BackendError::Device(msg.clone()).into()));
-                }
-            }
+            let _ = p.reply.send(out);
         }
     }
+}
+
+/// One decode row per pending request: batched on a backend that batches rows (masks then
+/// applied here with the CPU twins of the device ops, which is what that backend runs),
+/// otherwise row by row with masked picks on the device, so a GPU reads back only their ids.
+fn decode(model: &mut Model, batch: &[Pending]) -> Vec<Result<Out, EngineError>> {
+    let m = &mut *model;
+    let n_vocab = m.spec.hparams.n_vocab;
+    if batch.len() > 1 && m.backend.batches_rows() {
+        let rows: Vec<(SeqId, u32, usize)> = batch.iter().map(|p| (p.seq, p.tokens[0], p.pos0)).collect();
+        return match forward_decode_batch(&m.spec, &m.weights, m.backend.as_mut(), &rows) {
+            Ok(all) => batch
+                .iter()
+                .zip(all)
+                .map(|(p, mut l)| {
+                    Ok(match &p.banned {
+                        Some(bits) => {
+                            crate::cpu::ops::mask_logits(&mut l, n_vocab, bits);
+                            Out::Token(crate::cpu::ops::argmax(&l))
+                        }
+                        None => Out::Logits(l),
+                    })
+                })
+                .collect(),
+            Err(e) => batch.iter().map(|_| Err(BackendError::Device(e.to_string()).into())).collect(),
+        };
+    }
+    batch
+        .iter()
+        .map(|p| {
+            let be = m.backend.as_mut();
+            let act = forward_act(&m.spec, &m.weights, be, p.seq, &p.tokens, p.pos0, Logits::Last)?;
+            Ok(match &p.banned {
+                Some(bits) => {
+                    let masked = be.mask_logits(act, bits)?;
+                    Out::Token(be.argmax(masked, n_vocab)?.first().copied().unwrap_or(0))
+                }
+                None => Out::Logits(be.read(act)?),
+            })
+        })
+        .collect()
 }

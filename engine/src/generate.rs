@@ -124,18 +124,16 @@ pub(crate) trait Exec {
     fn n_ctx(&self) -> usize;
     /// Appends `tokens` in chunks of `chunk`, returning the logits `which` selects.
     fn eval(&mut self, tokens: &[u32], chunk: usize, which: Logits) -> Result<Vec<f32>, EngineError>;
-    /// The backend, when this sequence may run steps on it directly (the device mask path).
-    fn device(&mut self) -> Option<&mut dyn crate::backend::Backend> {
-        None
-    }
     /// Drops positions `n_keep..n_keep + n_discard` from the cache and the history.
     fn shift(&mut self, n_keep: usize, n_discard: usize) -> Result<(), EngineError>;
-    /// Appends one token and leaves its logits on the device; only called when `device`
-    /// answers `Some`.
-    fn decode_act(&mut self, tok: u32) -> Result<crate::backend::Act, EngineError> {
-        let _ = tok;
-        Err(EngineError::InvalidArgument("this sequence has no device of its own".into()))
-    }
+    /// Appends `tok` with its logits left where they are computed (the device), for
+    /// [`pick_masked`](Self::pick_masked) or [`read_deferred`](Self::read_deferred) next.
+    fn defer(&mut self, tok: u32) -> Result<(), EngineError>;
+    /// The greedy pick from the deferred logits with the `banned` bitset masked out, computed
+    /// where the logits are: a GPU reads back only the token id.
+    fn pick_masked(&mut self, banned: &[u32]) -> Result<u32, EngineError>;
+    /// The deferred logits, read back.
+    fn read_deferred(&mut self) -> Result<Vec<f32>, EngineError>;
 }
 
 pub struct Session<'m> {
@@ -144,6 +142,8 @@ pub struct Session<'m> {
     n_ctx: usize,
     /// Tokens already in the KV cache, in order.
     history: Vec<u32>,
+    /// Logits of the last token, left on the backend by `Exec::defer`.
+    deferred: Option<crate::backend::Act>,
 }
 
 impl Drop for Session<'_> {
@@ -157,7 +157,7 @@ impl<'m> Session<'m> {
         let hp = &model.spec.hparams;
         let format = crate::backend::KvFormat { policy: model.kv_policy(), head_dim: hp.head_dim };
         let seq = model.backend.new_sequence(hp.n_layer, hp.kv_dim(), n_ctx, format)?;
-        Ok(Session { model, seq, n_ctx, history: Vec::new() })
+        Ok(Session { model, seq, n_ctx, history: Vec::new(), deferred: None })
     }
 
     pub fn n_ctx(&self) -> usize {
@@ -287,8 +287,20 @@ impl Exec for Session<'_> {
     fn eval(&mut self, tokens: &[u32], chunk: usize, which: Logits) -> Result<Vec<f32>, EngineError> {
         Session::eval(self, tokens, chunk, which)
     }
-    fn device(&mut self) -> Option<&mut dyn crate::backend::Backend> {
-        Some(self.model.backend.as_mut())
+    fn defer(&mut self, tok: u32) -> Result<(), EngineError> {
+        self.deferred = Some(Session::decode_act(self, tok)?);
+        Ok(())
+    }
+    fn pick_masked(&mut self, banned: &[u32]) -> Result<u32, EngineError> {
+        let act = self.deferred.take().ok_or_else(nothing_deferred)?;
+        let n_vocab = self.model.spec.hparams.n_vocab;
+        let be = self.model.backend.as_mut();
+        let masked = be.mask_logits(act, banned)?;
+        Ok(be.argmax(masked, n_vocab)?.first().copied().unwrap_or(0))
+    }
+    fn read_deferred(&mut self) -> Result<Vec<f32>, EngineError> {
+        let act = self.deferred.take().ok_or_else(nothing_deferred)?;
+        Ok(self.model.backend.read(act)?)
     }
     fn shift(&mut self, n_keep: usize, n_discard: usize) -> Result<(), EngineError> {
         let m = &mut *self.model;
@@ -297,9 +309,10 @@ impl Exec for Session<'_> {
         self.history.drain(n_keep..n_keep + n_discard);
         Ok(())
     }
-    fn decode_act(&mut self, tok: u32) -> Result<crate::backend::Act, EngineError> {
-        Session::decode_act(self, tok)
-    }
+}
+
+pub(crate) fn nothing_deferred() -> EngineError {
+    EngineError::InvalidArgument("no deferred token to pick from".into())
 }
 
 /// One generation after `prompt` on any [`Exec`] (see [`Session::generate_steps_hooked`]).
@@ -324,12 +337,11 @@ pub(crate) fn run<E: Exec + ?Sized>(
     let p = &params.sampling;
     let n_vocab = exec.n_vocab();
     let on_device = !hooks.logits.is_empty()
-        && exec.device().is_some()
         && (p.temperature.is_nan() || p.temperature <= 0.0)
         && p.logit_bias.is_empty()
         && !p.penalties_active()
         && params.logprobs.is_none();
-    let mut device_logits: Option<crate::backend::Act> = None;
+    let mut deferred = false;
     timings.prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
 
     let t1 = Instant::now();
@@ -348,20 +360,16 @@ pub(crate) fn run<E: Exec + ?Sized>(
             raw_logits.clone_from(&logits);
             (norm, top_alternatives(&logits, norm, n))
         });
-        let tok = match device_logits.take() {
-            Some(act) => match hooks.device_mask(n_vocab)? {
-                Some(bits) => {
-                    let be = exec.device().ok_or_else(|| EngineError::InvalidArgument("device step without a device".into()))?;
-                    let masked = be.mask_logits(act, &bits)?;
-                    be.argmax(masked, n_vocab)?.first().copied().unwrap_or(0)
-                }
+        let tok = match std::mem::take(&mut deferred) {
+            true => match hooks.device_mask(n_vocab)? {
+                Some(bits) => exec.pick_masked(&bits)?,
                 None => {
-                    logits = exec.device().ok_or_else(|| EngineError::InvalidArgument("device step without a device".into()))?.read(act)?;
+                    logits = exec.read_deferred()?;
                     hooks.mask(&mut logits)?;
                     sampler.sample(&mut logits, exec.history())
                 }
             },
-            None => {
+            false => {
                 hooks.mask(&mut logits)?;
                 sampler.sample(&mut logits, exec.history())
             }
@@ -409,7 +417,8 @@ pub(crate) fn run<E: Exec + ?Sized>(
             }
         }
         if on_device {
-            device_logits = Some(exec.decode_act(tok)?);
+            exec.defer(tok)?;
+            deferred = true;
         } else {
             logits = exec.eval(&[tok], 1, Logits::Last)?;
         }

@@ -166,3 +166,74 @@ fn sixteen_requests_sharing_a_1k_system_prompt_prefill_it_once() {
     assert_eq!(counts.reused_tokens, ((N - 1) * SHARED) as u64, "{counts:?}");
     assert_eq!(counts.prefill_tokens, (SHARED + suffixes) as u64, "{counts:?}");
 }
+
+/// A hook that bans a rotating set of tokens, as a policy mask or a constraint would: on the
+/// GPU the mask and the greedy pick run on the device (only the id is read back).
+struct BanEvery {
+    step: u32,
+    every: u32,
+}
+
+impl hangar_engine::constraint::LogitsHook for BanEvery {
+    fn mask(&mut self, logits: &mut [f32]) -> Result<(), hangar_engine::constraint::HookError> {
+        for (i, l) in logits.iter_mut().enumerate() {
+            if (i as u32 + self.step) % self.every == 0 {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        Ok(())
+    }
+    fn accept(&mut self, _token: u32) -> Result<(), hangar_engine::constraint::HookError> {
+        self.step += 1;
+        Ok(())
+    }
+    fn banned_bits(&mut self, n_vocab: usize) -> Result<Option<Vec<u32>>, hangar_engine::constraint::HookError> {
+        let mut bits = vec![0u32; n_vocab.div_ceil(32)];
+        for i in (0..n_vocab as u32).filter(|i| (i + self.step) % self.every == 0) {
+            bits[i as usize / 32] |= 1 << (i % 32);
+        }
+        Ok(Some(bits))
+    }
+}
+
+/// Greedy generations with a masking hook, alone and batched: same tokens, and every token
+/// respects the mask of its step.
+fn assert_masked_batch_invariant(mut alone: Model, batched: Model, n: usize) {
+    let n_vocab = alone.spec.hparams.n_vocab.min(alone.tokenizer.n_vocab());
+    let run = |i: usize, gen: &mut dyn FnMut(&[u32], &GenerateParams, Hooks<'_>) -> GenerateOutput| {
+        let (prompt, mut params) = request(i, n_vocab, 10);
+        params.sampling = SamplingParams { temperature: 0.0, ..SamplingParams::default() };
+        params.logprobs = None;
+        let mut ban = BanEvery { step: 0, every: 2 + i as u32 % 3 };
+        let mut hooks = Hooks::default();
+        hooks.logits.push(&mut ban);
+        let out = gen(&prompt, &params, hooks);
+        for (step, &t) in out.tokens.iter().enumerate() {
+            assert_ne!((t + step as u32) % (2 + i as u32 % 3), 0, "request {i}: token {t} at step {step} was banned");
+        }
+        out.tokens
+    };
+    let want: Vec<Vec<u32>> = (0..n)
+        .map(|i| run(i, &mut |p, params, hooks| alone.session(128).expect("session").generate_hooked(p, params, hooks, |_, _| true).expect("alone")))
+        .collect();
+    let (sched, thread) = Scheduler::spawn("masked-test", batched, None).expect("scheduler");
+    let got: Vec<Vec<u32>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let sched = sched.clone();
+                scope.spawn(move || run(i, &mut |p, params, hooks| sched.session(128).expect("session").generate_steps_hooked(p, params, hooks, |_| true).expect("batched")))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("sequence thread")).collect()
+    });
+    drop(sched);
+    thread.join();
+    assert_eq!(got, want, "masked greedy generations differ batched");
+}
+
+#[test]
+fn masked_greedy_sequences_batched_match_alone_on_cpu_and_gpu() {
+    let path = hangar_tests::families::fixture_dir().join("tiny-llama-k-v256.Q4_K_M.gguf");
+    assert_masked_batch_invariant(load(&path, Box::new(CpuBackend::new())), load(&path, Box::new(CpuBackend::new())), 8);
+    assert_masked_batch_invariant(load(&path, gpu()), load(&path, gpu()), 8);
+}
