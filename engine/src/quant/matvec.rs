@@ -153,12 +153,17 @@ pub fn matvec_rows(
         let per_task = balanced_rows_per_task(n_rows, row_bytes, team.size());
         team.for_each_chunk_mut(&mut out_t, per_task * n, |i, o| task(i * per_task, o));
     }
+    untranspose(&out_t, n, n_rows, out);
+    Ok(())
+}
+
+/// Writes the `[n_rows, n]` block `out_t` (tasks own weight rows) as the `[n, n_rows]` result.
+fn untranspose(out_t: &[f32], n: usize, n_rows: usize, out: &mut [f32]) {
     for (r, col) in out_t.chunks_exact(n).enumerate() {
         for (i, &v) in col.iter().enumerate() {
             out[i * n_rows + r] = v;
         }
     }
-    Ok(())
 }
 
 /// f32 dot product on the best available instruction set.
@@ -257,10 +262,32 @@ pub fn matmul(
             tile((&weights[start..end], o));
         });
     }
-    for (r, col) in out_t.chunks_exact(n).enumerate() {
-        for (i, &v) in col.iter().enumerate() {
-            out[i * n_rows + r] = v;
+    untranspose(&out_t, n, n_rows, out);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Batch invariance rests on this: each row of a batched matvec is exactly (bit for bit)
+    /// the one-row matvec, for every row position and batch size, serial or on the team.
+    #[test]
+    fn batched_matvec_rows_are_bit_identical_to_single_matvecs() {
+        for (ty, k, n_rows) in [(GgmlType::Q4_1, 576, 64), (GgmlType::Q8_0, 576, 600), (GgmlType::Q4K, 512, 40), (GgmlType::Q6K, 256, 700)] {
+            let w: Vec<f32> = (0..k * n_rows).map(|i| ((i * 2654435761usize) % 1999) as f32 / 1000.0 - 1.0).collect();
+            let wq: Vec<u8> = w.chunks(k).flat_map(|r| super::super::quantize(ty, r).expect("quantize")).collect();
+            for n in [2, 5, 32] {
+                let xs: Vec<f32> = (0..n * k).map(|i| ((i * 40503) % 997) as f32 / 500.0 - 1.0).collect();
+                let mut batched = vec![0.0f32; n * n_rows];
+                matvec_rows(ty, &wq, n_rows, &xs, n, &mut batched).expect("batched");
+                for (i, x) in xs.chunks(k).enumerate() {
+                    let mut one = vec![0.0f32; n_rows];
+                    matvec(ty, &wq, n_rows, x, &mut one).expect("single");
+                    let same = one.iter().zip(&batched[i * n_rows..(i + 1) * n_rows]).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{ty}: row {i} of {n} differs from its own matvec");
+                }
+            }
         }
     }
-    Ok(())
 }
