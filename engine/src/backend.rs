@@ -185,6 +185,13 @@ pub trait Backend: Send {
     /// so a constrained or policy-masked step still reads back only a token id.
     fn mask_logits(&mut self, x: Act, banned: &[u32]) -> Result<Act, BackendError>;
 
+    /// The greedy pick from the one-row logits `x` (`cols` wide) with the `banned` bitset
+    /// masked out: [`mask_logits`](Self::mask_logits) then [`argmax`](Self::argmax).
+    fn pick_masked(&mut self, x: Act, banned: &[u32], cols: usize) -> Result<u32, BackendError> {
+        let masked = self.mask_logits(x, banned)?;
+        Ok(self.argmax(masked, cols)?.first().copied().unwrap_or(0))
+    }
+
     /// Draws a token from the one-row logits `x` with `u` uniform in [0, 1); the CPU twin is
     /// `cpu::ops::sample`. A GPU backend samples on the device and reads back only the id.
     fn sample(&mut self, x: Act, p: &DeviceSampling, u: f32) -> Result<u32, BackendError> {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::backend::{BackendError, KvFormat, SeqId};
+use crate::backend::{BackendError, SeqId};
 use crate::budget::{MemoryBudget, Reservation};
 use crate::constraint::Hooks;
 use crate::error::EngineError;
@@ -239,13 +239,7 @@ impl BatchSession {
     /// Sends the deferred token (checked as `eval` checks one) and appends it.
     fn send_deferred(&mut self, banned: Option<Vec<u32>>) -> Result<Out, EngineError> {
         let tok = self.deferred.take().ok_or_else(generate::nothing_deferred)?;
-        if self.history.len() + 1 > self.n_ctx {
-            return Err(EngineError::PromptTooLong { prompt: self.history.len() + 1, n_ctx: self.n_ctx });
-        }
-        let n_vocab = self.sched.info.n_vocab;
-        if tok as usize >= n_vocab {
-            return Err(BackendError::TokenOutOfRange { id: tok, n_vocab }.into());
-        }
+        generate::check_append(self.history.len(), self.n_ctx, self.sched.info.n_vocab, &[tok])?;
         let out = self.ask_for(vec![tok], self.history.len(), Logits::Last, true, banned)?;
         self.history.push(tok);
         Ok(out)
@@ -294,33 +288,10 @@ impl Exec for BatchSession {
         Ok(())
     }
 
-    fn eval(&mut self, tokens: &[u32], chunk: usize, which: Logits) -> Result<Vec<f32>, EngineError> {
-        // The same checks as a local session, made here so the scheduler only ever runs
-        // requests that fit.
-        if tokens.is_empty() {
-            return Err(EngineError::EmptyPrompt);
-        }
-        if self.history.len() + tokens.len() > self.n_ctx {
-            return Err(EngineError::PromptTooLong { prompt: self.history.len() + tokens.len(), n_ctx: self.n_ctx });
-        }
-        let n_vocab = self.sched.info.n_vocab;
-        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
-            return Err(BackendError::TokenOutOfRange { id, n_vocab }.into());
-        }
-        let mut out = Vec::new();
-        let chunks: Vec<&[u32]> = tokens.chunks(chunk.max(1)).collect();
-        for (i, c) in chunks.iter().enumerate() {
-            let want = if which == Logits::All { Logits::All } else { Logits::Last };
-            let need = which == Logits::All || i + 1 == chunks.len();
-            let logits = self.ask(c.to_vec(), self.history.len(), want, need)?;
-            self.history.extend_from_slice(c);
-            if which == Logits::All {
-                out.extend(logits);
-            } else if i + 1 == chunks.len() {
-                out = logits;
-            }
-        }
-        Ok(out)
+    fn eval_chunk(&mut self, chunk: &[u32], which: Logits, need_logits: bool) -> Result<Vec<f32>, EngineError> {
+        let logits = self.ask(chunk.to_vec(), self.history.len(), which, need_logits)?;
+        self.history.extend_from_slice(chunk);
+        Ok(logits)
     }
 }
 
@@ -334,9 +305,6 @@ struct Pending {
     reply: Sender<Result<Out, EngineError>>,
 }
 
-/// The chunk list of a shifted sequence: its cache no longer matches any token history.
-const SHIFTED: (usize, usize) = (usize::MAX, 0);
-
 /// KV caches are sized in multiples of this many positions.
 pub const KV_BLOCK: usize = 256;
 
@@ -348,7 +316,8 @@ const MIN_RETAINED_TOKENS: usize = 64;
 /// What the scheduler knows of each sequence's KV cache, for prefix reuse.
 #[derive(Default)]
 struct Seqs {
-    /// Tokens in each cache, and the `(pos0, len)` chunks they were computed in.
+    /// Tokens in each cache, and the `(pos0, len)` chunks they were computed in; a shifted
+    /// sequence is no longer tracked.
     known: HashMap<SeqId, (Vec<u32>, Vec<(usize, usize)>)>,
     /// Freed sequences kept as sources, oldest first.
     retained: VecDeque<SeqId>,
@@ -365,7 +334,7 @@ impl Seqs {
         }
         self.known
             .iter()
-            .filter(|(s, (_, chunks))| **s != seq && chunks.first() != Some(&SHIFTED))
+            .filter(|(s, _)| **s != seq)
             .find(|(_, (t, chunks))| {
                 chunks.contains(&(pos0, tokens.len())) && t.len() >= pos0 + tokens.len() && t[..pos0] == history[..] && t[pos0..pos0 + tokens.len()] == *tokens
             })
@@ -373,10 +342,7 @@ impl Seqs {
     }
 
     fn record(&mut self, seq: SeqId, pos0: usize, tokens: &[u32]) {
-        let (t, chunks) = self.known.entry(seq).or_default();
-        if chunks.first() == Some(&SHIFTED) {
-            return;
-        }
+        let Some((t, chunks)) = self.known.get_mut(&seq) else { return };
         t.extend_from_slice(tokens);
         chunks.push((pos0, tokens.len()));
     }
@@ -459,9 +425,7 @@ fn serve(mut model: Model, rx: Receiver<Msg>, stats: &BatchStats) {
 fn take(m: Msg, model: &mut Model, seqs: &mut Seqs, open: &mut usize, prefills: &mut VecDeque<Pending>, decodes: &mut Vec<Pending>, stats: &BatchStats) {
     match m {
         Msg::Open { n_ctx, charge, reply } => {
-            let hp = &model.spec.hparams;
-            let format = KvFormat { policy: model.kv_policy(), head_dim: hp.head_dim };
-            let r = model.backend.new_sequence(hp.n_layer, hp.kv_dim(), n_ctx, format).map_err(EngineError::from);
+            let r = model.new_kv(n_ctx);
             if let Ok(seq) = r {
                 *open += 1;
                 seqs.known.insert(seq, Default::default());
@@ -477,11 +441,9 @@ fn take(m: Msg, model: &mut Model, seqs: &mut Seqs, open: &mut usize, prefills: 
         }
         Msg::Evict => seqs.evict(model, stats),
         Msg::Shift { seq, n_keep, n_discard, len, reply } => {
-            let ropes: Vec<_> = model.spec.layers.iter().map(|l| &l.attention.rope).collect();
-            let r = model.backend.shift_kv(seq, n_keep, n_discard, len, &ropes);
             // Its cache no longer holds what a fresh prefill would: never a reuse source again.
-            seqs.known.insert(seq, (Vec::new(), vec![SHIFTED]));
-            let _ = reply.send(r.map_err(EngineError::from));
+            seqs.known.remove(&seq);
+            let _ = reply.send(model.shift_kv(seq, n_keep, n_discard, len));
         }
         Msg::Eval { seq, tokens, pos0, which, need_logits, banned, reply } => {
             let p = Pending { seq, tokens, pos0, which, need_logits, banned, reply };
@@ -548,19 +510,20 @@ fn decode(model: &mut Model, batch: &[Pending]) -> Vec<Result<Out, EngineError>>
     if batch.len() > 1 && m.backend.batches_rows() {
         let rows: Vec<(SeqId, u32, usize)> = batch.iter().map(|p| (p.seq, p.tokens[0], p.pos0)).collect();
         return match forward_decode_batch(&m.spec, &m.weights, m.backend.as_mut(), &rows) {
-            Ok(all) => batch
-                .iter()
-                .zip(all)
-                .map(|(p, mut l)| {
+            Ok(all) => {
+                let cols = all.len() / batch.len();
+                let row_out = |(p, row): (&Pending, &[f32])| {
+                    let mut l = row.to_vec();
                     Ok(match &p.banned {
                         Some(bits) => {
-                            crate::cpu::ops::mask_logits(&mut l, n_vocab, bits);
+                            crate::cpu::ops::mask_logits(&mut l, cols, bits);
                             Out::Token(crate::cpu::ops::argmax(&l))
                         }
                         None => Out::Logits(l),
                     })
-                })
-                .collect(),
+                };
+                batch.iter().zip(all.chunks_exact(cols.max(1))).map(row_out).collect()
+            }
             Err(e) => batch.iter().map(|_| Err(BackendError::Device(e.to_string()).into())).collect(),
         };
     }
@@ -570,10 +533,7 @@ fn decode(model: &mut Model, batch: &[Pending]) -> Vec<Result<Out, EngineError>>
             let be = m.backend.as_mut();
             let act = forward_act(&m.spec, &m.weights, be, p.seq, &p.tokens, p.pos0, Logits::Last)?;
             Ok(match &p.banned {
-                Some(bits) => {
-                    let masked = be.mask_logits(act, bits)?;
-                    Out::Token(be.argmax(masked, n_vocab)?.first().copied().unwrap_or(0))
-                }
+                Some(bits) => Out::Token(be.pick_masked(act, bits, n_vocab)?),
                 None => Out::Logits(be.read(act)?),
             })
         })

@@ -122,8 +122,29 @@ pub(crate) trait Exec {
     fn n_vocab(&self) -> usize;
     fn history(&self) -> &[u32];
     fn n_ctx(&self) -> usize;
-    /// Appends `tokens` in chunks of `chunk`, returning the logits `which` selects.
-    fn eval(&mut self, tokens: &[u32], chunk: usize, which: Logits) -> Result<Vec<f32>, EngineError>;
+    /// Appends one chunk at position `history().len()` and returns its logits (`which`);
+    /// `need_logits` false lets an implementation skip them (the caller drops them).
+    fn eval_chunk(&mut self, chunk: &[u32], which: Logits, need_logits: bool) -> Result<Vec<f32>, EngineError>;
+    /// Appends `tokens` in chunks of `chunk`, returning the logits `which` selects: the last
+    /// position's, or every position's (for scoring).
+    fn eval(&mut self, tokens: &[u32], chunk: usize, which: Logits) -> Result<Vec<f32>, EngineError> {
+        if tokens.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        check_append(self.history().len(), self.n_ctx(), self.n_vocab(), tokens)?;
+        let mut out = Vec::new();
+        let n_chunks = tokens.len().div_ceil(chunk.max(1));
+        for (i, c) in tokens.chunks(chunk.max(1)).enumerate() {
+            let last = i + 1 == n_chunks;
+            let logits = self.eval_chunk(c, which, which == Logits::All || last)?;
+            if which == Logits::All {
+                out.extend(logits);
+            } else if last {
+                out = logits;
+            }
+        }
+        Ok(out)
+    }
     /// Drops positions `n_keep..n_keep + n_discard` from the cache and the history.
     fn shift(&mut self, n_keep: usize, n_discard: usize) -> Result<(), EngineError>;
     /// Appends `tok` with its logits left where they are computed (the device), for
@@ -154,9 +175,7 @@ impl Drop for Session<'_> {
 
 impl<'m> Session<'m> {
     pub(crate) fn new(model: &'m mut Model, n_ctx: usize) -> Result<Self, EngineError> {
-        let hp = &model.spec.hparams;
-        let format = crate::backend::KvFormat { policy: model.kv_policy(), head_dim: hp.head_dim };
-        let seq = model.backend.new_sequence(hp.n_layer, hp.kv_dim(), n_ctx, format)?;
+        let seq = model.new_kv(n_ctx)?;
         Ok(Session { model, seq, n_ctx, history: Vec::new(), deferred: None })
     }
 
@@ -175,31 +194,7 @@ impl<'m> Session<'m> {
     /// Appends `tokens` to the sequence in chunks of `chunk`, returning the logits `which`
     /// selects: the last position's, or every position's (for scoring).
     pub fn eval(&mut self, tokens: &[u32], chunk: usize, which: Logits) -> Result<Vec<f32>, EngineError> {
-        if tokens.is_empty() {
-            return Err(EngineError::EmptyPrompt);
-        }
-        if self.history.len() + tokens.len() > self.n_ctx {
-            return Err(EngineError::PromptTooLong { prompt: self.history.len() + tokens.len(), n_ctx: self.n_ctx });
-        }
-        let n_vocab = self.model.spec.hparams.n_vocab;
-        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
-            return Err(crate::backend::BackendError::TokenOutOfRange { id, n_vocab }.into());
-        }
-        let mut out = Vec::new();
-        let chunks: Vec<&[u32]> = tokens.chunks(chunk.max(1)).collect();
-        for (i, c) in chunks.iter().enumerate() {
-            let last = i + 1 == chunks.len();
-            let want = if which == Logits::All { Logits::All } else { Logits::Last };
-            let m = &mut *self.model;
-            let logits = forward(&m.spec, &m.weights, m.backend.as_mut(), self.seq, c, self.history.len(), want)?;
-            self.history.extend_from_slice(c);
-            if which == Logits::All {
-                out.extend(logits);
-            } else if last {
-                out = logits;
-            }
-        }
-        Ok(out)
+        Exec::eval(self, tokens, chunk, which)
     }
 
     /// Context shift by hand: drops positions `n_keep..n_keep + n_discard` of the cache,
@@ -284,8 +279,11 @@ impl Exec for Session<'_> {
     fn n_ctx(&self) -> usize {
         self.n_ctx
     }
-    fn eval(&mut self, tokens: &[u32], chunk: usize, which: Logits) -> Result<Vec<f32>, EngineError> {
-        Session::eval(self, tokens, chunk, which)
+    fn eval_chunk(&mut self, chunk: &[u32], which: Logits, _need_logits: bool) -> Result<Vec<f32>, EngineError> {
+        let m = &mut *self.model;
+        let logits = forward(&m.spec, &m.weights, m.backend.as_mut(), self.seq, chunk, self.history.len(), which)?;
+        self.history.extend_from_slice(chunk);
+        Ok(logits)
     }
     fn defer(&mut self, tok: u32) -> Result<(), EngineError> {
         self.deferred = Some(Session::decode_act(self, tok)?);
@@ -293,22 +291,28 @@ impl Exec for Session<'_> {
     }
     fn pick_masked(&mut self, banned: &[u32]) -> Result<u32, EngineError> {
         let act = self.deferred.take().ok_or_else(nothing_deferred)?;
-        let n_vocab = self.model.spec.hparams.n_vocab;
-        let be = self.model.backend.as_mut();
-        let masked = be.mask_logits(act, banned)?;
-        Ok(be.argmax(masked, n_vocab)?.first().copied().unwrap_or(0))
+        Ok(self.model.backend.pick_masked(act, banned, self.model.spec.hparams.n_vocab)?)
     }
     fn read_deferred(&mut self) -> Result<Vec<f32>, EngineError> {
         let act = self.deferred.take().ok_or_else(nothing_deferred)?;
         Ok(self.model.backend.read(act)?)
     }
     fn shift(&mut self, n_keep: usize, n_discard: usize) -> Result<(), EngineError> {
-        let m = &mut *self.model;
-        let ropes: Vec<_> = m.spec.layers.iter().map(|l| &l.attention.rope).collect();
-        m.backend.shift_kv(self.seq, n_keep, n_discard, self.history.len(), &ropes)?;
+        self.model.shift_kv(self.seq, n_keep, n_discard, self.history.len())?;
         self.history.drain(n_keep..n_keep + n_discard);
         Ok(())
     }
+}
+
+/// Whether `tokens` may be appended to a sequence holding `held` of `n_ctx` positions.
+pub(crate) fn check_append(held: usize, n_ctx: usize, n_vocab: usize, tokens: &[u32]) -> Result<(), EngineError> {
+    if held + tokens.len() > n_ctx {
+        return Err(EngineError::PromptTooLong { prompt: held + tokens.len(), n_ctx });
+    }
+    if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+        return Err(crate::backend::BackendError::TokenOutOfRange { id, n_vocab }.into());
+    }
+    Ok(())
 }
 
 pub(crate) fn nothing_deferred() -> EngineError {

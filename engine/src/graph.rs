@@ -77,24 +77,22 @@ pub fn forward_act(
     graph(spec, w, be, Rows::One { seq, pos0 }, tokens, logits)
 }
 
-/// One decode token for each of several sequences: `(seq, token, position)`. Returns each
-/// row's logits, in order. Every row's logits are bit-identical to a one-sequence
-/// [`forward`] of that token, whatever the batch holds: a backend that batches rows computes
-/// each row as it would alone, and one that does not runs the sequences one at a time.
+/// One decode token for each of several sequences, `(seq, token, position)`, in one pass on
+/// a backend that [batches rows](Backend::batches_rows). Returns the rows' logits, row after
+/// row (`[rows, n_vocab]`); each row is bit-identical to a one-sequence [`forward`] of that
+/// token, whatever the batch holds.
 pub fn forward_decode_batch(
     spec: &ModelSpec,
     w: &Weights,
     be: &mut dyn Backend,
     rows: &[(SeqId, u32, usize)],
-) -> Result<Vec<Vec<f32>>, BackendError> {
-    if rows.len() > 1 && be.batches_rows() {
-        let tokens: Vec<u32> = rows.iter().map(|r| r.1).collect();
-        let out = graph(spec, w, be, Rows::Batch(rows), &tokens, Logits::All)?;
-        let all = be.read(out)?;
-        let n_vocab = all.len() / rows.len();
-        return Ok(all.chunks_exact(n_vocab.max(1)).map(<[f32]>::to_vec).collect());
+) -> Result<Vec<f32>, BackendError> {
+    if !be.batches_rows() {
+        return Err(BackendError::Shape { op: "forward_decode_batch", detail: format!("the {} backend does not batch rows", be.name()) });
     }
-    rows.iter().map(|&(seq, tok, pos)| forward(spec, w, be, seq, &[tok], pos, Logits::Last)).collect()
+    let tokens: Vec<u32> = rows.iter().map(|r| r.1).collect();
+    let out = graph(spec, w, be, Rows::Batch(rows), &tokens, Logits::All)?;
+    be.read(out)
 }
 
 /// Whose rows a pass runs: one sequence's run of tokens, or one token of each of several.

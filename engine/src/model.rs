@@ -81,6 +81,20 @@ impl Model {
         crate::kv::kv_bytes_per_token(self.kv_policy, hp.n_layer, hp.n_head_kv, hp.head_dim)
     }
 
+    /// A new KV sequence of `n_ctx` positions under the current policy.
+    pub(crate) fn new_kv(&mut self, n_ctx: usize) -> Result<crate::backend::SeqId, EngineError> {
+        let hp = &self.spec.hparams;
+        let format = crate::backend::KvFormat { policy: self.kv_policy, head_dim: hp.head_dim };
+        Ok(self.backend.new_sequence(hp.n_layer, hp.kv_dim(), n_ctx, format)?)
+    }
+
+    /// Context shift of `seq`'s first `len` positions, each layer's keys re-rotated with its
+    /// own rope (see `Backend::shift_kv`).
+    pub(crate) fn shift_kv(&mut self, seq: crate::backend::SeqId, n_keep: usize, n_discard: usize, len: usize) -> Result<(), EngineError> {
+        let ropes: Vec<_> = self.spec.layers.iter().map(|l| &l.attention.rope).collect();
+        Ok(self.backend.shift_kv(seq, n_keep, n_discard, len, &ropes)?)
+    }
+
     pub fn backend_name(&self) -> &'static str {
         self.backend.name()
     }

@@ -140,8 +140,6 @@ fn run_cpu(a: &Args) -> anyhow::Result<Figures> {
             tg.push(a.gen as f64 / t.elapsed().as_secs_f64());
         }
     }
-    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     Ok(Figures {
         adapter: "cpu".into(),
         backend: "cpu",
@@ -154,6 +152,15 @@ fn run_cpu(a: &Args) -> anyhow::Result<Figures> {
         record_us_per_token: None,
         parity: None,
     })
+}
+
+/// The best of repeated tok/s figures.
+pub(super) fn best(v: &[f64]) -> f64 {
+    v.iter().copied().fold(0.0, f64::max)
+}
+
+pub(super) fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use hangar_engine::batch::Scheduler;
 use hangar_engine::graph::Logits;
 
-use super::bench::Figures;
+use super::bench::{best, mean, Figures};
 use super::load::{load_model, BackendKind};
 
 /// Prefills `prompt_len` tokens on each of `streams` sequences, then decodes `gen` greedy
@@ -70,8 +70,6 @@ pub fn run(
     if !quiet {
         eprintln!("{streams} streams: {} decode steps, mean batch {:.1}", counts.decode_steps, counts.decode_rows as f64 / counts.decode_steps.max(1) as f64);
     }
-    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     Ok(Figures {
         adapter: format!("{streams} streams"),
         backend: backend_name,

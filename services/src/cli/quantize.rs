@@ -90,14 +90,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     // llama.cpp's code for the Q4_K_M mix is 15.
     w.set("general.file_type", MetaValue::U32(if mix { 15 } else { file_type(target) }));
-    let n_layer = file
-        .architecture()
-        .and_then(|arch| match file.get(&format!("{arch}.block_count")) {
-            Some(MetaValue::U32(n)) => Some(*n as usize),
-            Some(MetaValue::U64(n)) => Some(*n as usize),
-            _ => None,
-        })
-        .unwrap_or(0);
+    let n_layer = file.architecture().and_then(|arch| file.get_u32(&format!("{arch}.block_count"))).unwrap_or(0) as usize;
     w.set("general.quantized_by", MetaValue::String("hangar".into()));
     let mut plan = Vec::new();
     for t in file.tensors() {

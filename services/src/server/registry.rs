@@ -30,8 +30,8 @@ use super::worker::Worker;
 /// What the service needs to know about a loaded model without touching its worker.
 pub struct ModelFacts {
     pub name: String,
-    /// A tokenizer of its own, so tokenizing never waits behind a generation.
-    pub tokenizer: Tokenizer,
+    /// The model's tokenizer, shared: tokenizing never waits behind a generation.
+    pub tokenizer: Arc<Tokenizer>,
     pub chat: Option<ChatTemplate>,
     pub n_ctx: usize,
     pub n_vocab: usize,
@@ -417,29 +417,26 @@ fn load_blocking(
     budget: Arc<MemoryBudget>,
 ) -> Result<Arc<LoadedModel>, ServiceError> {
     let t0 = Instant::now();
+    let failed = |reason: String| ServiceError::LoadFailed { name: name.to_string(), reason };
+    let gguf = Arc::new(hangar_engine::gguf::GgufFile::open(file).map_err(|e| failed(e.to_string()))?);
     // Charged before anything is uploaded, from the file's tensor sizes.
-    let weights = {
-        let f = hangar_engine::gguf::GgufFile::open(file).map_err(|e| ServiceError::LoadFailed { name: name.to_string(), reason: e.to_string() })?;
-        f.tensors().iter().map(|t| f.view(t).data.len() as u64).sum::<u64>()
-    };
+    let weights = gguf.tensors().iter().map(|t| gguf.view(t).data.len() as u64).sum::<u64>();
     let charge = budget
         .reserve_weights(&format!("model {name:?} ({} backend weights)", options.backend), weights)
         .map_err(|e| ServiceError::OverBudget(e.to_string()))?;
     let backend: Box<dyn Backend> = match options.backend.as_str() {
         "gpu" => {
             let gpu = hangar_kernels::Gpu::shared()
-                .map_err(|e| ServiceError::LoadFailed { name: name.to_string(), reason: format!("opening the GPU: {e}") })?;
+                .map_err(|e| failed(format!("opening the GPU: {e}")))?;
             Box::new(hangar_kernels::GpuBackend::new(gpu))
         }
         _ => Box::new(CpuBackend::new()),
     };
-    let mut model = Model::load(file, plugins.families(), backend, |_, _| {})
-        .map_err(|e| ServiceError::LoadFailed { name: name.to_string(), reason: e.to_string() })?;
+    let mut model = Model::from_file(gguf, plugins.families(), backend, |_, _| {}).map_err(|e| failed(e.to_string()))?;
     // A head size the policy cannot store fails the load.
     let kv = options.kv_cache.parse::<KvPolicy>().map_err(|e| ServiceError::invalid("options.kv_cache", e.to_string()))?;
-    model.set_kv_policy(kv).map_err(|e| ServiceError::LoadFailed { name: name.to_string(), reason: e.to_string() })?;
-    let tokenizer = Tokenizer::from_gguf(&model.file)
-        .map_err(|e| ServiceError::LoadFailed { name: name.to_string(), reason: e.to_string() })?;
+    model.set_kv_policy(kv).map_err(|e| failed(e.to_string()))?;
+    let tokenizer = model.tokenizer.clone();
     let hp = &model.spec.hparams;
     let trained_ctx = hp.n_ctx_train.max(1);
     let n_ctx = match options.context_length {
@@ -478,7 +475,7 @@ fn load_blocking(
         vocab: Default::default(),
     };
     let worker = Worker::spawn(name, model, n_ctx, (max_queue, max_batch), (budget, charge))
-        .map_err(|e| ServiceError::LoadFailed { name: name.to_string(), reason: format!("starting its worker: {e}") })?;
+        .map_err(|e| failed(format!("starting its worker: {e}")))?;
     let facts = Arc::new(ModelFacts { load_ms: t0.elapsed().as_secs_f64() * 1e3, ..facts });
     Ok(Arc::new(LoadedModel { facts, worker: Mutex::new(Some(worker)), last_used: Mutex::new(Instant::now()) }))
 }
