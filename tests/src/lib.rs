@@ -45,6 +45,13 @@ pub fn load_on(name: &str, backend: Box<dyn hangar_engine::backend::Backend>) ->
     Model::load(model_path(name), &registry, backend, |_, _| {}).unwrap_or_else(|e| panic!("loading {name}: {e}"))
 }
 
+/// The process's GPU backend (lavapipe in CI, whatever adapter `Gpu::shared` picks elsewhere).
+pub fn gpu() -> Box<dyn hangar_engine::backend::Backend> {
+    let gpu = hangar_kernels::Gpu::shared().expect("a Vulkan adapter (lavapipe in CI)");
+    eprintln!("adapter: {}", gpu.describe());
+    Box::new(hangar_kernels::GpuBackend::new(gpu))
+}
+
 /// Index of the largest value; ties go to the lowest index, as the oracle's goldens do.
 pub fn argmax(row: &[f32]) -> usize {
     let mut best = 0;

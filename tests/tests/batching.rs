@@ -14,11 +14,7 @@ use hangar_engine::cpu::CpuBackend;
 use hangar_engine::generate::{GenerateOutput, GenerateParams};
 use hangar_engine::sampling::SamplingParams;
 use hangar_engine::Model;
-use hangar_kernels::{Gpu, GpuBackend};
-
-fn gpu() -> Box<dyn Backend> {
-    Box::new(GpuBackend::new(Gpu::shared().expect("a Vulkan adapter (lavapipe in CI)")))
-}
+use hangar_tests::gpu;
 
 fn load(path: &Path, backend: Box<dyn Backend>) -> Model {
     Model::load(path, &hangar_families::registry(), backend, |_, _| {}).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
@@ -102,6 +98,20 @@ fn batched_sequences_match_alone_for_every_tiny_family_on_the_cpu() {
 fn thirty_two_seeded_sequences_batched_on_the_gpu_match_each_alone() {
     let path = hangar_tests::families::fixture_dir().join("tiny-llama-k-v256.Q4_K_M.gguf");
     assert_batch_invariant(load(&path, gpu()), load(&path, gpu()), 32, 12, 128);
+}
+
+/// The real models on a real GPU (lavapipe would take hours): 32 seeded sequences of 32 tokens
+/// each, batched through the scheduler, against each alone.
+/// `cargo test --release -p hangar-tests --test batching -- --ignored real_models`
+#[test]
+#[ignore = "real GPU: real models batched on the GPU backend"]
+fn thirty_two_seeded_sequences_of_real_models_batched_on_the_gpu_match_each_alone() {
+    for file in ["SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf", "qwen2.5-coder-0.5b-instruct.Q4_K_M-mix.gguf"] {
+        let path = hangar_tests::model_path(file);
+        eprintln!("{file}");
+        let max_batch = assert_batch_invariant(load(&path, gpu()), load(&path, gpu()), 32, 32, 256);
+        assert!(max_batch >= 16, "{file}: 32 concurrent sequences never shared a step beyond {max_batch}");
+    }
 }
 
 /// A system prompt of at least `n` tokens of English prose.
