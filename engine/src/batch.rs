@@ -104,6 +104,7 @@ struct Info {
     n_vocab: usize,
     n_ctx_train: usize,
     kv_bytes_per_token: u64,
+    kv_bytes_per_sequence: u64,
     budget: Option<Arc<MemoryBudget>>,
 }
 
@@ -138,6 +139,7 @@ impl Scheduler {
             n_vocab: hp.n_vocab,
             n_ctx_train: hp.n_ctx_train.max(1),
             kv_bytes_per_token: model.kv_bytes_per_token() as u64,
+            kv_bytes_per_sequence: model.kv_bytes_per_sequence() as u64,
             budget,
         });
         let stats = Arc::new(BatchStats::default());
@@ -173,7 +175,7 @@ impl Scheduler {
         let n_ctx = positions.max(1).next_multiple_of(KV_BLOCK).min(n_ctx);
         let charge = match &self.info.budget {
             Some(b) => {
-                let bytes = n_ctx as u64 * self.info.kv_bytes_per_token;
+                let bytes = n_ctx as u64 * self.info.kv_bytes_per_token + self.info.kv_bytes_per_sequence;
                 let what = format!("a KV cache of {n_ctx} positions");
                 Some(b.reserve_kv(&what, bytes, || drop(self.tx.send(Msg::Evict)), give_up)?)
             }

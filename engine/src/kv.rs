@@ -16,6 +16,16 @@
 //! wastes fewer of the 16 levels. It is orthonormal and its own inverse, so attention never
 //! undoes it per key: q is rotated once (`q·k = Hq·Hk`), and the weighted sum of rotated values
 //! is rotated back once (`Σ wⱼ·Hvⱼ = H·Σ wⱼ·vⱼ`).
+//!
+//! **Key centering.** The integer policies store keys minus a per-sequence, per-layer vector
+//! `c` (the mean of the keys of the sequence's first write, after RoPE), kept in f32 beside the
+//! records (`kv_dim` values per layer). Softmax ignores a shift that is the same for every key
+//! of a query (`q·(k - c) = q·k - q·c`), so attention reads the centered keys as they are and
+//! nothing is added back. Keys carry large per-channel offsets (Qwen2's k bias reaches ±145
+//! while the rest is ~1), which otherwise take the scale's whole range; centering cut q8's
+//! perplexity cost on Qwen2.5-0.5B from +2.6% to +0.2% and int4's on SmolLM2 from +18% to +7%
+//! (bench/RESULTS.md). Logit soft-capping is not shift-invariant, so models with it
+//! (`attn_softcap`) are not centered.
 
 use std::fmt;
 use std::str::FromStr;
@@ -59,6 +69,12 @@ impl KvPolicy {
 
     pub fn hadamard(self) -> bool {
         self == KvPolicy::Int4Hadamard
+    }
+
+    /// Keys are stored centered (module doc) under the integer policies, unless attention
+    /// soft-caps its logits.
+    pub fn centers(self, softcap: Option<f32>) -> bool {
+        matches!(self, KvPolicy::Q8 | KvPolicy::Int4Plain | KvPolicy::Int4Hadamard) && softcap.is_none()
     }
 
     /// Checks that vectors of `head_dim` fit the record layout (whole words, and a power of two
@@ -114,6 +130,28 @@ impl FromStr for KvPolicy {
 /// Bytes of KV cache one token takes: `2 · n_layer · n_head_kv · 4 · record_words(head_dim)`.
 pub fn kv_bytes_per_token(policy: KvPolicy, n_layer: usize, n_head_kv: usize, head_dim: usize) -> usize {
     2 * n_layer * n_head_kv * 4 * policy.record_words(head_dim)
+}
+
+/// Bytes a sequence's cache holds besides its positions: the centering vectors of the integer
+/// policies, `4 · kv_dim` per layer (allocated whether or not a model soft-caps).
+pub fn kv_bytes_per_sequence(policy: KvPolicy, n_layer: usize, kv_dim: usize) -> usize {
+    if policy.centers(None) {
+        4 * n_layer * kv_dim
+    } else {
+        0
+    }
+}
+
+/// The per-channel mean of `rows` of `kv_dim` keys, summed in row order (the GPU's
+/// `kv_center` sums in the same order).
+pub fn key_center(rows: &[f32], kv_dim: usize) -> Vec<f32> {
+    let mut c = vec![0.0f32; kv_dim];
+    let n = rows.len() / kv_dim.max(1);
+    for row in rows.chunks_exact(kv_dim) {
+        c.iter_mut().zip(row).for_each(|(a, b)| *a += b);
+    }
+    c.iter_mut().for_each(|a| *a /= n.max(1) as f32);
+    c
 }
 
 /// In-place normalized fast Walsh–Hadamard transform (`x.len()` a power of two); its own inverse.

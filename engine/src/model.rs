@@ -81,6 +81,12 @@ impl Model {
         crate::kv::kv_bytes_per_token(self.kv_policy, hp.n_layer, hp.n_head_kv, hp.head_dim)
     }
 
+    /// Bytes each sequence's cache holds besides its positions (the key-centering vectors).
+    pub fn kv_bytes_per_sequence(&self) -> usize {
+        let hp = &self.spec.hparams;
+        crate::kv::kv_bytes_per_sequence(self.kv_policy, hp.n_layer, hp.kv_dim())
+    }
+
     /// A new KV sequence of `n_ctx` positions under the current policy.
     pub(crate) fn new_kv(&mut self, n_ctx: usize) -> Result<crate::backend::SeqId, EngineError> {
         let hp = &self.spec.hparams;

@@ -278,9 +278,11 @@ impl Backend for GpuBackend {
             return Err(shape("kv cache", format!("kv_dim {kv_dim} in heads of {hd} (at most 256)")));
         }
         let lim = &self.gpu.limits;
-        // One layer: n_ctx rows of k records, then as many of v (engine/src/kv.rs layouts).
+        // One layer: n_ctx rows of k records, then as many of v (engine/src/kv.rs layouts), then
+        // the layer's key-centering vector where the policy centers.
         let row_bytes = (kv_dim / hd) as u64 * 4 * format.policy.record_words(hd) as u64;
-        let bind = (n_ctx as u64).saturating_mul(row_bytes).saturating_mul(2);
+        let center_bytes = hangar_engine::kv::kv_bytes_per_sequence(format.policy, 1, kv_dim) as u64;
+        let bind = (n_ctx as u64).saturating_mul(row_bytes).saturating_mul(2).saturating_add(center_bytes);
         if bind == 0 || bind > self.gpu.max_binding {
             return Err(BackendError::OutOfMemory(format!("a KV cache layer of {bind} bytes exceeds a storage binding")));
         }
@@ -499,7 +501,8 @@ impl Backend for GpuBackend {
         // f32 writes one element per invocation, the quantized policies one head vector.
         let total = if format.policy == KvPolicy::F32 { n * kv_dim } else { n * p.n_head_kv };
         let kr = k_rope.unwrap_or(LazyRope { src: k, head_dim: hd, pos0, n_rot: 0, neox: false, freq_off: 0, freq_scale: 1.0 });
-        let wp = [
+        let center = format.policy.centers(p.softcap);
+        let mut wp = [
             ka.off,
             va.off,
             u(total, "kv rows")?,
@@ -512,7 +515,15 @@ impl Backend for GpuBackend {
             kr.neox as u32,
             kr.freq_off,
             kr.freq_scale.to_bits(),
+            center as u32,
         ];
+        if center && pos0 == 0 {
+            // The first write sets the centering vector: one invocation per channel, summing
+            // over the rows (`total`, params[2], counts rows for this entry point).
+            wp[2] = u(n, "kv rows")?;
+            self.rec.dispatch(Op::KvCenter(format.policy), None, &wp, self.threads(kv_dim)?, Binds { kv: Some(kv.clone()), ..Default::default() });
+            wp[2] = u(total, "kv rows")?;
+        }
         let wg = self.threads(total)?;
         self.rec.dispatch(Op::KvWrite(format.policy), None, &wp, wg, Binds { kv: Some(kv.clone()), ..Default::default() });
         // Decode splits the context over workgroups of 64 positions; prefill has enough

@@ -30,6 +30,8 @@ pub enum Op {
     Rope,
     /// KV append and attention, for the cache's policy.
     KvWrite(KvPolicy),
+    /// Sets a layer's key-centering vector from a sequence's first write (kv_write.wgsl).
+    KvCenter(KvPolicy),
     Attention(KvPolicy),
     AttnCombine,
     Eltwise,
@@ -47,7 +49,7 @@ impl Op {
             Op::Embed => include_str!("shaders/embed.wgsl"),
             Op::Norm => include_str!("shaders/norm.wgsl"),
             Op::Rope => include_str!("shaders/rope.wgsl"),
-            Op::KvWrite(_) => include_str!("shaders/kv_write.wgsl"),
+            Op::KvWrite(_) | Op::KvCenter(_) => include_str!("shaders/kv_write.wgsl"),
             Op::Attention(_) => include_str!("shaders/attention.wgsl"),
             Op::AttnCombine => include_str!("shaders/attn_combine.wgsl"),
             Op::Eltwise => include_str!("shaders/eltwise.wgsl"),
@@ -140,15 +142,20 @@ pub fn shader_source(op: Op, ty: Option<GgmlType>, subgroups: bool) -> String {
         defines.push("FAST");
     }
     let kv = match op {
-        Op::KvWrite(p) | Op::Attention(p) => p,
+        Op::KvWrite(p) | Op::KvCenter(p) | Op::Attention(p) => p,
         _ => KvPolicy::F32,
     };
     defines.extend(kv_defines(kv));
+    defines.push(match op {
+        Op::KvCenter(_) => "KV_CENTER",
+        Op::KvWrite(KvPolicy::F32) => "KV_STORE_F32",
+        _ => "KV_STORE_Q",
+    });
     let mut s = String::new();
     s.push_str(&select_variant(op.source(), &defines));
     s.push('\n');
     s.push_str(COMMON);
-    if matches!(op, Op::Rope | Op::KvWrite(_) | Op::Attention(_)) {
+    if matches!(op, Op::Rope | Op::KvWrite(_) | Op::KvCenter(_) | Op::Attention(_)) {
         s.push('\n');
         s.push_str(include_str!("shaders/rope_common.wgsl"));
     }

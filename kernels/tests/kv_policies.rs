@@ -3,6 +3,8 @@
 //! and the attention output must match the CPU's, which uses the same record layout.
 //! A prefill of 70 tokens (more than one 64-position tile), then two decode steps that split
 //! the context into slices (attn_combine.wgsl), with RoPE folded into the k write and q load.
+//! Keys carry per-channel offsets, as real models' do, so the integer policies' key centering
+//! (set by the first write, subtracted by every write) must agree between the two sides too.
 
 mod common;
 
@@ -10,6 +12,7 @@ use common::*;
 use hangar_engine::backend::{AttnParams, Backend, KvFormat};
 use hangar_engine::cpu::CpuBackend;
 use hangar_engine::kv::KvPolicy;
+use hangar_engine::quant::GgmlType;
 use hangar_engine::spec::{RopeConfig, RopeStyle};
 use hangar_kernels::GpuBackend;
 
@@ -17,7 +20,15 @@ fn attention_case(policy: KvPolicy, n_head: usize, n_head_kv: usize, head_dim: u
     let mut rng = Rng::new(policy as u64 * 31 + n_head as u64);
     let (qd, kvd) = (n_head * head_dim, n_head_kv * head_dim);
     let total = 72;
-    let f = qkv_file(&mut rng, total, qd, kvd);
+    let mut k = matrix(&mut rng, "k", GgmlType::F32, total, kvd);
+    let mut kf: Vec<f32> = bytemuck::cast_slice(&k.data).to_vec();
+    for row in kf.chunks_exact_mut(kvd) {
+        for (c, x) in row.iter_mut().enumerate() {
+            *x += [0.0, 6.0, 0.0, -9.0, 0.0, 0.0, 14.0][c % 7];
+        }
+    }
+    k.data = bytemuck::cast_slice(&kf).to_vec();
+    let f = file(vec![matrix(&mut rng, "q", GgmlType::F32, total, qd), k, matrix(&mut rng, "v", GgmlType::F32, total, kvd)]);
     let p = AttnParams { n_head, n_head_kv, head_dim, scale: 1.0 / (head_dim as f32).sqrt(), softcap: None, window: None };
     let rope = RopeConfig { style: RopeStyle::Neox, n_rot: head_dim, freq_base: 10000.0, freq_scale: 1.0, llama3: None, freq_factors: None };
     let go = |be: &mut dyn Backend| -> Vec<f32> {

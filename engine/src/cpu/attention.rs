@@ -14,6 +14,9 @@ pub struct KvCache {
     pub format: KvFormat,
     k: Vec<Vec<u32>>,
     v: Vec<Vec<u32>>,
+    /// Per layer, the centering vector subtracted from every key (`kv.rs`, key centering),
+    /// set by the layer's first write when the policy centers; empty otherwise.
+    center: Vec<Vec<f32>>,
 }
 
 impl KvCache {
@@ -30,6 +33,7 @@ impl KvCache {
             format,
             k: (0..n_layer).map(|_| vec![0; words]).collect(),
             v: (0..n_layer).map(|_| vec![0; words]).collect(),
+            center: vec![Vec::new(); n_layer],
         })
     }
 
@@ -37,20 +41,28 @@ impl KvCache {
         self.k.len()
     }
 
-    /// Bytes held, which `kv::kv_bytes_per_token` predicts per position.
+    /// Bytes held: `kv::kv_bytes_per_token` per position plus `kv::kv_bytes_per_sequence`.
     pub fn bytes(&self) -> usize {
-        4 * (self.k.iter().chain(&self.v).map(Vec::len).sum::<usize>())
+        4 * (self.k.iter().chain(&self.v).map(Vec::len).sum::<usize>()) + kv::kv_bytes_per_sequence(self.format.policy, self.n_layer(), self.kv_dim)
     }
 
     fn row_words(&self) -> usize {
         (self.kv_dim / self.format.head_dim) * self.format.policy.record_words(self.format.head_dim)
     }
 
-    /// Encodes `n` rows of `kv_dim` k and v values at positions `pos0..`.
-    pub fn write(&mut self, layer: usize, pos0: usize, k: &[f32], v: &[f32]) {
+    /// Encodes `n` rows of `kv_dim` k and v values at positions `pos0..`. With `center`, the
+    /// write at position 0 sets the layer's centering vector and every write subtracts it.
+    pub fn write(&mut self, layer: usize, pos0: usize, k: &[f32], v: &[f32], center: bool) {
         let (hd, policy, rw) = (self.format.head_dim, self.format.policy, policy_words(self.format));
         let span = pos0 * self.row_words()..(pos0 + k.len() / self.kv_dim) * self.row_words();
-        for (cache, src) in [(&mut self.k[layer], k), (&mut self.v[layer], v)] {
+        if center && pos0 == 0 {
+            self.center[layer] = kv::key_center(k, self.kv_dim);
+        }
+        let centered: Cow<[f32]> = match &self.center[layer] {
+            c if center && !c.is_empty() => Cow::Owned(k.chunks_exact(self.kv_dim).flat_map(|row| row.iter().zip(c).map(|(x, m)| x - m)).collect()),
+            _ => Cow::Borrowed(k),
+        };
+        for (cache, src) in [(&mut self.k[layer], &*centered), (&mut self.v[layer], v)] {
             for (rec, x) in cache[span.clone()].chunks_exact_mut(rw).zip(src.chunks_exact(hd)) {
                 kv::encode(policy, x, rec);
             }
@@ -66,6 +78,9 @@ impl KvCache {
         let span = pos0 * self.row_words()..(pos0 + n) * self.row_words();
         for (dst, from) in self.k.iter_mut().chain(self.v.iter_mut()).zip(src.k.iter().chain(&src.v)) {
             dst[span.clone()].copy_from_slice(&from[span.clone()]);
+        }
+        if pos0 == 0 {
+            self.center.clone_from(&src.center);
         }
         Ok(())
     }
@@ -83,15 +98,25 @@ impl KvCache {
             cache.copy_within(from * rw..(from + moved) * rw, to * rw);
         }
         let mut x = vec![0.0f32; hd];
-        for (cache, rope) in self.k.iter_mut().zip(ropes) {
+        for ((cache, rope), center) in self.k.iter_mut().zip(ropes).zip(&self.center) {
             cache.copy_within(from * rw..(from + moved) * rw, to * rw);
             let freq = super::ops::rope_inv_freq(rope);
-            for rec in cache[to * rw..(to + moved) * rw].chunks_exact_mut(policy_words(self.format)) {
+            let rows = cache[to * rw..(to + moved) * rw].chunks_exact_mut(policy_words(self.format));
+            for (i, rec) in rows.enumerate() {
                 kv::decode(policy, rec, &mut x);
                 if policy.hadamard() {
                     kv::hadamard(&mut x); // back from the rotated storage space
                 }
+                // The key itself rotates, not its centered residue: add the center back first.
+                let off = (i % (self.kv_dim / hd)) * hd;
+                let c = center.get(off..off + hd);
+                if let Some(c) = c {
+                    x.iter_mut().zip(c).for_each(|(a, m)| *a += m);
+                }
                 super::ops::rope_row_at(&mut x, hd, -(n_discard as f32), rope, &freq);
+                if let Some(c) = c {
+                    x.iter_mut().zip(c).for_each(|(a, m)| *a -= m);
+                }
                 kv::encode(policy, &x, rec);
             }
         }
@@ -180,7 +205,7 @@ pub fn attend_policy(
     policy: KvPolicy,
 ) -> Result<Vec<f32>, BackendError> {
     let mut c = KvCache::new(1, kv_dim, k.len() / kv_dim.max(1), KvFormat { policy, head_dim: p.head_dim })?;
-    c.write(0, 0, k, v);
+    c.write(0, 0, k, v, policy.centers(p.softcap));
     Ok(c.attend(0, q, n, pos0, p))
 }
 
@@ -210,11 +235,16 @@ mod tests {
         for (policy, tol) in [(KvPolicy::F32, 1e-5), (KvPolicy::Q8, 2e-2), (KvPolicy::Int4Hadamard, 0.45)] {
             let mut cache = KvCache::new(1, kv_dim, 64, KvFormat { policy, head_dim: hd }).expect("cache");
             let keys: Vec<f32> = (0..len).flat_map(|p| rotated_at(p, p)).collect();
-            cache.write(0, 0, &keys, &raw);
+            cache.write(0, 0, &keys, &raw, policy.centers(None));
             cache.shift(keep, discard, len, &[&rope]).expect("shift");
             let (k, v) = (cache.rows(&cache.k[0], len - discard).into_owned(), cache.rows(&cache.v[0], len - discard).into_owned());
             let mut want_k: Vec<f32> = (0..keep).flat_map(|p| rotated_at(p, p)).collect();
             want_k.extend((keep + discard..len).flat_map(|p| rotated_at(p, p - discard)));
+            // Centered policies store keys minus the first write's mean, which a shift keeps.
+            assert_eq!(cache.center[0].is_empty(), !policy.centers(None));
+            for row in want_k.chunks_exact_mut(kv_dim) {
+                row.iter_mut().zip(&cache.center[0]).for_each(|(x, m)| *x -= m);
+            }
             let mut want_v: Vec<f32> = raw[..keep * kv_dim].to_vec();
             want_v.extend_from_slice(&raw[(keep + discard) * kv_dim..]);
             // Stored values (k and v) are in the policy's space; compare in it.

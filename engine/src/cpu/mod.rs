@@ -220,7 +220,7 @@ impl Backend for CpuBackend {
         if pos0 + n > cache.n_ctx {
             return Err(BackendError::ContextFull { pos: pos0, n, n_ctx: cache.n_ctx });
         }
-        cache.write(layer, pos0, &km.data, &vm.data);
+        cache.write(layer, pos0, &km.data, &vm.data, cache.format.policy.centers(p.softcap));
         let out = cache.attend(layer, &qm.data, n, pos0, p);
         let cols = p.n_head * p.head_dim;
         Ok(self.push(Mat { rows: n, cols, data: out }))

@@ -4,10 +4,14 @@
 // The f32 policy writes one element per invocation; the quantized policies (KVQ) encode one
 // head vector per invocation, in the record layout of engine/src/kv.rs (kv_common.wgsl), and
 // `total` counts head vectors instead of elements.
+// Key centering (engine/src/kv.rs): with `center` set, the quantized writer subtracts the
+// layer's centering vector, stored as f32 bits after the v records; the KV_CENTER entry point
+// (one invocation per channel, `total` = rows) sets it from the sequence's first write.
 struct Params {
     k_off: u32, v_off: u32, total: u32, kv_dim: u32,
     pos0: u32, n_ctx: u32, rope: u32, head_dim: u32,
     n_rot: u32, neox: u32, freq_off: u32, freq_scale: f32,
+    center: u32,
 }
 
 fn k_elem(idx: u32) -> f32 {
@@ -22,6 +26,28 @@ fn k_elem(idx: u32) -> f32 {
 }
 
 //#if KVQ
+fn center_base() -> u32 {
+    return 2u * P.n_ctx * (P.kv_dim / P.head_dim) * rec_words(P.head_dim);
+}
+//#endif
+
+//#if KV_CENTER
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let ch = (wid.y * nwg.x + wid.x) * 64u + lid;
+    if (ch >= P.kv_dim) {
+        return;
+    }
+    // Summed in row order and divided once, as kv::key_center does.
+    var s = 0.0;
+    for (var t = 0u; t < P.total; t++) {
+        s += k_elem(t * P.kv_dim + ch);
+    }
+    kvw[center_base() + ch] = bitcast<u32>(s / f32(P.total));
+}
+//#endif
+//#if KV_STORE_Q
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -34,8 +60,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let t = idx / nkv;
     let src = t * P.kv_dim + (idx % nkv) * hd;
     let rec = ((P.pos0 + t) * nkv + idx % nkv) * rec_words(hd);
+    let cb = center_base() + (idx % nkv) * hd;
     for (var i = 0u; i < hd; i++) {
         hv[i] = k_elem(src + i);
+        if (P.center != 0u) {
+            hv[i] -= bitcast<f32>(kvw[cb + i]);
+        }
     }
     kv_encode(rec, hd);
     for (var i = 0u; i < hd; i++) {
@@ -43,7 +73,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     kv_encode(P.n_ctx * nkv * rec_words(hd) + rec, hd);
 }
-//#else
+//#endif
+//#if KV_STORE_F32
 @group(3) @binding(0) var<storage, read_write> kv: array<f32>;
 
 @compute @workgroup_size(64)
