@@ -43,6 +43,9 @@ pub enum KvPolicy {
     Int4Plain,
     /// 4-bit of the Hadamard-rotated head vector, one f32 scale per head vector.
     Int4Hadamard,
+    /// `int4` as asked for: the model picks the rotation ([`KvPolicy::resolve`]). Until then it
+    /// stores as `int4h`.
+    Int4,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -56,9 +59,28 @@ pub enum KvError {
 impl KvPolicy {
     pub const ALL: [KvPolicy; 5] = [KvPolicy::F32, KvPolicy::F16, KvPolicy::Q8, KvPolicy::Int4Plain, KvPolicy::Int4Hadamard];
 
+    /// What `int4` means for a model: Hadamard-rotated, unless its keys have a bias. A k bias
+    /// is a fixed per-channel offset (Qwen2's reaches ±145) that centering removes only in
+    /// the slowly rotating channels; the rotation would spread the rest over every coordinate.
+    /// Measured on 20k tokens (bench/RESULTS.md): SmolLM2 int4h +5.7% vs plain +15.4%;
+    /// Qwen2.5-0.5B plain +2.1% vs int4h +18.5%.
+    pub fn resolve(self, biased_keys: bool) -> KvPolicy {
+        match self {
+            KvPolicy::Int4 if biased_keys => KvPolicy::Int4Plain,
+            KvPolicy::Int4 => KvPolicy::Int4Hadamard,
+            p => p,
+        }
+    }
+
+    /// The record format this policy stores (an unresolved `int4` as `int4h`).
+    fn storage(self) -> KvPolicy {
+        self.resolve(false)
+    }
+
     /// The name `FromStr` reads back.
     pub fn name(self) -> &'static str {
         match self {
+            KvPolicy::Int4 => "int4",
             KvPolicy::F32 => "f32",
             KvPolicy::F16 => "f16",
             KvPolicy::Q8 => "q8",
@@ -68,20 +90,20 @@ impl KvPolicy {
     }
 
     pub fn hadamard(self) -> bool {
-        self == KvPolicy::Int4Hadamard
+        self.storage() == KvPolicy::Int4Hadamard
     }
 
     /// Keys are stored centered (module doc) under the integer policies, unless attention
     /// soft-caps its logits.
     pub fn centers(self, softcap: Option<f32>) -> bool {
-        matches!(self, KvPolicy::Q8 | KvPolicy::Int4Plain | KvPolicy::Int4Hadamard) && softcap.is_none()
+        matches!(self.storage(), KvPolicy::Q8 | KvPolicy::Int4Plain | KvPolicy::Int4Hadamard) && softcap.is_none()
     }
 
     /// Checks that vectors of `head_dim` fit the record layout (whole words, and a power of two
     /// for the rotation).
     pub fn check(self, head_dim: usize) -> Result<(), KvError> {
         let err = |why| Err(KvError::HeadDim { policy: self, head_dim, why });
-        match self {
+        match self.storage() {
             _ if head_dim == 0 => err("empty head"),
             KvPolicy::F32 => Ok(()),
             KvPolicy::F16 if head_dim % 2 != 0 => err("f16 pairs need an even head_dim"),
@@ -94,11 +116,11 @@ impl KvPolicy {
 
     /// 32-bit words of one head vector's record.
     pub fn record_words(self, head_dim: usize) -> usize {
-        match self {
+        match self.storage() {
             KvPolicy::F32 => head_dim,
             KvPolicy::F16 => head_dim / 2,
             KvPolicy::Q8 => head_dim / 4 + head_dim.div_ceil(32).div_ceil(2),
-            KvPolicy::Int4Plain | KvPolicy::Int4Hadamard => head_dim / 8 + 1,
+            KvPolicy::Int4Plain | KvPolicy::Int4Hadamard | KvPolicy::Int4 => head_dim / 8 + 1,
         }
     }
 }
@@ -117,10 +139,9 @@ impl FromStr for KvPolicy {
             "f32" => Ok(KvPolicy::F32),
             "f16" => Ok(KvPolicy::F16),
             "q8" | "q8_0" => Ok(KvPolicy::Q8),
-            // "int4" is the rotated variant: four times less perplexity cost than plain on
-            // SmolLM2; on Qwen2.5's outlier keys plain measured better, and both fail there
-            // (bench/RESULTS.md, "KV cache policies").
-            "int4" | "int4h" | "int4-hadamard" => Ok(KvPolicy::Int4Hadamard),
+            // "int4" lets the model choose the rotation (`resolve`).
+            "int4" => Ok(KvPolicy::Int4),
+            "int4h" | "int4-hadamard" => Ok(KvPolicy::Int4Hadamard),
             "int4-plain" => Ok(KvPolicy::Int4Plain),
             _ => Err(KvError::UnknownPolicy(s.to_string())),
         }
@@ -175,6 +196,7 @@ pub fn hadamard(x: &mut [f32]) {
 /// Writes the record of head vector `x` into `out` (`record_words(x.len())` words).
 pub fn encode(policy: KvPolicy, x: &[f32], out: &mut [u32]) {
     let hd = x.len();
+    let policy = policy.storage();
     match policy {
         KvPolicy::F32 => out.iter_mut().zip(x).for_each(|(o, v)| *o = v.to_bits()),
         KvPolicy::F16 => {
@@ -198,7 +220,7 @@ pub fn encode(policy: KvPolicy, x: &[f32], out: &mut [u32]) {
                 scales[b / 2] |= (d.to_bits() as u32) << (16 * (b % 2));
             }
         }
-        KvPolicy::Int4Plain | KvPolicy::Int4Hadamard => {
+        KvPolicy::Int4Plain | KvPolicy::Int4Hadamard | KvPolicy::Int4 => {
             let mut buf = x.to_vec();
             if policy.hadamard() {
                 hadamard(&mut buf);
@@ -219,7 +241,7 @@ pub fn encode(policy: KvPolicy, x: &[f32], out: &mut [u32]) {
 /// Decodes a record into `x`. For `int4h` the values stay rotated (see the module doc).
 pub fn decode(policy: KvPolicy, rec: &[u32], x: &mut [f32]) {
     let hd = x.len();
-    match policy {
+    match policy.storage() {
         KvPolicy::F32 => x.iter_mut().zip(rec).for_each(|(v, &w)| *v = f32::from_bits(w)),
         KvPolicy::F16 => {
             for (p, &w) in x.chunks_exact_mut(2).zip(rec) {
@@ -235,7 +257,7 @@ pub fn decode(policy: KvPolicy, rec: &[u32], x: &mut [f32]) {
                 *v = ((data[e / 4] >> (8 * (e % 4))) as u8 as i8) as f32 * d;
             }
         }
-        KvPolicy::Int4Plain | KvPolicy::Int4Hadamard => {
+        KvPolicy::Int4Plain | KvPolicy::Int4Hadamard | KvPolicy::Int4 => {
             let d = f32::from_bits(rec[hd / 8]);
             for (e, v) in x.iter_mut().enumerate() {
                 *v = (((rec[e / 8] >> (4 * (e % 8))) & 15) as f32 - 8.0) * d;

@@ -70,6 +70,7 @@ impl Model {
 
     /// Sets the KV policy of later sessions, refusing one this model's heads cannot use.
     pub fn set_kv_policy(&mut self, policy: KvPolicy) -> Result<(), EngineError> {
+        let policy = policy.resolve(self.spec.biased_keys());
         policy.check(self.spec.hparams.head_dim).map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
         self.kv_policy = policy;
         Ok(())

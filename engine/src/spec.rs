@@ -202,6 +202,14 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
+    /// Some layer adds a bias to its keys (a separate k bias, or a fused QKV bias).
+    pub fn biased_keys(&self) -> bool {
+        self.layers.iter().any(|l| match &l.attention.qkv {
+            Qkv::Separate { k, .. } => k.bias.is_some(),
+            Qkv::Fused(f) => f.bias.is_some(),
+        })
+    }
+
     /// Every tensor the spec reads, each once, in a stable order.
     pub fn tensor_names(&self) -> Vec<&str> {
         let mut out: Vec<&str> = vec![&self.token_embd, &self.output];

@@ -120,7 +120,7 @@ fn kv_defines(p: KvPolicy) -> &'static [&'static str] {
         KvPolicy::F16 => &["KVQ", "KV_F16"],
         KvPolicy::Q8 => &["KVQ", "KV_Q8"],
         KvPolicy::Int4Plain => &["KVQ", "KV_INT4"],
-        KvPolicy::Int4Hadamard => &["KVQ", "KV_INT4", "KV_HADAMARD"],
+        KvPolicy::Int4Hadamard | KvPolicy::Int4 => &["KVQ", "KV_INT4", "KV_HADAMARD"],
     }
 }
 

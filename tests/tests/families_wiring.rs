@@ -86,3 +86,21 @@ fn gemma3_layers_alternate_five_local_to_one_global() {
     assert_eq!(bases, [10000.0, 10000.0, 10000.0, 10000.0, 10000.0, 1e6]);
     assert!(spec.layers.iter().all(|l| l.attention.q_norm.is_some() && l.post_ffn_norm.is_some()));
 }
+
+/// `int4` picks its rotation per family: Qwen2's k bias makes it plain, Llama's unbiased keys
+/// rotated; the names that ask for one rotation keep it.
+#[test]
+fn int4_kv_cache_resolves_by_whether_the_family_biases_its_keys() {
+    use hangar_engine::kv::KvPolicy;
+    let registry = hangar_families::registry();
+    for (family, want) in [("qwen2", KvPolicy::Int4Plain), ("llama", KvPolicy::Int4Hadamard)] {
+        let (_, f) = fixture(family, "F32");
+        let mut model = Model::from_file(Arc::new(f), &registry, Box::new(CpuBackend::new()), |_, _| {}).expect("load");
+        model.set_kv_policy(KvPolicy::Int4).expect("int4");
+        assert_eq!(model.kv_policy(), want, "{family}");
+        model.set_kv_policy(KvPolicy::Int4Hadamard).expect("int4h");
+        assert_eq!(model.kv_policy(), KvPolicy::Int4Hadamard, "{family}: an explicit int4h stays");
+        let mut s = model.session(16).expect("session");
+        s.eval(&[1, 2, 3], 8, Logits::Last).expect("eval under int4h");
+    }
+}

@@ -65,9 +65,12 @@ async fn load_model_serves_every_kv_policy_and_reports_its_bytes_per_token() {
     let server = start(|_| {}).await;
     let mut c = client(&server).await;
     // The expected figure comes from the file's own hparams and the engine's formula.
-    let hp = load_cpu(&format!("{SMOL}.gguf")).spec.hparams;
-    for name in ["f32", "f16", "q8", "int4", "int4-plain"] {
-        let policy: KvPolicy = name.parse().expect("policy name");
+    let spec = load_cpu(&format!("{SMOL}.gguf")).spec;
+    let hp = &spec.hparams;
+    // "int4" reports the rotation it resolved to: SmolLM2's keys have no bias, so int4h.
+    assert!(!spec.biased_keys());
+    for name in ["f32", "f16", "q8", "int4", "int4h", "int4-plain"] {
+        let policy = name.parse::<KvPolicy>().expect("policy name").resolve(false);
         let want = hangar_engine::kv::kv_bytes_per_token(policy, hp.n_layer, hp.n_head_kv, hp.head_dim) as u64;
         let options = pb::LoadOptions { kv_cache: name.into(), backend: "cpu".into(), ..Default::default() };
         let info = c

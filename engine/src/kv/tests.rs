@@ -51,9 +51,21 @@ fn policy_names_parse_back_and_unknown_names_are_refused() {
         assert_eq!(p.name().parse::<KvPolicy>(), Ok(p));
     }
     assert_eq!("Q8_0".parse::<KvPolicy>(), Ok(KvPolicy::Q8));
-    assert_eq!("int4".parse::<KvPolicy>(), Ok(KvPolicy::Int4Hadamard));
+    assert_eq!("int4".parse::<KvPolicy>(), Ok(KvPolicy::Int4));
     assert!(matches!("q4".parse::<KvPolicy>(), Err(KvError::UnknownPolicy(_))));
     assert!(matches!("".parse::<KvPolicy>(), Err(KvError::UnknownPolicy(_))));
+}
+
+#[test]
+fn int4_rotates_unless_the_keys_are_biased_and_other_policies_stay_as_asked() {
+    assert_eq!(KvPolicy::Int4.resolve(false), KvPolicy::Int4Hadamard);
+    assert_eq!(KvPolicy::Int4.resolve(true), KvPolicy::Int4Plain);
+    for p in KvPolicy::ALL {
+        assert_eq!((p.resolve(false), p.resolve(true)), (p, p), "{p}");
+    }
+    // Unresolved, it stores as int4h.
+    assert_eq!(KvPolicy::Int4.record_words(64), KvPolicy::Int4Hadamard.record_words(64));
+    assert!(KvPolicy::Int4.hadamard() && KvPolicy::Int4.centers(None));
 }
 
 #[test]

@@ -37,7 +37,7 @@ pub struct Args {
     /// continuations of 64 tokens and teacher-forced top-1 agreement.
     #[arg(long, default_value_t = 0)]
     check_cpu: usize,
-    /// KV-cache policy: f32, f16, q8, int4 (= int4h, Hadamard-rotated), int4-plain.
+    /// KV-cache policy: f32, f16, q8, int4 (Hadamard-rotated unless the keys have a bias), int4h, int4-plain.
     #[arg(long, default_value = "f32")]
     kv_cache: hangar_engine::kv::KvPolicy,
     /// Concurrent sequences decoding through the batch scheduler (as the server runs them);

@@ -23,7 +23,7 @@ pub struct Args {
     /// Default: the GPU when an adapter exists, else the CPU.
     #[arg(long, value_enum)]
     backend: Option<BackendKind>,
-    /// KV-cache policy: f32, f16, q8, int4 (= int4h, Hadamard-rotated), int4-plain.
+    /// KV-cache policy: f32, f16, q8, int4 (Hadamard-rotated unless the keys have a bias), int4h, int4-plain.
     #[arg(long, default_value = "f32")]
     kv_cache: hangar_engine::kv::KvPolicy,
     #[arg(long)]

@@ -469,7 +469,7 @@ fn load_blocking(
         embedding_length: hp.n_embd,
         load_ms: 0.0,
         path: file.strip_prefix(model_dir.canonicalize().unwrap_or_default()).unwrap_or(file).display().to_string(),
-        kv_cache: kv.name().to_string(),
+        kv_cache: model.kv_policy().name().to_string(),
         kv_bytes_per_token: model.kv_bytes_per_token(),
         policy: options.policy.clone(),
         vocab: Default::default(),
