@@ -336,12 +336,11 @@ pub(crate) fn run<E: Exec + ?Sized>(
     let mut timings = Timings { prompt_tokens: prompt.len(), ..Timings::default() };
     let t0 = Instant::now();
     let mut logits = exec.eval(prompt, params.prefill_chunk, Logits::Last)?;
-    // Greedy decoding with logits hooks masks and picks on the backend (the GPU reads back
-    // only the token id); anything the device cannot reproduce stays on the host.
+    // Greedy decoding masks (logits hooks) and picks on the backend, so the GPU reads back
+    // only the token id; anything the device cannot reproduce stays on the host.
     let p = &params.sampling;
     let n_vocab = exec.n_vocab();
-    let on_device = !hooks.logits.is_empty()
-        && (p.temperature.is_nan() || p.temperature <= 0.0)
+    let on_device = (p.temperature.is_nan() || p.temperature <= 0.0)
         && p.logit_bias.is_empty()
         && !p.penalties_active()
         && params.logprobs.is_none();
@@ -367,6 +366,7 @@ pub(crate) fn run<E: Exec + ?Sized>(
         let tok = match std::mem::take(&mut deferred) {
             true => match hooks.device_mask(n_vocab)? {
                 Some(bits) => exec.pick_masked(&bits)?,
+                None if hooks.logits.is_empty() => exec.pick_masked(&[])?,
                 None => {
                     logits = exec.read_deferred()?;
                     hooks.mask(&mut logits)?;

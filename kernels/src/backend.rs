@@ -679,6 +679,9 @@ impl Backend for GpuBackend {
     }
 
     fn mask_logits(&mut self, x: Act, banned: &[u32]) -> Result<Act, BackendError> {
+        if banned.is_empty() {
+            return Ok(x); // unhooked greedy decoding: nothing to mask
+        }
         let a = self.ready(x)?;
         let total = a.rows * a.cols;
         // The words travel as f32 bit patterns (the scratch is f32) and are reinterpreted in
