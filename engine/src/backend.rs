@@ -182,7 +182,8 @@ pub trait Backend: Send {
     /// Logits with banned tokens removed before argmax or sampling: a copy of `x` where each
     /// column whose bit is set in the bitset `banned` (bit `c % 32` of word `c / 32`) is
     /// `-inf`; the CPU twin is `cpu::ops::mask_logits`. A GPU backend applies it on the device,
-    /// so a constrained or policy-masked step still reads back only a token id.
+    /// so a constrained or policy-masked step still reads back only a token id. An empty
+    /// bitset bans nothing and may return `x` itself (unhooked greedy decoding).
     fn mask_logits(&mut self, x: Act, banned: &[u32]) -> Result<Act, BackendError>;
 
     /// The greedy pick from the one-row logits `x` (`cols` wide) with the `banned` bitset

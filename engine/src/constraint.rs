@@ -83,10 +83,11 @@ impl<'a> Hooks<'a> {
         self.logits.iter_mut().try_for_each(|h| h.mask(logits))
     }
 
-    /// The union of every logits hook's banned tokens as one bitset for the device, or `None`
-    /// when there are no logits hooks or one of them can only edit host logits.
+    /// The union of every logits hook's banned tokens as one bitset for the device (empty,
+    /// banning nothing, when there are no logits hooks), or `None` when one of them can only
+    /// edit host logits.
     pub fn device_mask(&mut self, n_vocab: usize) -> Result<Option<Vec<u32>>, HookError> {
-        let Some((first, rest)) = self.logits.split_first_mut() else { return Ok(None) };
+        let Some((first, rest)) = self.logits.split_first_mut() else { return Ok(Some(Vec::new())) };
         // One hook is the usual case: its bitset is the union, with no copy.
         let Some(mut all) = first.banned_bits(n_vocab)? else { return Ok(None) };
         for h in rest {

@@ -366,7 +366,6 @@ pub(crate) fn run<E: Exec + ?Sized>(
         let tok = match std::mem::take(&mut deferred) {
             true => match hooks.device_mask(n_vocab)? {
                 Some(bits) => exec.pick_masked(&bits)?,
-                None if hooks.logits.is_empty() => exec.pick_masked(&[])?,
                 None => {
                     logits = exec.read_deferred()?;
                     hooks.mask(&mut logits)?;

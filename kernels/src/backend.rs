@@ -680,7 +680,7 @@ impl Backend for GpuBackend {
 
     fn mask_logits(&mut self, x: Act, banned: &[u32]) -> Result<Act, BackendError> {
         if banned.is_empty() {
-            return Ok(x); // unhooked greedy decoding: nothing to mask
+            return Ok(x);
         }
         let a = self.ready(x)?;
         let total = a.rows * a.cols;

@@ -58,14 +58,19 @@ impl KvCache {
         if center && pos0 == 0 {
             self.center[layer] = kv::key_center(k, self.kv_dim);
         }
-        let centered: Cow<[f32]> = match &self.center[layer] {
-            c if center && !c.is_empty() => Cow::Owned(k.chunks_exact(self.kv_dim).flat_map(|row| row.iter().zip(c).map(|(x, m)| x - m)).collect()),
-            _ => Cow::Borrowed(k),
-        };
-        for (cache, src) in [(&mut self.k[layer], &*centered), (&mut self.v[layer], v)] {
-            for (rec, x) in cache[span.clone()].chunks_exact_mut(rw).zip(src.chunks_exact(hd)) {
+        let c = if center { self.center[layer].as_slice() } else { &[] };
+        let mut buf = vec![0.0f32; if c.is_empty() { 0 } else { hd }];
+        for (i, (rec, x)) in self.k[layer][span.clone()].chunks_exact_mut(rw).zip(k.chunks_exact(hd)).enumerate() {
+            if c.is_empty() {
                 kv::encode(policy, x, rec);
+            } else {
+                let m = &c[(i * hd) % self.kv_dim..][..hd];
+                buf.iter_mut().zip(x.iter().zip(m)).for_each(|(b, (x, m))| *b = x - m);
+                kv::encode(policy, &buf, rec);
             }
+        }
+        for (rec, x) in self.v[layer][span].chunks_exact_mut(rw).zip(v.chunks_exact(hd)) {
+            kv::encode(policy, x, rec);
         }
     }
 

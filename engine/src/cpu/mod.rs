@@ -153,6 +153,9 @@ impl Backend for CpuBackend {
     }
 
     fn mask_logits(&mut self, x: Act, banned: &[u32]) -> Result<Act, BackendError> {
+        if banned.is_empty() {
+            return Ok(x);
+        }
         let cols = self.act(x)?.cols;
         self.map(x, |d| ops::mask_logits(d, cols, banned))
     }

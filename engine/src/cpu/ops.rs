@@ -111,6 +111,9 @@ pub fn argmax(x: &[f32]) -> u32 {
 /// `c` is set in `banned` (bit `c % 32` of word `c / 32`) becomes `-inf`; columns past the
 /// bitset's end are kept.
 pub fn mask_logits(x: &mut [f32], cols: usize, banned: &[u32]) {
+    if banned.is_empty() {
+        return;
+    }
     for row in x.chunks_mut(cols.max(1)) {
         for (c, v) in row.iter_mut().enumerate() {
             if banned.get(c / 32).is_some_and(|w| w >> (c % 32) & 1 == 1) {
