@@ -201,6 +201,59 @@ impl GpuBackend {
         Ok((Act(self.acts.len() as u32 - 1), off))
     }
 
+    /// A matvec per token (`by_rows`, fused into groups where possible) or a tiled matmul.
+    fn linear_via(&mut self, x: Act, w: WeightId, bias: Option<WeightId>, by_rows: bool) -> Result<Act, BackendError> {
+        let GpuWeight::Matrix { name, ty, rows, cols, row_words, segs } = self.weight(w)?.clone() else {
+            return Err(shape("linear", "weight is a vector".into()));
+        };
+        let b = self.vector(bias)?;
+        let xa = self.act(x)?;
+        self.check_linear(&name, xa, cols, rows, b.map(|b| b.2))?;
+        let bias2 = b.map(|b| (b.0, b.1));
+        if by_rows && cols % 4 == 0 {
+            if self.fuse && segs.len() == 1 {
+                return self.group_linear(x, ty, cols, row_words, segs[0], bias2);
+            }
+            // One matvec per segment of a weight split over arenas (or unfused): each is a
+            // group of one part writing its rows at their offset.
+            let (out, off) = self.new_act(xa.rows, rows)?;
+            for s in &segs {
+                self.flush_group()?;
+                let part = Part { w_off: s.word_off, rows: s.rows, out, out_off: off + s.row0, bias: bias2.map(|(a, o)| (a, o + s.row0)) };
+                self.group = Some(Group { x, ty, cols, row_words, arena_w: s.arena, parts: vec![part], gated: None, residual: None });
+                self.flush_group()?;
+            }
+            return Ok(out);
+        }
+        let xa = self.ready(x)?;
+        self.flush_group()?;
+        let (out, off) = self.new_act(xa.rows, rows)?;
+        for s in &segs {
+            let tiles_m = s.rows.div_ceil(64);
+            let tiles = tiles_m * u(xa.rows.div_ceil(64), "tokens")?;
+            let p = [
+                s.word_off,
+                row_words,
+                cols as u32,
+                u(cols.div_ceil(32), "row")?,
+                rows as u32,
+                s.row0,
+                s.rows,
+                u(xa.rows, "tokens")?,
+                xa.off,
+                off,
+                b.map_or(0, |b| b.1),
+                b.is_some() as u32,
+                0,
+                tiles_m,
+            ];
+            let (gx, gy) = grid(&self.gpu, tiles);
+            let binds = Binds { arena_w: Some(s.arena), arena_v: b.map(|b| b.0), kv: None };
+            self.rec.dispatch(Op::Matmul, Some(ty), &p, [gx, gy, 1], binds);
+        }
+        Ok(out)
+    }
+
     fn weight(&self, w: WeightId) -> Result<&GpuWeight, BackendError> {
         self.weights.get(w.0 as usize).ok_or_else(|| BackendError::BadHandle(format!("{w:?}")))
     }
@@ -364,54 +417,48 @@ impl Backend for GpuBackend {
     }
 
     fn linear(&mut self, x: Act, w: WeightId, bias: Option<WeightId>) -> Result<Act, BackendError> {
-        let GpuWeight::Matrix { name, ty, rows, cols, row_words, segs } = self.weight(w)?.clone() else {
-            return Err(shape("linear", "weight is a vector".into()));
+        let one = self.act(x)?.rows == 1;
+        self.linear_via(x, w, bias, one)
+    }
+
+    fn batches_rows(&self) -> bool {
+        true
+    }
+
+    /// Every row through the matvec kernel, whose per-token arithmetic does not depend on the
+    /// other tokens (where the weight's rows allow it; otherwise through the matmul, whose
+    /// output elements are each one dot product in a fixed order).
+    fn linear_rows(&mut self, x: Act, w: WeightId, bias: Option<WeightId>) -> Result<Act, BackendError> {
+        self.linear_via(x, w, bias, true)
+    }
+
+    fn row_slice(&mut self, x: Act, r0: usize, n: usize) -> Result<Act, BackendError> {
+        let a = self.ready(x)?;
+        if r0 + n > a.rows {
+            return Err(shape("row_slice", format!("rows {r0}..{} of {}", r0 + n, a.rows)));
+        }
+        // Rows are contiguous, so a run of them is a view.
+        self.acts.push(ActInfo { off: a.off + u(r0 * a.cols, "activation")?, rows: n, cols: a.cols, st: St::Ready });
+        Ok(Act(self.acts.len() as u32 - 1))
+    }
+
+    fn concat_rows(&mut self, parts: &[Act]) -> Result<Act, BackendError> {
+        let infos = parts.iter().map(|&a| self.ready(a)).collect::<Result<Vec<_>, _>>()?;
+        let Some(first) = infos.first().copied() else {
+            return Err(shape("concat_rows", "no parts".into()));
         };
-        let b = self.vector(bias)?;
-        let xa = self.act(x)?;
-        self.check_linear(&name, xa, cols, rows, b.map(|b| b.2))?;
-        let bias2 = b.map(|b| (b.0, b.1));
-        if xa.rows == 1 && cols % 4 == 0 {
-            if self.fuse && segs.len() == 1 {
-                return self.group_linear(x, ty, cols, row_words, segs[0], bias2);
-            }
-            // One matvec per segment of a weight split over arenas (or unfused): each is a
-            // group of one part writing its rows at their offset.
-            let (out, off) = self.new_act(1, rows)?;
-            for s in &segs {
-                self.flush_group()?;
-                let part = Part { w_off: s.word_off, rows: s.rows, out, out_off: off + s.row0, bias: bias2.map(|(a, o)| (a, o + s.row0)) };
-                self.group = Some(Group { x, ty, cols, row_words, arena_w: s.arena, parts: vec![part], gated: None, residual: None });
-                self.flush_group()?;
-            }
-            return Ok(out);
+        if infos.iter().any(|a| a.cols != first.cols || a.rows != 1) {
+            return Err(shape("concat_rows", "parts of one row and one width expected".into()));
         }
-        let xa = self.ready(x)?;
-        self.flush_group()?;
-        let (out, off) = self.new_act(xa.rows, rows)?;
-        for s in &segs {
-            let tiles_m = s.rows.div_ceil(64);
-            let tiles = tiles_m * u(xa.rows.div_ceil(64), "tokens")?;
-            let p = [
-                s.word_off,
-                row_words,
-                cols as u32,
-                u(cols.div_ceil(32), "row")?,
-                rows as u32,
-                s.row0,
-                s.rows,
-                u(xa.rows, "tokens")?,
-                xa.off,
-                off,
-                b.map_or(0, |b| b.1),
-                b.is_some() as u32,
-                0,
-                tiles_m,
-            ];
-            let (gx, gy) = grid(&self.gpu, tiles);
-            let binds = Binds { arena_w: Some(s.arena), arena_v: b.map(|b| b.0), kv: None };
-            self.rec.dispatch(Op::Matmul, Some(ty), &p, [gx, gy, 1], binds);
-        }
+        // One gather dispatch: a table of the parts' offsets (u32 bit patterns in the f32
+        // scratch), then out[r, c] = act[table[r] + c].
+        let table: Vec<u32> = infos.iter().map(|a| a.off).collect();
+        let t_off = self.rec.upload(bytemuck::cast_slice(&table))?;
+        let total = infos.len() * first.cols;
+        let (out, off) = self.new_act(infos.len(), first.cols)?;
+        let p = [7, u(total, "activation")?, 0, t_off, off, 0, 0, 0, first.cols.max(1) as u32];
+        let wg = self.threads(total)?;
+        self.rec.dispatch(Op::Eltwise, None, &p, wg, Binds::default());
         Ok(out)
     }
 

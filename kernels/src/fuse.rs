@@ -1,9 +1,10 @@
 //! Kernel fusion for decode. Ops that a later op can absorb are not dispatched when the graph
 //! calls them; they are recorded and emitted when their result is needed:
 //!
-//! - a full-row norm of one token becomes the prologue of the matvecs that read it;
-//! - consecutive one-token `linear`s of the same input (Q, K, V) become one matvec dispatch
-//!   over their concatenated rows (a "group");
+//! - a full-row norm becomes the prologue of the matvecs that read it;
+//! - consecutive matvecs of the same input (Q, K, V) become one matvec dispatch over their
+//!   concatenated rows (a "group"); a group covers every token of its input, one row of a
+//!   batched decode step per sequence, each computed as it would be alone;
 //! - `ffn_act(gate, up)` of a two-part group turns it into a gate/up matvec producing
 //!   `act(gate) * up`; `add(linear, x)` of a one-part group adds the residual in its epilogue;
 //! - `rope` of q and k is applied as attention loads q and as k is written to the cache.
@@ -52,7 +53,7 @@ pub struct Part {
     pub bias: Option<(u32, u32)>,
 }
 
-/// One-token matvecs of one input waiting to be dispatched together.
+/// Matvecs of one input (every token of it) waiting to be dispatched together.
 #[derive(Clone, Debug)]
 pub struct Group {
     pub x: Act,
@@ -214,7 +215,12 @@ impl GpuBackend {
         }
         // Without a gate each invocation computes two rows.
         let per_wg = if g.gated.is_some() { r_per_wg } else { 2 * r_per_wg } as u32;
-        let (gx, gy) = grid(&self.gpu, rows.div_ceil(per_wg));
+        // Tokens: the input's rows; a one-part group's output rows may be wider than the part.
+        p[31] = u(xi.rows, "tokens")?;
+        if g.parts.len() == 1 {
+            p[13] = u(self.act(g.parts[0].out)?.cols, "row")?;
+        }
+        let (gx, gy) = grid(&self.gpu, rows.div_ceil(per_wg) * p[31]);
         let op = if norm.is_some() { Op::MvNorm } else { Op::Mv };
         self.rec.dispatch(op, Some(g.ty), &p, [gx, gy, 1], Binds { arena_w: Some(g.arena_w), arena_v, kv: None });
         for part in &g.parts {
@@ -235,7 +241,7 @@ impl GpuBackend {
         self.act(a)
     }
 
-    /// Whether a one-token matvec of `x` can join or start a group, and which.
+    /// Whether a matvec of `x` can join or start a group, and which.
     pub(crate) fn group_linear(
         &mut self,
         x: Act,
@@ -262,7 +268,8 @@ impl GpuBackend {
         if !joins {
             self.flush_group()?;
         }
-        let (out, out_off) = self.new_act(1, seg.rows as usize)?;
+        let n = self.act(x)?.rows;
+        let (out, out_off) = self.new_act(n, seg.rows as usize)?;
         self.acts[out.0 as usize].st = St::Group;
         let part = Part { w_off: seg.word_off, rows: seg.rows, out, out_off, bias };
         match self.group.as_mut() {
@@ -290,8 +297,9 @@ impl GpuBackend {
         if !ok {
             return Ok(None);
         }
-        let rows = self.group.as_ref().map_or(0, |g| g.parts[0].rows as usize);
-        let (out, off) = self.new_act(1, rows)?;
+        let (rows, x) = self.group.as_ref().map_or((0, gate), |g| (g.parts[0].rows as usize, g.x));
+        let n = self.act(x)?.rows;
+        let (out, off) = self.new_act(n, rows)?;
         self.acts[out.0 as usize].st = St::Group;
         if let Some(g) = self.group.as_mut() {
             if g.parts[0].out != gate {
@@ -328,12 +336,13 @@ impl GpuBackend {
         Ok(Some(sum))
     }
 
-    /// A one-token full-row norm the next matvecs can compute in their prologue.
+    /// A full-row norm the next matvecs can compute in their prologue (anything else that
+    /// reads it dispatches it first).
     pub(crate) fn lazy_norm(&mut self, x: ActInfo, w: Option<(u32, u32)>, b: Option<(u32, u32)>, p: NormParams) -> Result<Option<Act>, BackendError> {
-        if x.rows != 1 || p.group != x.cols || !x.cols.is_multiple_of(4) || !matches!(x.st, St::Ready) {
+        if x.rows == 0 || p.group != x.cols || !x.cols.is_multiple_of(4) || !matches!(x.st, St::Ready) {
             return Ok(None);
         }
-        let (out, _) = self.new_act(1, x.cols)?;
+        let (out, _) = self.new_act(x.rows, x.cols)?;
         self.acts[out.0 as usize].st = St::Norm(self.lazy_norms.len() as u32);
         self.lazy_norms.push(LazyNorm { src: x, w, b, p });
         Ok(Some(out))

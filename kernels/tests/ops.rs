@@ -115,6 +115,58 @@ fn matvec_matches_reference_when_the_weight_is_split_across_arenas() {
     assert!(segs >= 5, "expected the weight split over several arenas, got {segs}");
 }
 
+/// `linear_rows` of `n` tokens (after an RMS norm, which the matvec folds in): every row
+/// matches the reference, and is bit-identical to the same row run alone, as batched decoding
+/// needs. Returns the weight's segments.
+fn batched_rows_case(ty: GgmlType, rows_: usize, cols: usize, n: usize, opts: BackendOptions) -> usize {
+    let mut rng = Rng::new(ty as u64 * 17 + n as u64);
+    let bias = rng.vec(rows_, 0.5);
+    let f = file(vec![matrix(&mut rng, "w", ty, rows_, cols), matrix(&mut rng, "x", GgmlType::F32, n, cols), vector("b", &bias)]);
+    let p = NormParams { kind: NormKind::Rms, eps: 1e-5, add_one: false, group: cols };
+    let op = |tokens: Vec<u32>| {
+        move |be: &mut dyn Backend, id: &[hangar_engine::backend::WeightId]| {
+            let x = be.embed(id[1], &tokens).expect("embed");
+            let h = be.norm(x, None, None, p).expect("norm");
+            be.linear_rows(h, id[0], Some(id[2])).expect("linear_rows")
+        }
+    };
+    let want = run(&mut CpuBackend::new(), &f, &["w", "x", "b"], op(rows(n)));
+    let mut be = GpuBackend::with_options(gpu(), opts.clone());
+    let got = run(&mut be, &f, &["w", "x", "b"], op(rows(n)));
+    let e = nmse(&got, &want);
+    assert!(e < TOL, "{ty:?} {rows_}x{cols} n={n}: NMSE {e:e}");
+    for r in 0..n {
+        let alone = run(&mut GpuBackend::with_options(gpu(), opts.clone()), &f, &["w", "x", "b"], op(vec![r as u32]));
+        assert!(alone.iter().zip(&got[r * rows_..(r + 1) * rows_]).all(|(a, b)| a.to_bits() == b.to_bits()), "{ty:?} row {r}: batched differs from alone");
+    }
+    be.weight_segments(hangar_engine::backend::WeightId(0))
+}
+
+#[test]
+fn batched_matvec_rows_match_reference_and_each_row_alone_for_every_type() {
+    for ty in ALL_TYPES {
+        batched_rows_case(ty, 37, 512, 5, BackendOptions::default());
+    }
+    batched_rows_case(GgmlType::Q4_0, 70, 256, 3, BackendOptions { no_fusion: true, ..Default::default() });
+    let segs = batched_rows_case(GgmlType::Q8_0, 37, 512, 3, BackendOptions { max_arena_bytes: Some(4096), ..Default::default() });
+    assert!(segs >= 5, "expected the weight split over several arenas, got {segs}");
+}
+
+#[test]
+fn concatenated_row_slices_are_the_rows_in_the_new_order() {
+    let mut rng = Rng::new(5);
+    let f = file(vec![matrix(&mut rng, "x", GgmlType::F32, 4, 12)]);
+    let op = |be: &mut dyn Backend, id: &[hangar_engine::backend::WeightId]| {
+        let x = be.embed(id[0], &rows(4)).expect("embed");
+        let parts: Vec<Act> = [2, 0, 3].iter().map(|&r| be.row_slice(x, r, 1).expect("slice")).collect();
+        be.concat_rows(&parts).expect("concat")
+    };
+    let (got, want) = both(&f, &["x"], op);
+    assert_eq!(got, want);
+    let x: &[f32] = bytemuck::cast_slice(f.tensor("x").expect("x").data);
+    assert_eq!(&got[..12], &x[24..36]);
+}
+
 #[test]
 fn embed_matches_reference_for_every_type() {
     for ty in ALL_TYPES {

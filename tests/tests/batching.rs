@@ -95,6 +95,19 @@ fn batched_sequences_match_alone_for_every_tiny_family_on_the_cpu() {
 }
 
 #[test]
+fn batched_sequences_match_alone_for_every_tiny_family_on_the_gpu() {
+    // One batched submission per step: every family's graph through the GPU's row-batched
+    // matvecs, per-row attention and row gather.
+    let dir = hangar_tests::families::fixture_dir();
+    for fam in ["llama", "gemma2", "gemma3", "phi2", "qwen2", "falcon", "gptneox"] {
+        let path = dir.join(format!("tiny-{fam}-k-v256.Q4_K_M.gguf"));
+        eprintln!("{fam}");
+        let max_batch = assert_batch_invariant(load(&path, gpu()), load(&path, gpu()), 8, 12, 128);
+        assert!(max_batch > 1);
+    }
+}
+
+#[test]
 fn thirty_two_seeded_sequences_batched_on_the_gpu_match_each_alone() {
     let path = hangar_tests::families::fixture_dir().join("tiny-llama-k-v256.Q4_K_M.gguf");
     assert_batch_invariant(load(&path, gpu()), load(&path, gpu()), 32, 12, 128);

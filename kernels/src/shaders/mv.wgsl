@@ -1,4 +1,4 @@
-// Decode matvec (one token): out[r] = W[r] · x, for up to three weights sharing the input
+// Decode matvec: out[r] = W[r] · x for each of `n_tok` tokens, for up to three weights sharing the input
 // (fused QKV: their rows are concatenated), or for a gate/up pair producing act(gate) * up
 // (fused FFN). Optional prologue: the input's RMS/Layer norm statistics, so the input is
 // normalized as it is staged (norm fused into the matvec). Optional epilogue: + bias, and
@@ -10,6 +10,13 @@
 // invocations reading different blocks hit different banks; each invocation then walks its
 // row's blocks of the chunk: one or two 16-byte loads a block for the planar types with a
 // `udot` snippet (mv_*.wgsl), a 32-element group through `dq32` otherwise.
+//
+// Several tokens (a batched decode step, one row per sequence): the workgroups of one row
+// block follow each other, one per token, so a weight block comes from memory once and from
+// the L2 cache for the other tokens. Each token's arithmetic is exactly the one-token
+// kernel's, whatever the other tokens are, which keeps batched decoding batch-invariant.
+// Output rows of a token are `stride(p)` apart: the part's own rows, or for a one-part group
+// `p_rows[1]` (a weight split over arenas writes its segment into a wider activation).
 struct Params {
     k: u32, row_words: u32, x_off: u32, n_parts: u32,
     flags: u32, rows: u32, r_per_wg: u32, act: u32,
@@ -18,7 +25,7 @@ struct Params {
     out_off: vec4<u32>,
     bias_off: vec4<u32>,
     res_off: u32, sum_off: u32, nw_off: u32, nb_off: u32,
-    eps: f32, norm_kind: u32, norm_flags: u32, p0: u32,
+    eps: f32, norm_kind: u32, norm_flags: u32, n_tok: u32,
 }
 
 const WG: u32 = 256u;
@@ -32,6 +39,8 @@ var<workgroup> red: array<f32, 256>;
 var<workgroup> red2: array<f32, 256>;
 var<workgroup> xs: array<vec4<f32>, 1152>; // CB * BS
 var<private> c0: u32; // first block of the staged chunk
+var<private> xo: u32; // this token's input offset
+var<private> tk: u32; // this token's index
 
 // Values 4i..4i+3 of block b (absolute) of the staged input.
 fn x4(b: u32, i: u32) -> vec4<f32> {
@@ -98,7 +107,7 @@ var<private> n_scale: f32;
 //#if NORM
 fn norm_stats(lid: u32) {
     let n4 = P.k >> 2u;
-    let base = P.x_off >> 2u;
+    let base = xo >> 2u;
     let len = f32(P.k);
     n_mean = 0.0;
     if (P.norm_kind == 1u) {
@@ -117,7 +126,7 @@ fn norm_stats(lid: u32) {
 }
 
 fn load_x(j4: u32) -> vec4<f32> {
-    var v = (act4[(P.x_off >> 2u) + j4] - vec4<f32>(n_mean)) * n_scale;
+    var v = (act4[(xo >> 2u) + j4] - vec4<f32>(n_mean)) * n_scale;
     let i = j4 * 4u;
     if ((P.norm_flags & 1u) != 0u) {
         var w = vec4<f32>(wvec[P.nw_off + i], wvec[P.nw_off + i + 1u], wvec[P.nw_off + i + 2u], wvec[P.nw_off + i + 3u]);
@@ -133,7 +142,7 @@ fn load_x(j4: u32) -> vec4<f32> {
 }
 //#else
 fn load_x(j4: u32) -> vec4<f32> {
-    return act4[(P.x_off >> 2u) + j4];
+    return act4[(xo >> 2u) + j4];
 }
 //#endif
 
@@ -156,7 +165,15 @@ fn bias(p: u32, r: u32) -> f32 {
     return wvec[b + r];
 }
 
-fn body(wl: u32, lid: u32, sl: u32, ss: u32) {
+fn stride(p: u32) -> u32 {
+    return select(P.p_rows[p], P.p_rows[1], P.n_parts == 1u);
+}
+
+fn body(wg: u32, lid: u32, sl: u32, ss: u32) {
+    let n_tok = max(P.n_tok, 1u);
+    tk = wg % n_tok;
+    let wl = wg / n_tok;
+    xo = P.x_off + tk * P.k;
 //#if NORM
     norm_stats(lid);
 //#endif
@@ -257,9 +274,10 @@ fn body(wl: u32, lid: u32, sl: u32, ss: u32) {
     if (gated && valid) {
         let g = dot + bias(0u, lr);
         let u = dot2 + bias(1u, lr);
-        act[P.out_off[0] + lr] = g;
-        act[P.out_off[1] + lr] = u;
-        act[P.sum_off + lr] = activate(g) * u;
+        let o = tk * P.p_rows[0] + lr;
+        act[P.out_off[0] + o] = g;
+        act[P.out_off[1] + o] = u;
+        act[P.sum_off + o] = activate(g) * u;
         return;
     }
     if (valid && !gated) {
@@ -272,9 +290,10 @@ fn body(wl: u32, lid: u32, sl: u32, ss: u32) {
 
 fn store(p: u32, lr: u32, dot: f32) {
     let v = dot + bias(p, lr);
-    act[P.out_off[p] + lr] = v;
+    let o = tk * stride(p) + lr;
+    act[P.out_off[p] + o] = v;
     if ((P.flags & F_RESIDUAL) != 0u) {
-        act[P.sum_off + lr] = v + act[P.res_off + lr];
+        act[P.sum_off + o] = v + act[P.res_off + o];
     }
 }
 
