@@ -67,6 +67,8 @@ pub fn mv_unit_source(ty: GgmlType) -> Option<&'static str> {
         GgmlType::Q4_0 => include_str!("shaders/mv_q4_0.wgsl"),
         GgmlType::Q4_1 => include_str!("shaders/mv_q4_1.wgsl"),
         GgmlType::Q8_0 => include_str!("shaders/mv_q8_0.wgsl"),
+        GgmlType::Q4K => include_str!("shaders/mv_q4_k.wgsl"),
+        GgmlType::Q6K => include_str!("shaders/mv_q6_k.wgsl"),
         _ => return None,
     })
 }
