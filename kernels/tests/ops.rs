@@ -98,6 +98,7 @@ fn matvec_and_matmul_match_reference_without_subgroups() {
     for ty in ALL_TYPES {
         linear_case_on(dev.clone(), ty, 70, 256, 1, BackendOptions::default());
         linear_case_on(dev.clone(), ty, 9, 256, 5, BackendOptions::default());
+        batched_rows_case_on(dev.clone(), ty, 9, 256, 6, BackendOptions::default());
     }
 }
 
@@ -119,6 +120,10 @@ fn matvec_matches_reference_when_the_weight_is_split_across_arenas() {
 /// matches the reference, and is bit-identical to the same row run alone, as batched decoding
 /// needs. Returns the weight's segments.
 fn batched_rows_case(ty: GgmlType, rows_: usize, cols: usize, n: usize, opts: BackendOptions) -> usize {
+    batched_rows_case_on(gpu(), ty, rows_, cols, n, opts)
+}
+
+fn batched_rows_case_on(dev: Arc<Gpu>, ty: GgmlType, rows_: usize, cols: usize, n: usize, opts: BackendOptions) -> usize {
     let mut rng = Rng::new(ty as u64 * 17 + n as u64);
     let bias = rng.vec(rows_, 0.5);
     let f = file(vec![matrix(&mut rng, "w", ty, rows_, cols), matrix(&mut rng, "x", GgmlType::F32, n, cols), vector("b", &bias)]);
@@ -131,12 +136,12 @@ fn batched_rows_case(ty: GgmlType, rows_: usize, cols: usize, n: usize, opts: Ba
         }
     };
     let want = run(&mut CpuBackend::new(), &f, &["w", "x", "b"], op(rows(n)));
-    let mut be = GpuBackend::with_options(gpu(), opts.clone());
+    let mut be = GpuBackend::with_options(dev.clone(), opts.clone());
     let got = run(&mut be, &f, &["w", "x", "b"], op(rows(n)));
     let e = nmse(&got, &want);
     assert!(e < TOL, "{ty:?} {rows_}x{cols} n={n}: NMSE {e:e}");
     for r in 0..n {
-        let alone = run(&mut GpuBackend::with_options(gpu(), opts.clone()), &f, &["w", "x", "b"], op(vec![r as u32]));
+        let alone = run(&mut GpuBackend::with_options(dev.clone(), opts.clone()), &f, &["w", "x", "b"], op(vec![r as u32]));
         assert!(alone.iter().zip(&got[r * rows_..(r + 1) * rows_]).all(|(a, b)| a.to_bits() == b.to_bits()), "{ty:?} row {r}: batched differs from alone");
     }
     be.weight_segments(hangar_engine::backend::WeightId(0))
