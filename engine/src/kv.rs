@@ -175,6 +175,47 @@ pub fn key_center(rows: &[f32], kv_dim: usize) -> Vec<f32> {
     c
 }
 
+/// Context shift of one layer's records, `k` and `v` holding its first `len` positions:
+/// positions `n_keep..n_keep + n_discard` are dropped, later ones move down, and each moved key
+/// is rotated back by `n_discard` positions with the layer's `rope` (re-encoded; a centered key
+/// rotates with its center added back). Shared by the CPU cache and the GPU backend, which
+/// reads a layer back for this rare operation.
+pub fn shift_layer(
+    format: crate::backend::KvFormat,
+    kv_dim: usize,
+    k: &mut [u32],
+    v: &mut [u32],
+    center: &[f32],
+    (n_keep, n_discard): (usize, usize),
+    rope: &crate::spec::RopeConfig,
+) {
+    let (hd, policy) = (format.head_dim, format.policy);
+    let rec = policy.record_words(hd);
+    let rw = kv_dim / hd * rec;
+    let len = k.len() / rw.max(1);
+    let (from, to, moved) = (n_keep + n_discard, n_keep, len.saturating_sub(n_keep + n_discard));
+    v.copy_within(from * rw..(from + moved) * rw, to * rw);
+    k.copy_within(from * rw..(from + moved) * rw, to * rw);
+    let freq = crate::cpu::ops::rope_inv_freq(rope);
+    let mut x = vec![0.0f32; hd];
+    for (i, r) in k[to * rw..(to + moved) * rw].chunks_exact_mut(rec).enumerate() {
+        decode(policy, r, &mut x);
+        if policy.hadamard() {
+            hadamard(&mut x); // back from the rotated storage space
+        }
+        let off = (i % (kv_dim / hd)) * hd;
+        let c = center.get(off..off + hd);
+        if let Some(c) = c {
+            x.iter_mut().zip(c).for_each(|(a, m)| *a += m);
+        }
+        crate::cpu::ops::rope_row_at(&mut x, hd, -(n_discard as f32), rope, &freq);
+        if let Some(c) = c {
+            x.iter_mut().zip(c).for_each(|(a, m)| *a -= m);
+        }
+        encode(policy, &x, r);
+    }
+}
+
 /// In-place normalized fast Walsh–Hadamard transform (`x.len()` a power of two); its own inverse.
 pub fn hadamard(x: &mut [f32]) {
     let n = x.len();

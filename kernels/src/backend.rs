@@ -43,15 +43,15 @@ pub(crate) struct ActInfo {
     pub st: St,
 }
 
-struct KvSeq {
-    n_layer: usize,
-    kv_dim: usize,
-    n_ctx: usize,
-    format: KvFormat,
+pub(crate) struct KvSeq {
+    pub n_layer: usize,
+    pub kv_dim: usize,
+    pub n_ctx: usize,
+    pub format: KvFormat,
     /// Bytes between consecutive layers of one buffer (aligned for dynamic offsets).
-    slot: u64,
-    layers_per_buf: usize,
-    bufs: Vec<(wgpu::Buffer, wgpu::BindGroup)>,
+    pub slot: u64,
+    pub layers_per_buf: usize,
+    pub bufs: Vec<(wgpu::Buffer, wgpu::BindGroup)>,
 }
 
 /// Construction options for a model's backend.
@@ -70,7 +70,7 @@ pub struct GpuBackend {
     pub(crate) gpu: Arc<Gpu>,
     arenas: Arenas,
     weights: Vec<GpuWeight>,
-    seqs: HashMap<u32, KvSeq>,
+    pub(crate) seqs: HashMap<u32, KvSeq>,
     next_seq: u32,
     pub(crate) acts: Vec<ActInfo>,
     pub(crate) rec: Recorder,
@@ -348,7 +348,8 @@ impl Backend for GpuBackend {
             let buffer = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("kv cache"),
                 size: slot * (here as u64 - 1) + bind,
-                usage: wgpu::BufferUsages::STORAGE,
+                // Copies serve prefix reuse and context shift (kv_ops).
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
             let bg = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -430,6 +431,14 @@ impl Backend for GpuBackend {
     /// output elements are each one dot product in a fixed order).
     fn linear_rows(&mut self, x: Act, w: WeightId, bias: Option<WeightId>) -> Result<Act, BackendError> {
         self.linear_via(x, w, bias, true)
+    }
+
+    fn copy_kv(&mut self, src: SeqId, dst: SeqId, pos0: usize, n: usize) -> Result<(), BackendError> {
+        self.copy_kv_on_device(src, dst, pos0, n)
+    }
+
+    fn shift_kv(&mut self, seq: SeqId, n_keep: usize, n_discard: usize, len: usize, ropes: &[&RopeConfig]) -> Result<(), BackendError> {
+        self.shift_kv_on_device(seq, n_keep, n_discard, len, ropes)
     }
 
     fn row_slice(&mut self, x: Act, r0: usize, n: usize) -> Result<Act, BackendError> {

@@ -5,6 +5,7 @@
 //! the context into slices (attn_combine.wgsl), with RoPE folded into the k write and q load.
 //! Keys carry per-channel offsets, as real models' do, so the integer policies' key centering
 //! (set by the first write, subtracted by every write) must agree between the two sides too.
+//! Then a context shift (keys re-rotated in place) and a prefix copied into another cache.
 
 mod common;
 
@@ -33,19 +34,34 @@ fn attention_case(policy: KvPolicy, n_head: usize, n_head_kv: usize, head_dim: u
     let rope = RopeConfig { style: RopeStyle::Neox, n_rot: head_dim, freq_base: 10000.0, freq_scale: 1.0, llama3: None, freq_factors: None };
     let go = |be: &mut dyn Backend| -> Vec<f32> {
         let ids: Vec<_> = ["q", "k", "v"].iter().map(|n| be.load_weight(&f, n).expect("load")).collect();
-        let seq = be.new_sequence(2, kvd, 96, KvFormat { policy, head_dim }).expect("seq");
-        let mut out = Vec::new();
-        for (pos0, n) in [(0usize, 70usize), (70, 1), (71, 1)] {
+        let fmt = KvFormat { policy, head_dim };
+        let seq = be.new_sequence(2, kvd, 96, fmt).expect("seq");
+        // Rows `rows` of q, k and v attended at positions pos0.. of `seq`'s layer 1.
+        let step = |be: &mut dyn Backend, seq, pos0: usize, rows: std::ops::Range<u32>| -> Vec<f32> {
             be.begin_step();
-            let toks: Vec<u32> = (pos0 as u32..(pos0 + n) as u32).collect();
+            let toks: Vec<u32> = rows.collect();
             let q = be.embed(ids[0], &toks).expect("q");
             let k = be.embed(ids[1], &toks).expect("k");
             let v = be.embed(ids[2], &toks).expect("v");
             let q = be.rope(q, head_dim, pos0, &rope).expect("rope q");
             let k = be.rope(k, head_dim, pos0, &rope).expect("rope k");
             let a = be.attention(seq, 1, pos0, q, k, v, &p).expect("attention");
-            out.extend(be.read(a).expect("read"));
+            be.read(a).expect("read")
+        };
+        let mut out = Vec::new();
+        for (pos0, n) in [(0usize, 70usize), (70, 1), (71, 1)] {
+            out.extend(step(be, seq, pos0, pos0 as u32..(pos0 + n) as u32));
         }
+        // Context shift: keep 4, drop 30 of the 72, and go on at position 42.
+        be.shift_kv(seq, 4, 30, 72, &[&rope, &rope]).expect("shift");
+        out.extend(step(be, seq, 42, 71..72));
+        // Prefix reuse: the 43 positions copied to a fresh cache attend exactly as the original.
+        let copy = be.new_sequence(2, kvd, 64, fmt).expect("seq");
+        be.copy_kv(seq, copy, 0, 43).expect("copy");
+        let from_copy = step(be, copy, 43, 70..71);
+        let from_seq = step(be, seq, 43, 70..71);
+        assert_eq!(from_copy, from_seq, "{policy}: attention over a copied cache differs");
+        out.extend(from_copy);
         out
     };
     let want = go(&mut CpuBackend::new());

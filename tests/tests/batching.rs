@@ -138,11 +138,21 @@ fn system_prompt(model: &Model, n: usize) -> Vec<u32> {
 
 #[test]
 fn sixteen_requests_sharing_a_1k_system_prompt_prefill_it_once() {
+    shared_prefix_case(|| Box::new(CpuBackend::new()), &[0, 5, 10, 15]);
+}
+
+#[test]
+fn sixteen_requests_sharing_a_1k_system_prompt_prefill_it_once_on_the_gpu() {
+    // The prefix's KV copied between caches on the device (kernels/src/kv_ops.rs).
+    shared_prefix_case(gpu, &[0, 15]);
+}
+
+fn shared_prefix_case(backend: impl Fn() -> Box<dyn hangar_engine::backend::Backend>, checked: &[usize]) {
     const N: usize = 16;
     const SHARED: usize = 1024;
     const CHUNK: usize = 256;
     let path = hangar_tests::model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
-    let mut alone = load(&path, Box::new(CpuBackend::new()));
+    let mut alone = load(&path, backend());
     let system = system_prompt(&alone, SHARED);
     let prompts: Vec<Vec<u32>> = (0..N)
         .map(|i| {
@@ -160,13 +170,12 @@ fn sixteen_requests_sharing_a_1k_system_prompt_prefill_it_once() {
         logprobs: Some(2),
         ..GenerateParams::default()
     };
-    // Alone references for a spread of the requests (each costs a full 1k-token CPU prefill);
+    // Alone references for a spread of the requests (each costs a full 1k-token prefill);
     // whichever request computed the prefix, the others copied it.
-    const CHECKED: [usize; 4] = [0, 5, 10, 15];
     let want: Vec<GenerateOutput> =
-        CHECKED.iter().map(|&i| alone.session(2048).expect("session").generate(&prompts[i], &params(i), |_, _| true).expect("alone")).collect();
+        checked.iter().map(|&i| alone.session(2048).expect("session").generate(&prompts[i], &params(i), |_, _| true).expect("alone")).collect();
 
-    let (sched, thread) = Scheduler::spawn("prefix-test", load(&path, Box::new(CpuBackend::new())), None).expect("scheduler");
+    let (sched, thread) = Scheduler::spawn("prefix-test", load(&path, backend()), None).expect("scheduler");
     let got: Vec<GenerateOutput> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..N)
             .map(|i| {
@@ -179,7 +188,7 @@ fn sixteen_requests_sharing_a_1k_system_prompt_prefill_it_once() {
     let counts = sched.counts();
     drop(sched);
     thread.join();
-    for (&i, w) in CHECKED.iter().zip(&want) {
+    for (&i, w) in checked.iter().zip(&want) {
         let g = &got[i];
         assert_eq!((&g.tokens, &g.logprobs), (&w.tokens, &w.logprobs), "request {i}: a reused prefix changed the output");
     }

@@ -1,4 +1,4 @@
-//! Issue 6's context-shift must-show on SmolLM2 (CPU): with shift on, a generation four times
+//! Issue 6's context-shift must-show on SmolLM2 (CPU; the oracle check also on the GPU): with shift on, a generation four times
 //! the context runs to its token budget and stays on topic; with shift off it stops with
 //! LENGTH at the context. The shifted cache is checked against an oracle: after a shift, the
 //! next-token predictions over real text agree with a fresh prefill of the same kept tokens.
@@ -6,7 +6,7 @@
 use hangar_engine::generate::{GenerateParams, StopReason};
 use hangar_engine::graph::Logits;
 use hangar_engine::sampling::SamplingParams;
-use hangar_tests::{argmax, load_cpu};
+use hangar_tests::{argmax, gpu, load_cpu, load_on};
 
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const N_CTX: usize = 128;
@@ -55,7 +55,16 @@ fn with_shift_a_generation_four_times_the_context_runs_on_and_without_it_stops_w
 
 #[test]
 fn after_a_shift_predictions_agree_with_a_fresh_prefill_of_the_kept_tokens() {
-    let mut model = load_cpu(MODEL);
+    shift_agrees_with_a_fresh_prefill(load_cpu(MODEL));
+}
+
+#[test]
+fn after_a_shift_on_the_gpu_predictions_agree_with_a_fresh_prefill_of_the_kept_tokens() {
+    // The GPU reads each layer back and shifts it with the CPU cache's code (kernels/src/kv_ops.rs).
+    shift_agrees_with_a_fresh_prefill(load_on(MODEL, gpu()));
+}
+
+fn shift_agrees_with_a_fresh_prefill(mut model: hangar_engine::model::Model) {
     let text = model.tokenizer.encode(TEXT, true, false).expect("tokenize");
     assert!(text.len() >= N_CTX + 32, "the text is too short ({} tokens)", text.len());
     let (keep, discard) = (8, 48);

@@ -97,33 +97,9 @@ impl KvCache {
         if n_keep + n_discard > len || len > self.n_ctx || ropes.len() != self.n_layer() {
             return Err(BackendError::Shape { op: "shift_kv", detail: format!("keep {n_keep}, discard {n_discard} of {len} in {}", self.n_ctx) });
         }
-        let (rw, hd, policy) = (self.row_words(), self.format.head_dim, self.format.policy);
-        let (from, to, moved) = (n_keep + n_discard, n_keep, len - n_keep - n_discard);
-        for cache in self.v.iter_mut() {
-            cache.copy_within(from * rw..(from + moved) * rw, to * rw);
-        }
-        let mut x = vec![0.0f32; hd];
-        for ((cache, rope), center) in self.k.iter_mut().zip(ropes).zip(&self.center) {
-            cache.copy_within(from * rw..(from + moved) * rw, to * rw);
-            let freq = super::ops::rope_inv_freq(rope);
-            let rows = cache[to * rw..(to + moved) * rw].chunks_exact_mut(policy_words(self.format));
-            for (i, rec) in rows.enumerate() {
-                kv::decode(policy, rec, &mut x);
-                if policy.hadamard() {
-                    kv::hadamard(&mut x); // back from the rotated storage space
-                }
-                // The key itself rotates, not its centered residue: add the center back first.
-                let off = (i % (self.kv_dim / hd)) * hd;
-                let c = center.get(off..off + hd);
-                if let Some(c) = c {
-                    x.iter_mut().zip(c).for_each(|(a, m)| *a += m);
-                }
-                super::ops::rope_row_at(&mut x, hd, -(n_discard as f32), rope, &freq);
-                if let Some(c) = c {
-                    x.iter_mut().zip(c).for_each(|(a, m)| *a -= m);
-                }
-                kv::encode(policy, &x, rec);
-            }
+        let rw = self.row_words();
+        for (((k, v), rope), center) in self.k.iter_mut().zip(self.v.iter_mut()).zip(ropes).zip(&self.center) {
+            kv::shift_layer(self.format, self.kv_dim, &mut k[..len * rw], &mut v[..len * rw], center, (n_keep, n_discard), rope);
         }
         Ok(())
     }
