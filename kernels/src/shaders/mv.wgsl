@@ -54,9 +54,9 @@ fn nib(w: u32, s: u32) -> vec4<f32> {
     return vec4<f32>(f32((w >> s) & 0xFu), f32((w >> (s + 8u)) & 0xFu), f32((w >> (s + 16u)) & 0xFu), f32((w >> (s + 24u)) & 0xFu));
 }
 
-// (Σ nibble * x, Σ x) over 4-bit block b whose 16 quant bytes are q: low nibbles are
-// elements 4i.., high nibbles 16+4i.. (Q4_0 and Q4_1 differ only in how they scale these).
-fn q4_sums(q: vec4<u32>, b: u32) -> vec2<f32> {
+// (Σ nibble * x, Σ x) over block b of 32 4-bit values: values 4i.. are the nibbles at shift
+// `sa` of qa's words, values 16+4i.. those at shift `sb` of qb's.
+fn nib_sums(qa: vec4<u32>, sa: u32, qb: vec4<u32>, sb: u32, b: u32) -> vec2<f32> {
     let x0 = x4(b, 0u);
     let x1 = x4(b, 1u);
     let x2 = x4(b, 2u);
@@ -65,10 +65,16 @@ fn q4_sums(q: vec4<u32>, b: u32) -> vec2<f32> {
     let x5 = x4(b, 5u);
     let x6 = x4(b, 6u);
     let x7 = x4(b, 7u);
-    let lo = dot(nib(q.x, 0u), x0) + dot(nib(q.y, 0u), x1) + dot(nib(q.z, 0u), x2) + dot(nib(q.w, 0u), x3);
-    let hi = dot(nib(q.x, 4u), x4_) + dot(nib(q.y, 4u), x5) + dot(nib(q.z, 4u), x6) + dot(nib(q.w, 4u), x7);
+    let lo = dot(nib(qa.x, sa), x0) + dot(nib(qa.y, sa), x1) + dot(nib(qa.z, sa), x2) + dot(nib(qa.w, sa), x3);
+    let hi = dot(nib(qb.x, sb), x4_) + dot(nib(qb.y, sb), x5) + dot(nib(qb.z, sb), x6) + dot(nib(qb.w, sb), x7);
     let sx = (x0 + x1) + (x2 + x3) + (x4_ + x5) + (x6 + x7);
     return vec2<f32>(lo + hi, sx.x + sx.y + sx.z + sx.w);
+}
+
+// Q4_0 and Q4_1 blocks (16 quant bytes q): low nibbles are values 4i.., high nibbles 16+4i..;
+// the two types differ only in how they scale these sums.
+fn q4_sums(q: vec4<u32>, b: u32) -> vec2<f32> {
+    return nib_sums(q, 0u, q, 4u, b);
 }
 //#else
 // Generic path: dq32 of one 32-element group.

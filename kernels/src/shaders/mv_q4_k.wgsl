@@ -17,19 +17,7 @@ fn udot(row: u32, b: u32) -> f32 {
     let sc = select((k4_byte(s2, i) & 0xFu) | ((k4_byte(s0, i) >> 6u) << 4u), k4_byte(s0, i) & 63u, lo);
     let m = select((k4_byte(s2, i) >> 4u) | ((k4_byte(s1, i) >> 6u) << 4u), k4_byte(s1, i) & 63u, lo);
     let q4 = (base + 4u + 8u * (j >> 1u)) >> 2u;
-    let qa = wq4[q4];
-    let qb = wq4[q4 + 1u];
     let sh = 4u * (j & 1u);
-    let x0 = x4(b, 0u);
-    let x1 = x4(b, 1u);
-    let x2 = x4(b, 2u);
-    let x3 = x4(b, 3u);
-    let x4_ = x4(b, 4u);
-    let x5 = x4(b, 5u);
-    let x6 = x4(b, 6u);
-    let x7 = x4(b, 7u);
-    let qx = dot(nib(qa.x, sh), x0) + dot(nib(qa.y, sh), x1) + dot(nib(qa.z, sh), x2) + dot(nib(qa.w, sh), x3)
-        + dot(nib(qb.x, sh), x4_) + dot(nib(qb.y, sh), x5) + dot(nib(qb.z, sh), x6) + dot(nib(qb.w, sh), x7);
-    let sx = (x0 + x1) + (x2 + x3) + (x4_ + x5) + (x6 + x7);
-    return dm.x * f32(sc) * qx - dm.y * f32(m) * (sx.x + sx.y + sx.z + sx.w);
+    let sums = nib_sums(wq4[q4], sh, wq4[q4 + 1u], sh, b);
+    return dm.x * f32(sc) * sums.x - dm.y * f32(m) * sums.y;
 }
