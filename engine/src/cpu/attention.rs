@@ -210,10 +210,11 @@ mod tests {
             crate::cpu::ops::rope_row(&mut r, hd, pos, &rope, &freq);
             r
         };
-        // Tolerances: f32 is off only by one more rotation's rounding; a quantized key is
-        // decoded and encoded again, so it carries up to two quantization errors (int4 on
-        // values in [-1, 1] errs by up to 0.2 once: its step is amax / 7).
-        for (policy, tol) in [(KvPolicy::F32, 1e-5), (KvPolicy::Q8, 2e-2), (KvPolicy::Int4Hadamard, 0.45)] {
+        // Tolerances on the largest error: f32 is off only by one more rotation's rounding; a
+        // quantized key is decoded and encoded again, so it carries up to two quantization
+        // errors. int4's step search clips the largest values, so its bound is on the RMS error
+        // instead (one coding of values in [-1, 1] errs by about 0.05 RMS).
+        for (policy, tol) in [(KvPolicy::F32, 1e-5), (KvPolicy::Q8, 2e-2), (KvPolicy::Int4Hadamard, 0.15)] {
             let mut cache = KvCache::new(1, kv_dim, 64, KvFormat { policy, head_dim: hd }).expect("cache");
             let keys: Vec<f32> = (0..len).flat_map(|p| rotated_at(p, p)).collect();
             cache.write(0, 0, &keys, &raw, policy.centers(None));
@@ -235,8 +236,15 @@ mod tests {
                 }
                 x
             };
-            let max_err = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            let max_err = |a: &[f32], b: &[f32]| {
+                if policy == KvPolicy::Int4Hadamard {
+                    (a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>() / a.len() as f32).sqrt()
+                } else {
+                    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max)
+                }
+            };
             let (ek, ev) = (max_err(&k, &space(want_k)), max_err(&v, &space(want_v)));
+            eprintln!("{policy:?}: key error {ek}, value error {ev}");
             assert!(ek <= tol && ev <= tol, "{policy:?}: key error {ek}, value error {ev} (tolerance {tol})");
         }
     }

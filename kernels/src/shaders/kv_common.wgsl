@@ -84,9 +84,52 @@ fn kv_load(base: u32, d: u32, hd: u32) -> vec4<f32> {
     return (vec4<f32>(q) - 8.0) * bitcast<f32>(kvw[base + hd / 8u]);
 }
 
+const INT4_SHRINK = array<f32, 9>(1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6);
+
+fn int4_code(v: f32, inv: f32) -> f32 {
+    return clamp(round_away(v * inv), -7.0, 7.0);
+}
+
+fn int4_err(d: f32, hd: u32) -> f32 {
+    let inv = 1.0 / d;
+    var e = 0.0;
+    for (var i = 0u; i < hd; i++) {
+        let r = hv[i] - d * int4_code(hv[i], inv);
+        e += r * r;
+    }
+    return e;
+}
+
+// kv::int4_step: the least-error step of a few at and below amax / 7, refit by least squares.
+fn int4_step(hd: u32) -> f32 {
+    let d0 = amax_of(0u, hd) / 7.0;
+    if (d0 <= 0.0) {
+        return d0;
+    }
+    var best = d0;
+    var best_e = int4_err(d0, hd);
+    for (var s = 1u; s < 9u; s++) {
+        let d = d0 * INT4_SHRINK[s];
+        let e = int4_err(d, hd);
+        if (e < best_e) {
+            best = d;
+            best_e = e;
+        }
+    }
+    let inv = 1.0 / best;
+    var num = 0.0;
+    var den = 0.0;
+    for (var i = 0u; i < hd; i++) {
+        let q = int4_code(hv[i], inv);
+        num += hv[i] * q;
+        den += q * q;
+    }
+    return select(best, num / den, den > 0.0);
+}
+
 fn kv_encode(base: u32, hd: u32) {
     kv_rotate(hd);
-    let d = amax_of(0u, hd) / 7.0;
+    let d = int4_step(hd);
     let inv = select(0.0, 1.0 / d, d > 0.0);
     for (var w = 0u; w < hd / 8u; w++) {
         var word = 0u;
