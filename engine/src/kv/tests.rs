@@ -129,14 +129,16 @@ fn amax7_mse(x: &[f32]) -> f64 {
 }
 
 #[test]
-fn the_int4_step_search_beats_amax_over_seven_on_near_gaussian_vectors() {
+fn the_int4h_step_search_beats_amax_over_seven_on_near_gaussian_vectors() {
     // Rotated head vectors are near-Gaussian: clipping their tails beats spending the code
     // range on the largest value (measured 18% less squared error on Gaussian vectors of 64).
     let x = normals(21, 64 * 256);
     let (mut e_new, mut e_old) = (0.0, 0.0);
     for v in x.chunks(64) {
-        e_new += mse(&round_trip(KvPolicy::Int4Plain, v), v);
-        e_old += amax7_mse(v);
+        e_new += mse(&round_trip(KvPolicy::Int4Hadamard, v), v);
+        let mut r = v.to_vec();
+        hadamard(&mut r);
+        e_old += amax7_mse(&r);
     }
     assert!(e_new * 1.1 < e_old, "step search MSE {e_new:.3e} vs amax / 7 {e_old:.3e}");
 }
@@ -156,15 +158,15 @@ fn round_trip_errors_stay_within_each_policys_step() {
                 let bound = bmax / 127.0 * 0.5 + bmax * 2f32.powi(-10);
                 assert!(blk.iter().zip(yb).all(|(a, b)| (a - b).abs() <= bound), "q8 vec {i}");
             }
-            // int4: no more squared error than coding with amax / 7 (whose error is at most half
-            // a step per coordinate), which the step search starts from.
+            // int4: half a step of amax / 7 per coordinate.
             let y = round_trip(KvPolicy::Int4Plain, x);
-            assert!(mse(&y, x) <= amax7_mse(x) * 1.0001, "int4 vec {i}: {} vs {}", mse(&y, x), amax7_mse(x));
-            assert!(mse(&y, x) <= (amax / 14.0).powi(2) as f64 * 1.0001, "int4 vec {i}");
+            assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() <= amax / 14.0 * 1.0001), "int4 vec {i}");
             // int4h: the same bound in the rotated basis, which the rotation preserves in L2.
             let mut r = x.to_vec();
             hadamard(&mut r);
             let rmax = r.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            // int4h: no more squared error than coding the rotated vector with amax / 7, which
+            // its step search starts from (rotation preserves L2).
             let y = round_trip(KvPolicy::Int4Hadamard, x);
             assert!(mse(&y, x) <= amax7_mse(&r) * 1.0001, "int4h vec {i}");
             assert!(mse(&y, x) <= (rmax / 14.0).powi(2) as f64 * 1.0001, "int4h vec {i}");
@@ -192,7 +194,7 @@ fn cached_attention_under_each_policy_stays_close_to_f32_and_centering_cuts_key_
     let exact = attend(&q, n, len - n, &k, &v, kv_dim, &p);
     // NMSE of the output against f32. These keys' outlier channels make the logits sharp (std
     // about 9), which magnifies key error; measured with key centering f16 6.6e-7, q8 1.4e-4,
-    // int4-plain 3.2e-2, int4h 2.2e-2 (uncentered: q8 1.5e-3, int4-plain 0.33, int4h 7.7e-2).
+    // int4-plain 4.2e-2, int4h 2.2e-2 (uncentered: q8 1.5e-3, int4-plain 0.50, int4h 7.7e-2).
     // Bounds leave about 3x margin; the int4 pair must keep its order.
     let uncentered = |policy| {
         let mut c = KvCache::new(1, kv_dim, len, KvFormat { policy, head_dim: hd }).expect("cache");

@@ -100,10 +100,11 @@ fn int4_err(d: f32, hd: u32) -> f32 {
     return e;
 }
 
-// kv::int4_step: the least-error step of a few at and below amax / 7, refit by least squares.
+// kv::int4_step: the least-error step of a few at and below amax / 7, refit by least squares
+// (rotated vectors; the plain variant keeps amax / 7).
 fn int4_step(hd: u32) -> f32 {
     let d0 = amax_of(0u, hd) / 7.0;
-    if (d0 <= 0.0) {
+    if (d0 <= 0.0 || !INT4_SEARCH) {
         return d0;
     }
     var best = d0;
@@ -144,6 +145,9 @@ fn kv_encode(base: u32, hd: u32) {
 //#endif
 
 //#if KV_HADAMARD
+// Rotated vectors are near-Gaussian, where the int4 step search pays (kv::int4_step).
+const INT4_SEARCH: bool = true;
+
 // The normalized fast Walsh–Hadamard transform of hv (kv::hadamard).
 fn kv_rotate(hd: u32) {
     for (var h = 1u; h < hd; h <<= 1u) {
@@ -162,6 +166,8 @@ fn kv_rotate(hd: u32) {
     }
 }
 //#else
+const INT4_SEARCH: bool = false;
+
 fn kv_rotate(hd: u32) {}
 
 // attention.wgsl's rotation of q (a workgroup operation it defines for KV_HADAMARD).
