@@ -175,6 +175,15 @@ pub fn key_center(rows: &[f32], kv_dim: usize) -> Vec<f32> {
     c
 }
 
+/// Refuses a context shift the cache cannot do: more positions than `len`, `len` past the
+/// cache's `n_ctx`, or a rope per layer missing (both backends check alike).
+pub fn check_shift(n_keep: usize, n_discard: usize, len: usize, n_ctx: usize, n_layer: usize, n_ropes: usize) -> Result<(), crate::backend::BackendError> {
+    if n_keep + n_discard > len || len > n_ctx || n_ropes != n_layer {
+        return Err(crate::backend::BackendError::Shape { op: "shift_kv", detail: format!("keep {n_keep}, discard {n_discard} of {len} in {n_ctx}") });
+    }
+    Ok(())
+}
+
 /// Context shift of one layer's records, `k` and `v` holding its first `len` positions:
 /// positions `n_keep..n_keep + n_discard` are dropped, later ones move down, and each moved key
 /// is rotated back by `n_discard` positions with the layer's `rope` (re-encoded; a centered key
@@ -250,16 +259,16 @@ fn int4_err(x: &[f32], d: f32) -> f32 {
     })
 }
 
-/// The int4h step of a (rotated) head vector: of a few steps at and below `amax / 7`, the one
-/// with the least squared error, refit by least squares for its codes. `amax / 7` spends the
+/// The int4 step of a head vector: `amax / 7`, or with `search` (int4h's rotated vectors) the
+/// least-squared-error one of a few steps at and below it, refit by least squares for its codes. `amax / 7` spends the
 /// code range on the largest value; clipping a near-Gaussian vector's tails instead cuts its
 /// error (on 20,480 tokens, H100: SmolLM2 int4h +5.68% -> +5.00%, Qwen2.5-0.5B int4h +18.5% ->
 /// +13.4%). Unrotated vectors keep `amax / 7`: their largest values are outlier channels that
 /// dominate q·k, and clipping them cost more than it saved (int4-plain: SmolLM2 +15.4% ->
 /// +18.0%, Qwen +2.05% -> +3.00%). `kv_common.wgsl`'s `int4_step` is the GPU twin.
-pub fn int4_step(x: &[f32]) -> f32 {
+pub fn int4_step(x: &[f32], search: bool) -> f32 {
     let d0 = x.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 7.0;
-    if d0 <= 0.0 {
+    if d0 <= 0.0 || !search {
         return d0;
     }
     let (mut best, mut best_e) = (d0, int4_err(x, d0));
@@ -314,7 +323,7 @@ pub fn encode(policy: KvPolicy, x: &[f32], out: &mut [u32]) {
             if policy.hadamard() {
                 hadamard(&mut buf);
             }
-            let d = if policy.hadamard() { int4_step(&buf) } else { buf.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 7.0 };
+            let d = int4_step(&buf, policy.hadamard());
             let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
             out.fill(0);
             for (e, &v) in buf.iter().enumerate() {

@@ -49,9 +49,38 @@ pub(crate) struct KvSeq {
     pub n_ctx: usize,
     pub format: KvFormat,
     /// Bytes between consecutive layers of one buffer (aligned for dynamic offsets).
-    pub slot: u64,
-    pub layers_per_buf: usize,
+    slot: u64,
+    layers_per_buf: usize,
     pub bufs: Vec<(wgpu::Buffer, wgpu::BindGroup)>,
+}
+
+/// Bytes of one position's records (every head of k, or of v) in a cache of `kv_dim` values.
+fn kv_row_bytes(kv_dim: usize, format: KvFormat) -> u64 {
+    (kv_dim / format.head_dim) as u64 * 4 * format.policy.record_words(format.head_dim) as u64
+}
+
+/// A layer holds `n_ctx` positions of k records, then as many of v (engine/src/kv.rs layouts),
+/// then the layer's key-centering vector where the policy centers.
+impl KvSeq {
+    pub fn row_bytes(&self) -> u64 {
+        kv_row_bytes(self.kv_dim, self.format)
+    }
+
+    pub fn center_bytes(&self) -> u64 {
+        hangar_engine::kv::kv_bytes_per_sequence(self.format.policy, 1, self.kv_dim) as u64
+    }
+
+    /// (buffer index, byte offset) of a layer's records.
+    pub fn layer_at(&self, layer: usize) -> (usize, u64) {
+        (layer / self.layers_per_buf, (layer % self.layers_per_buf) as u64 * self.slot)
+    }
+
+    /// A layer's buffer index and the byte offsets of its k records, v records and center.
+    pub fn regions(&self, layer: usize) -> (usize, [u64; 3]) {
+        let (buf, base) = self.layer_at(layer);
+        let side = self.n_ctx as u64 * self.row_bytes();
+        (buf, [base, base + side, base + 2 * side])
+    }
 }
 
 /// Construction options for a model's backend.
@@ -70,7 +99,7 @@ pub struct GpuBackend {
     pub(crate) gpu: Arc<Gpu>,
     arenas: Arenas,
     weights: Vec<GpuWeight>,
-    pub(crate) seqs: HashMap<u32, KvSeq>,
+    seqs: HashMap<u32, KvSeq>,
     next_seq: u32,
     pub(crate) acts: Vec<ActInfo>,
     pub(crate) rec: Recorder,
@@ -300,11 +329,15 @@ impl GpuBackend {
         self.flush(None).map(|_| ())
     }
 
+    pub(crate) fn seq(&self, seq: SeqId) -> Result<&KvSeq, BackendError> {
+        self.seqs.get(&seq.0).ok_or_else(|| BackendError::BadHandle(format!("{seq:?}")))
+    }
+
     fn kv_layer(&self, seq: SeqId, layer: usize) -> Result<(wgpu::BindGroup, u32), BackendError> {
-        let s = self.seqs.get(&seq.0).ok_or_else(|| BackendError::BadHandle(format!("{seq:?}")))?;
-        let (buf, idx) = (layer / s.layers_per_buf, layer % s.layers_per_buf);
+        let s = self.seq(seq)?;
+        let (buf, off) = s.layer_at(layer);
         let bg = s.bufs.get(buf).ok_or_else(|| BackendError::BadHandle(format!("layer {layer}")))?;
-        Ok((bg.1.clone(), (idx as u64 * s.slot) as u32))
+        Ok((bg.1.clone(), off as u32))
     }
 }
 
@@ -331,9 +364,8 @@ impl Backend for GpuBackend {
             return Err(shape("kv cache", format!("kv_dim {kv_dim} in heads of {hd} (at most 256)")));
         }
         let lim = &self.gpu.limits;
-        // One layer: n_ctx rows of k records, then as many of v (engine/src/kv.rs layouts), then
-        // the layer's key-centering vector where the policy centers.
-        let row_bytes = (kv_dim / hd) as u64 * 4 * format.policy.record_words(hd) as u64;
+        // One layer's records (`KvSeq`'s layout).
+        let row_bytes = kv_row_bytes(kv_dim, format);
         let center_bytes = hangar_engine::kv::kv_bytes_per_sequence(format.policy, 1, kv_dim) as u64;
         let bind = (n_ctx as u64).saturating_mul(row_bytes).saturating_mul(2).saturating_add(center_bytes);
         if bind == 0 || bind > self.gpu.max_binding {
@@ -531,7 +563,7 @@ impl Backend for GpuBackend {
         let q = q_rope.map_or(q, |r| r.src);
         let k = k_rope.map_or(k, |r| r.src);
         let (qa, ka, va) = (self.ready(q)?, self.ready(k)?, self.ready(v)?);
-        let s = self.seqs.get(&seq.0).ok_or_else(|| BackendError::BadHandle(format!("{seq:?}")))?;
+        let s = self.seq(seq)?;
         let (kv_dim, n_ctx, format) = (s.kv_dim, s.n_ctx, s.format);
         let n = qa.rows;
         let hd = p.head_dim;

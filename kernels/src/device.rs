@@ -148,6 +148,31 @@ impl Gpu {
         Ok(Gpu { adapter_info: info, device, queue, limits, f16, subgroups, timestamps, max_binding, submit_lock: Mutex::new(()), pipelines })
     }
 
+    /// Waits for submission `index`, maps the first `len` bytes of the MAP_READ buffer `buf`
+    /// and hands them to `f`.
+    pub(crate) fn read_mapped<T>(
+        &self,
+        buf: &wgpu::Buffer,
+        len: u64,
+        index: wgpu::SubmissionIndex,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T, hangar_engine::backend::BackendError> {
+        let dev = |e: String| hangar_engine::backend::BackendError::Device(e);
+        let slice = buf.slice(0..len);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device.poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None }).map_err(|e| dev(e.to_string()))?;
+        rx.recv().map_err(|e| dev(e.to_string()))?.map_err(|e| dev(e.to_string()))?;
+        let out = {
+            let view = slice.get_mapped_range().map_err(|e| dev(e.to_string()))?;
+            f(&view)
+        };
+        buf.unmap();
+        Ok(out)
+    }
+
     /// "llvmpipe (LLVM 15…) [Cpu], subgroups of 8".
     pub fn describe(&self) -> String {
         let sg = match self.pipelines.subgroup_size {

@@ -67,7 +67,7 @@ pub fn mv_unit_source(ty: GgmlType) -> Option<&'static str> {
         GgmlType::Q4_0 => include_str!("shaders/mv_q4_0.wgsl"),
         GgmlType::Q4_1 => include_str!("shaders/mv_q4_1.wgsl"),
         GgmlType::Q8_0 => include_str!("shaders/mv_q8_0.wgsl"),
-        GgmlType::Q4K => include_str!("shaders/mv_q4_k.wgsl"),
+        GgmlType::Q4K => concat!(include_str!("shaders/q4_k_scales.wgsl"), include_str!("shaders/mv_q4_k.wgsl")),
         GgmlType::Q6K => include_str!("shaders/mv_q6_k.wgsl"),
         _ => return None,
     })
@@ -87,7 +87,7 @@ pub fn dequant_source(ty: GgmlType) -> Option<&'static str> {
         Q8_0 => include_str!("shaders/dq_q8_0.wgsl"),
         Q2K => include_str!("shaders/dq_q2_k.wgsl"),
         Q3K => include_str!("shaders/dq_q3_k.wgsl"),
-        Q4K => include_str!("shaders/dq_q4_k.wgsl"),
+        Q4K => concat!(include_str!("shaders/q4_k_scales.wgsl"), include_str!("shaders/dq_q4_k.wgsl")),
         Q5K => include_str!("shaders/dq_q5_k.wgsl"),
         Q6K => include_str!("shaders/dq_q6_k.wgsl"),
         _ => return None,

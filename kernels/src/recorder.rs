@@ -427,22 +427,6 @@ impl Recorder {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let slice = rb.slice(0..n as u64 * 4);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        gpu.device
-            .poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
-            .map_err(|e| BackendError::Device(e.to_string()))?;
-        rx.recv()
-            .map_err(|e| BackendError::Device(e.to_string()))?
-            .map_err(|e| BackendError::Device(e.to_string()))?;
-        let out = {
-            let view = slice.get_mapped_range().map_err(|e| BackendError::Device(e.to_string()))?;
-            view.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>()
-        };
-        rb.unmap();
-        Ok(out)
+        gpu.read_mapped(rb, n as u64 * 4, index, |view| view.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
     }
 }

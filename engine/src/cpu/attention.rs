@@ -94,9 +94,7 @@ impl KvCache {
     /// rest down, and rotates each moved key back by `n_discard` positions with its layer's
     /// rope, so it reads as if computed at its new position.
     pub fn shift(&mut self, n_keep: usize, n_discard: usize, len: usize, ropes: &[&crate::spec::RopeConfig]) -> Result<(), BackendError> {
-        if n_keep + n_discard > len || len > self.n_ctx || ropes.len() != self.n_layer() {
-            return Err(BackendError::Shape { op: "shift_kv", detail: format!("keep {n_keep}, discard {n_discard} of {len} in {}", self.n_ctx) });
-        }
+        kv::check_shift(n_keep, n_discard, len, self.n_ctx, self.n_layer(), ropes.len())?;
         let rw = self.row_words();
         for (((k, v), rope), center) in self.k.iter_mut().zip(self.v.iter_mut()).zip(ropes).zip(&self.center) {
             kv::shift_layer(self.format, self.kv_dim, &mut k[..len * rw], &mut v[..len * rw], center, (n_keep, n_discard), rope);
@@ -236,14 +234,14 @@ mod tests {
                 }
                 x
             };
-            let max_err = |a: &[f32], b: &[f32]| {
+            let err = |a: &[f32], b: &[f32]| {
                 if policy == KvPolicy::Int4Hadamard {
                     (a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>() / a.len() as f32).sqrt()
                 } else {
                     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max)
                 }
             };
-            let (ek, ev) = (max_err(&k, &space(want_k)), max_err(&v, &space(want_v)));
+            let (ek, ev) = (err(&k, &space(want_k)), err(&v, &space(want_v)));
             eprintln!("{policy:?}: key error {ek}, value error {ev}");
             assert!(ek <= tol && ev <= tol, "{policy:?}: key error {ek}, value error {ev} (tolerance {tol})");
         }

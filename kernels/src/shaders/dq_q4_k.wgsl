@@ -1,17 +1,4 @@
 // Q4_K (144 bytes): d, dmin (f16), scales[12] (8 packed 6-bit scale/min pairs), qs[128].
-fn k4_scale_min(base: u32, j: u32) -> vec2<f32> {
-    var sc: u32;
-    var m: u32;
-    if (j < 4u) {
-        sc = qbyte(base, 4u + j) & 63u;
-        m = qbyte(base, 8u + j) & 63u;
-    } else {
-        sc = (qbyte(base, 8u + j) & 0xFu) | ((qbyte(base, j) >> 6u) << 4u);
-        m = (qbyte(base, 8u + j) >> 4u) | ((qbyte(base, 4u + j) >> 6u) << 4u);
-    }
-    return vec2<f32>(f32(sc), f32(m));
-}
-
 fn dq32(row: u32, g: u32, k: u32) {
     let base = row + (g >> 3u) * 36u;
     let sub = g & 7u;

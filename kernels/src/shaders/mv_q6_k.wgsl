@@ -30,7 +30,7 @@ fn udot(row: u32, b: u32) -> f32 {
     let sl = 4u * (part >> 1u);
     let sh = 2u * part;
     let sw = wq[base + 48u + 2u * n + (part >> 1u)] >> (16u * (part & 1u));
-    let sc0 = f32(i32(sw << 24u) >> 24u);
-    let sc1 = f32(i32(sw << 16u) >> 24u);
+    let sc0 = sbyte(sw);
+    let sc1 = sbyte(sw >> 8u);
     return d * (sc0 * k6_half(l0, h0, b, 0u, sl, sh) + sc1 * k6_half(l0 + 4u, h0 + 4u, b, 4u, sl, sh));
 }
