@@ -87,12 +87,22 @@ pub fn forward_decode_batch(
     be: &mut dyn Backend,
     rows: &[(SeqId, u32, usize)],
 ) -> Result<Vec<f32>, BackendError> {
+    let out = forward_decode_batch_act(spec, w, be, rows)?;
+    be.read(out)
+}
+
+/// [`forward_decode_batch`] leaving the logits on the backend (for a device argmax or sampler).
+pub fn forward_decode_batch_act(
+    spec: &ModelSpec,
+    w: &Weights,
+    be: &mut dyn Backend,
+    rows: &[(SeqId, u32, usize)],
+) -> Result<Act, BackendError> {
     if !be.batches_rows() {
         return Err(BackendError::Shape { op: "forward_decode_batch", detail: format!("the {} backend does not batch rows", be.name()) });
     }
     let tokens: Vec<u32> = rows.iter().map(|r| r.1).collect();
-    let out = graph(spec, w, be, Rows::Batch(rows), &tokens, Logits::All)?;
-    be.read(out)
+    graph(spec, w, be, Rows::Batch(rows), &tokens, Logits::All)
 }
 
 /// Whose rows a pass runs: one sequence's run of tokens, or one token of each of several.

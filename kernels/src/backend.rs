@@ -112,9 +112,18 @@ pub struct GpuBackend {
     token_from_device: bool,
     /// Invocations per row of the decode matvec, when set (HANGAR_MV_THREADS, for tuning).
     pub(crate) mv_threads: Option<usize>,
+    /// Row groups per matvec workgroup, when set (HANGAR_MV_GROUPS: N, or aN for about N
+    /// workgroups; for tuning).
+    pub(crate) mv_groups: Option<MvGroups>,
     reuse_bytes: u64,
     /// Rope frequency tables uploaded in this step, by their bits (one per layer otherwise).
     freq_cache: HashMap<Vec<u32>, u32>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum MvGroups {
+    Fixed(usize),
+    Target(usize),
 }
 
 pub(crate) fn shape(op: &'static str, detail: String) -> BackendError {
@@ -145,6 +154,10 @@ impl GpuBackend {
             fuse: !opts.no_fusion,
             token_from_device: false,
             mv_threads: std::env::var("HANGAR_MV_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).map(|t| t.next_power_of_two()),
+            mv_groups: std::env::var("HANGAR_MV_GROUPS").ok().and_then(|v| match v.strip_prefix('a') {
+                Some(w) => w.parse().ok().map(MvGroups::Target),
+                None => v.parse().ok().map(MvGroups::Fixed),
+            }),
             freq_cache: HashMap::new(),
             reuse_bytes: opts.reuse_bytes.unwrap_or(REUSE_BYTES),
             gpu,
@@ -185,9 +198,25 @@ impl GpuBackend {
         if a.rows != 1 || a.cols == 0 {
             return Err(shape("argmax", format!("{}x{} logits; one row expected", a.rows, a.cols)));
         }
-        let p = [a.off, a.cols as u32, TOKEN_SLOT, 0];
-        self.rec.dispatch(Op::Argmax, None, &p, [1, 1, 1], Binds::default());
+        self.dispatch_argmax(a, TOKEN_SLOT)?;
         Ok(PendingToken(self.rec.flush_async(&self.arenas.arenas, TOKEN_SLOT)?))
+    }
+
+    /// Each row's argmax of `a` as f32 at `out`: a row wider than one workgroup walks well is
+    /// split into slices of at least 2,048 values (at most 256 of them) reduced by a second pass.
+    fn dispatch_argmax(&mut self, a: ActInfo, out: u32) -> Result<(), BackendError> {
+        let rows = u(a.rows, "rows")?;
+        let cols = u(a.cols, "columns")?;
+        if cols <= 4096 {
+            self.rec.dispatch(Op::Argmax, None, &[a.off, cols, out, 0], [rows, 1, 1], Binds::default());
+            return Ok(());
+        }
+        let chunk = cols.div_ceil(256).max(2048);
+        let parts = cols.div_ceil(chunk);
+        let (_, pairs) = self.new_act(a.rows, 2 * parts as usize)?;
+        self.rec.dispatch(Op::Argmax, None, &[a.off, cols, pairs, 1, chunk, parts], [parts, rows, 1], Binds::default());
+        self.rec.dispatch(Op::Argmax, None, &[pairs, cols, out, 2, chunk, parts], [rows, 1, 1], Binds::default());
+        Ok(())
     }
 
     /// The token id of an `argmax_to_device` step, waiting for it if needed.
@@ -760,8 +789,7 @@ impl Backend for GpuBackend {
             return Err(shape("argmax", format!("{cols} columns asked of a {}-wide activation", a.cols)));
         }
         let (_, off) = self.new_act(a.rows, 1)?;
-        let p = [a.off, a.cols as u32, off, 0];
-        self.rec.dispatch(Op::Argmax, None, &p, [u(a.rows, "rows")?, 1, 1], Binds::default());
+        self.dispatch_argmax(a, off)?;
         let ids = self.flush(Some((off, a.rows)))?.unwrap_or_default();
         Ok(ids.into_iter().map(|v| v as u32).collect())
     }

@@ -16,9 +16,14 @@ use hangar_engine::backend::{Act, BackendError, NormParams};
 use hangar_engine::quant::GgmlType;
 use hangar_engine::spec::{Activation, NormKind};
 
-use crate::backend::{shape, u, ActInfo, GpuBackend, St};
+use crate::backend::{shape, u, ActInfo, GpuBackend, MvGroups, St};
 use crate::pipelines::Op;
 use crate::recorder::{grid, Binds};
+
+/// About how many workgroups a decode matvec is spread over (see `flush_group`), on a GPU and
+/// on a CPU driver, where a few large workgroups measured best.
+const MV_WORKGROUPS: usize = 256;
+const MV_WORKGROUPS_CPU: usize = 4;
 
 const NO_BIAS: u32 = u32::MAX;
 
@@ -174,7 +179,15 @@ impl GpuBackend {
         // measured fastest on the H100): enough loads in flight per invocation, and the
         // workgroup's fixed costs spread over many rows. The norm prologue costs a read of the whole input
         // per workgroup, so with plenty of rows a workgroup takes more of them.
-        let mut t = self.mv_threads.unwrap_or_else(|| (units / 16).next_power_of_two()).clamp(32.max(ss), 256);
+        let cpu = self.gpu.adapter_info.device_type == wgpu::DeviceType::Cpu;
+        let mut t = match self.mv_threads {
+            Some(t) => t.clamp(ss.max(1), 256),
+            // A CPU driver (lavapipe) runs a workgroup as SIMD batches of one subgroup, and its
+            // barriers are what cost: one subgroup per row reduces without any (SmolLM2 decode on
+            // lavapipe 1.5 -> 6 tok/s with the row groups below).
+            None if cpu => ss.max(8).min(256),
+            None => (units / 16).next_power_of_two().clamp(32.max(ss), 256),
+        };
         if norm.is_some() && t > 32.max(ss) && rows as usize / (256 / t) > 4096 {
             t /= 2;
         }
@@ -220,7 +233,19 @@ impl GpuBackend {
         if g.parts.len() == 1 {
             p[13] = u(self.act(g.parts[0].out)?.cols, "row")?;
         }
-        let (gx, gy) = grid(&self.gpu, rows.div_ceil(per_wg) * p[31]);
+        // Large matrices give each workgroup several sets of rows, so the norm statistics and
+        // the staged input serve more of them: about 256 workgroups measured best on the H100
+        // (8B Q4_0 decode 202 -> 226-233 tok/s; 128 or fewer serialize too much per workgroup);
+        // lavapipe runs a few workgroups on its threads, so there each takes a quarter of the rows.
+        let n_wg = rows.div_ceil(per_wg) as usize;
+        let groups = match self.mv_groups {
+            Some(MvGroups::Fixed(g)) => g,
+            Some(MvGroups::Target(w)) => n_wg.div_ceil(w.max(1)),
+            None => n_wg.div_ceil(if cpu { MV_WORKGROUPS_CPU } else { MV_WORKGROUPS }),
+        }
+        .clamp(1, 64) as u32;
+        p[7] |= groups << 8;
+        let (gx, gy) = grid(&self.gpu, rows.div_ceil(per_wg * groups) * p[31]);
         let op = if norm.is_some() { Op::MvNorm } else { Op::Mv };
         self.rec.dispatch(op, Some(g.ty), &p, [gx, gy, 1], Binds { arena_w: Some(g.arena_w), arena_v, kv: None });
         for part in &g.parts {

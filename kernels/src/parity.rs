@@ -1,10 +1,11 @@
 //! GPU against CPU on one model: greedy continuations (tokens picked by `argmax` on the
-//! device, one submission per token) and teacher-forced top-1 agreement over prompt plus
-//! continuation. Used by the SmolLM2 test on lavapipe and by `hangar bench --check-cpu` on
-//! real GPUs.
+//! device; on the GPU every prompt decodes in one batched step per token, one submission each,
+//! which batch invariance makes the same as decoding each alone) and teacher-forced top-1
+//! agreement over prompt plus continuation. Used by the SmolLM2 test on lavapipe and by
+//! `hangar bench --check-cpu` on real GPUs.
 
 use hangar_engine::backend::{Backend, BackendError};
-use hangar_engine::graph::{forward, forward_act, Logits, Weights};
+use hangar_engine::graph::{forward, forward_act, forward_decode_batch_act, Logits, Weights};
 use hangar_engine::spec::ModelSpec;
 
 use crate::GpuBackend;
@@ -18,7 +19,7 @@ pub struct ParityReport {
     pub divergences: Vec<(usize, usize)>,
     pub top1_agree: usize,
     pub top1_total: usize,
-    /// Submissions per generated token on the GPU, worst prompt.
+    /// Submissions per batched decode step on the GPU (each step decodes a token of every prompt).
     pub max_submissions_per_token: f64,
 }
 
@@ -52,6 +53,39 @@ pub fn greedy(be: &mut dyn Backend, spec: &ModelSpec, w: &Weights, prompt: &[u32
     r.map(|_| out)
 }
 
+/// Greedy continuations of `n` tokens for every prompt at once: each prompt's prefill, then
+/// one batched decode step per token covering all of them, every token picked by `argmax` on
+/// the device. Also returns the submissions per decode step.
+pub fn greedy_batch(be: &mut GpuBackend, spec: &ModelSpec, w: &Weights, prompts: &[Vec<u32>], n: usize) -> Result<(Vec<Vec<u32>>, f64), BackendError> {
+    let hp = &spec.hparams;
+    let first = |ids: Vec<u32>| ids.first().copied().ok_or_else(|| BackendError::Device("argmax returned nothing".into()));
+    let mut seqs = Vec::with_capacity(prompts.len());
+    let mut outs: Vec<Vec<u32>> = vec![Vec::with_capacity(n); prompts.len()];
+    let r = (|| {
+        for (p, out) in prompts.iter().zip(outs.iter_mut()) {
+            let format = hangar_engine::backend::KvFormat { policy: Default::default(), head_dim: hp.head_dim };
+            let seq = be.new_sequence(hp.n_layer, hp.kv_dim(), p.len() + n + 1, format)?;
+            seqs.push(seq);
+            let logits = forward_act(spec, w, be, seq, p, 0, Logits::Last)?;
+            out.push(first(be.argmax(logits, hp.n_vocab)?)?);
+        }
+        let before = be.submissions();
+        for step in 1..n {
+            // Each sequence's newest token sits right after its prompt and earlier tokens.
+            let rows: Vec<_> = seqs.iter().zip(&outs).zip(prompts).map(|((&s, o), p)| (s, o[step - 1], p.len() + step - 1)).collect();
+            let logits = forward_decode_batch_act(spec, w, be, &rows)?;
+            for (o, id) in outs.iter_mut().zip(be.argmax(logits, hp.n_vocab)?) {
+                o.push(id);
+            }
+        }
+        Ok((be.submissions() - before) as f64 / n.saturating_sub(1).max(1) as f64)
+    })();
+    for s in seqs {
+        be.free_sequence(s);
+    }
+    r.map(|subs| (outs, subs))
+}
+
 /// Top-1 of every position of `tokens` in one forward pass (on the device for the GPU).
 fn top1_all(be: &mut dyn Backend, spec: &ModelSpec, w: &Weights, tokens: &[u32], n_ctx: usize, on_device: bool) -> Result<Vec<u32>, BackendError> {
     let hp = &spec.hparams;
@@ -77,11 +111,10 @@ pub fn compare(
     n_gen: usize,
 ) -> Result<ParityReport, BackendError> {
     let mut rep = ParityReport { prompts: prompts.len(), ..Default::default() };
-    for (i, prompt) in prompts.iter().enumerate() {
+    let (gs, subs) = greedy_batch(gpu, spec, gw, prompts, n_gen)?;
+    rep.max_submissions_per_token = subs;
+    for (i, (prompt, g)) in prompts.iter().zip(gs).enumerate() {
         let n_ctx = prompt.len() + n_gen + 1;
-        let before = gpu.submissions();
-        let g = greedy(gpu, spec, gw, prompt, n_gen, n_ctx)?;
-        rep.max_submissions_per_token = rep.max_submissions_per_token.max((gpu.submissions() - before) as f64 / n_gen.max(1) as f64);
         let c = greedy(cpu, spec, cw, prompt, n_gen, n_ctx)?;
         match g.iter().zip(&c).position(|(a, b)| a != b) {
             None => rep.identical += 1,

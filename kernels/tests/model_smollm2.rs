@@ -1,11 +1,12 @@
 //! The real SmolLM2-135M Q4_1 (Q8_0 embeddings, F32 norms) on the GPU backend against the CPU
-//! backend: greedy continuations of 20 of the parity goldens' prompts, decoded with argmax on
-//! the device (one submission per token), and teacher-forced top-1 agreement over every
-//! position of prompt + continuation.
+//! backend: greedy 64-token continuations of 20 of the parity goldens' prompts, decoded with
+//! argmax on the device, and teacher-forced top-1 agreement over every position of prompt +
+//! continuation.
 //!
-//! Lavapipe decodes this model at ~2-3 tokens/s on a shared 2-core machine (per-dispatch
-//! overhead dominates), so continuations are N_GEN = 16 tokens rather than 64; the issue's
-//! bars (>= 90% identical, >= 99.5% top-1) are unchanged.
+//! Lavapipe decodes one sequence of this model at ~2-3 tokens/s on a shared 2-core machine
+//! (per-dispatch overhead dominates), so the GPU decodes the 20 prompts together: one batched
+//! step (one submission) per token for all of them. Batch invariance (tests/batching.rs) makes
+//! each row the same as decoding its prompt alone.
 
 mod common;
 
@@ -23,7 +24,7 @@ use hangar_kernels::{parity, GpuBackend};
 const MIN_GREEDY_MATCH: f64 = 0.90;
 const MIN_TOP1_AGREEMENT: f64 = 0.995;
 const N_PROMPTS: usize = 20;
-const N_GEN: usize = 16;
+const N_GEN: usize = 64;
 const N_CTX: usize = 256;
 
 fn model_path(file: &str) -> PathBuf {
@@ -93,8 +94,8 @@ fn smollm2_gpu_matches_cpu_greedy_and_teacher_forced() {
         s.elapsed().as_secs_f64(),
         t0.elapsed().as_secs_f64()
     );
-    // The prompt is one submission and so is each of the N_GEN - 1 decode steps.
-    assert!(rep.max_submissions_per_token <= 1.0, "{} submissions per token", rep.max_submissions_per_token);
+    // Each of the N_GEN - 1 batched decode steps is one submission.
+    assert!(rep.max_submissions_per_token <= 1.0, "{} submissions per decode step", rep.max_submissions_per_token);
     assert!(greedy_rate >= MIN_GREEDY_MATCH, "greedy continuations identical for {same}/{n}");
     assert!(top1 >= MIN_TOP1_AGREEMENT, "teacher-forced top-1 agreement {top1:.4}");
 }

@@ -13,20 +13,26 @@ use hangar_kernels::GpuBackend;
 
 #[test]
 fn argmax_matches_reference_per_row_and_prefers_the_first_maximum() {
-    let mut rng = Rng::new(5);
-    let (n, vocab) = (5, 3000);
-    let mut x = rng.vec(n * vocab, 4.0);
-    x[vocab + 17] = 9.0;
-    x[vocab + 2000] = 9.0;
-    x[4 * vocab + vocab - 1] = 10.0;
-    let f = file(vec![T { name: "x".into(), ty: GgmlType::F32, dims: vec![vocab as u64, n as u64], data: bytemuck::cast_slice(&x).to_vec() }]);
-    let want: Vec<u32> = x.chunks(vocab).map(ops::argmax).collect();
-    assert_eq!(want[1], 17);
-    let mut be = GpuBackend::new(gpu());
-    let id = be.load_weight(&f, "x").expect("load");
-    be.begin_step();
-    let a = be.embed(id, &[0, 1, 2, 3, 4]).expect("embed");
-    assert_eq!(be.argmax(a, vocab).expect("argmax"), want);
+    // 3,000 columns take one workgroup a row; 20,000 are split into slices whose maxima a
+    // second pass reduces, with tied maxima in different slices.
+    for (vocab, far) in [(3000, 2000), (20_000, 15_000)] {
+        let mut rng = Rng::new(5);
+        let n = 5;
+        let mut x = rng.vec(n * vocab, 4.0);
+        x[vocab + 17] = 9.0;
+        x[vocab + far] = 9.0;
+        x[2 * vocab + 3] = f32::NAN;
+        x[3 * vocab + far] = 11.0;
+        x[4 * vocab + vocab - 1] = 10.0;
+        let f = file(vec![T { name: "x".into(), ty: GgmlType::F32, dims: vec![vocab as u64, n as u64], data: bytemuck::cast_slice(&x).to_vec() }]);
+        let want: Vec<u32> = x.chunks(vocab).map(ops::argmax).collect();
+        assert_eq!((want[1], want[3], want[4]), (17, far as u32, vocab as u32 - 1));
+        let mut be = GpuBackend::new(gpu());
+        let id = be.load_weight(&f, "x").expect("load");
+        be.begin_step();
+        let a = be.embed(id, &[0, 1, 2, 3, 4]).expect("embed");
+        assert_eq!(be.argmax(a, vocab).expect("argmax"), want, "{vocab} columns");
+    }
 }
 
 #[test]

@@ -19,7 +19,7 @@
 // `p_rows[1]` (a weight split over arenas writes its segment into a wider activation).
 struct Params {
     k: u32, row_words: u32, x_off: u32, n_parts: u32,
-    flags: u32, rows: u32, r_per_wg: u32, act: u32,
+    flags: u32, rows: u32, r_per_wg: u32, act: u32, // act: activation | row groups << 8
     w_off: vec4<u32>,
     p_rows: vec4<u32>,
     out_off: vec4<u32>,
@@ -157,7 +157,7 @@ fn safe_tanh(x: f32) -> f32 {
 }
 
 fn activate(g: f32) -> f32 {
-    if (P.act == 1u) {
+    if ((P.act & 0xFFu) == 1u) {
         return 0.5 * g * (1.0 + safe_tanh(0.7978846 * g * (1.0 + 0.044715 * g * g)));
     }
     return g / (1.0 + exp(-g));
@@ -190,107 +190,122 @@ fn body(wg: u32, lid: u32, sl: u32, ss: u32) {
     // Without a gate, each invocation takes two rows (rl and rl + R), so the staged input
     // and the workgroup's fixed costs serve twice the rows.
     let per_wg = select(2u * P.r_per_wg, P.r_per_wg, gated);
-    let gr = wl * per_wg + rl;
-    let gr2 = gr + P.r_per_wg;
-    let valid = gr < P.rows;
-    let valid2 = !gated && gr2 < P.rows;
     // Blocks of 32 values (the last may be partial for float rows).
     let units = (P.k + 31u) / 32u;
     let n4 = P.k >> 2u;
-    // Which part each row belongs to (gated: part 0 is the gate, part 1 the up projection).
-    var p = 0u;
-    var lr = min(gr, P.rows - 1u);
-    var p2 = 0u;
-    var lr2 = min(gr2, P.rows - 1u);
-    if (!gated) {
-        while (p + 1u < P.n_parts && lr >= P.p_rows[p]) {
-            lr -= P.p_rows[p];
-            p++;
-        }
-        while (p2 + 1u < P.n_parts && lr2 >= P.p_rows[p2]) {
-            lr2 -= P.p_rows[p2];
-            p2++;
-        }
-    }
-    let row = P.w_off[p] + lr * P.row_words;
-    var row_u = P.w_off[1] + lr * P.row_words;
-    if (!gated) {
-        row_u = P.w_off[p2] + lr2 * P.row_words;
-    }
-    var a = 0.0;
-    var b = 0.0;
-    for (c0 = 0u; c0 < units; c0 += CB) {
-        let c1 = min(units, c0 + CB);
-        for (var j = lid; j < (c1 - c0) * 8u; j += WG) {
-            let j4 = c0 * 8u + j;
-            var v = vec4<f32>(0.0);
-            if (j4 < n4) {
-                v = load_x(j4);
+    // A workgroup walks `groups` consecutive sets of rows, so the norm statistics and (for rows
+    // of one chunk) the staged input serve them all.
+    let groups = max(P.act >> 8u, 1u);
+    var staged = 0xFFFFFFFFu;
+    for (var g = 0u; g < groups; g++) {
+        let gr = (wl * groups + g) * per_wg + rl;
+        let gr2 = gr + P.r_per_wg;
+        let valid = gr < P.rows;
+        let valid2 = !gated && gr2 < P.rows;
+        // Which part each row belongs to (gated: part 0 is the gate, part 1 the up projection).
+        var p = 0u;
+        var lr = min(gr, P.rows - 1u);
+        var p2 = 0u;
+        var lr2 = min(gr2, P.rows - 1u);
+        if (!gated) {
+            while (p + 1u < P.n_parts && lr >= P.p_rows[p]) {
+                lr -= P.p_rows[p];
+                p++;
             }
-            xs[(j >> 3u) * BS + (j & 7u)] = v;
+            while (p2 + 1u < P.n_parts && lr2 >= P.p_rows[p2]) {
+                lr2 -= P.p_rows[p2];
+                p2++;
+            }
         }
-        workgroupBarrier();
-        // Two blocks per iteration, so their loads are in flight together.
-        var u = c0 + t;
-        for (; u + T < c1; u += 2u * T) {
-            a += udot(row, u) + udot(row, u + T);
-            b += udot(row_u, u) + udot(row_u, u + T);
+        let row = P.w_off[p] + lr * P.row_words;
+        var row_u = P.w_off[1] + lr * P.row_words;
+        if (!gated) {
+            row_u = P.w_off[p2] + lr2 * P.row_words;
         }
-        for (; u < c1; u += T) {
-            a += udot(row, u);
-            b += udot(row_u, u);
+        var a = 0.0;
+        var b = 0.0;
+        for (c0 = 0u; c0 < units; c0 += CB) {
+            let c1 = min(units, c0 + CB);
+            if (staged != c0) {
+                // Nobody still reads the previous chunk.
+                workgroupBarrier();
+                for (var j = lid; j < (c1 - c0) * 8u; j += WG) {
+                    let j4 = c0 * 8u + j;
+                    var v = vec4<f32>(0.0);
+                    if (j4 < n4) {
+                        v = load_x(j4);
+                    }
+                    xs[(j >> 3u) * BS + (j & 7u)] = v;
+                }
+                workgroupBarrier();
+                staged = c0;
+            }
+            var u = c0 + t;
+            // Two blocks per iteration, so their loads are in flight together.
+            for (; u + T < c1; u += 2u * T) {
+                a += udot(row, u) + udot(row, u + T);
+                b += udot(row_u, u) + udot(row_u, u + T);
+            }
+            for (; u < c1; u += T) {
+                a += udot(row, u);
+                b += udot(row_u, u);
+            }
         }
-        workgroupBarrier();
-    }
-    // Reduce within each row's T invocations (T is a power of two, a multiple of ss).
+        // Reduce within each row's T invocations (T is a power of two, a multiple of ss).
 //#if subgroups
-    let sa = subgroupAdd(a);
-    let sb = subgroupAdd(b);
-    if (sl == 0u) {
-        red[lid / ss] = sa;
-        red2[lid / ss] = sb;
-    }
-    workgroupBarrier();
-    if (t != 0u) {
-        return;
-    }
-    var dot = 0.0;
-    var dot2 = 0.0;
-    for (var i = lid / ss; i < (lid + T) / ss; i++) {
-        dot += red[i];
-        dot2 += red2[i];
-    }
-//#else
-    red[lid] = a;
-    red2[lid] = b;
-    workgroupBarrier();
-    for (var s = T / 2u; s > 0u; s >>= 1u) {
-        if (t < s) {
-            red[lid] += red[lid + s];
-            red2[lid] += red2[lid + s];
+        let sa = subgroupAdd(a);
+        let sb = subgroupAdd(b);
+        if (sl == 0u) {
+            red[lid / ss] = sa;
+            red2[lid / ss] = sb;
         }
+        var dot = sa;
+        var dot2 = sb;
+        if (T != ss) {
+            workgroupBarrier();
+            dot = 0.0;
+            dot2 = 0.0;
+            if (t == 0u) {
+                for (var i = lid / ss; i < (lid + T) / ss; i++) {
+                    dot += red[i];
+                    dot2 += red2[i];
+                }
+            }
+        }
+//#else
+        red[lid] = a;
+        red2[lid] = b;
         workgroupBarrier();
-    }
-    if (t != 0u) {
-        return;
-    }
-    let dot = red[lid];
-    let dot2 = red2[lid];
+        for (var s = T / 2u; s > 0u; s >>= 1u) {
+            if (t < s) {
+                red[lid] += red[lid + s];
+                red2[lid] += red2[lid + s];
+            }
+            workgroupBarrier();
+        }
+        let dot = red[lid];
+        let dot2 = red2[lid];
 //#endif
-    if (gated && valid) {
-        let g = dot + bias(0u, lr);
-        let u = dot2 + bias(1u, lr);
-        let o = tk * P.p_rows[0] + lr;
-        act[P.out_off[0] + o] = g;
-        act[P.out_off[1] + o] = u;
-        act[P.sum_off + o] = activate(g) * u;
-        return;
-    }
-    if (valid && !gated) {
-        store(p, lr, dot);
-    }
-    if (valid2) {
-        store(p2, lr2, dot2);
+        if (t == 0u) {
+            if (gated && valid) {
+                let gv = dot + bias(0u, lr);
+                let uv = dot2 + bias(1u, lr);
+                let o = tk * P.p_rows[0] + lr;
+                act[P.out_off[0] + o] = gv;
+                act[P.out_off[1] + o] = uv;
+                act[P.sum_off + o] = activate(gv) * uv;
+            }
+            if (valid && !gated) {
+                store(p, lr, dot);
+            }
+            if (valid2) {
+                store(p2, lr2, dot2);
+            }
+        }
+        // The next group reuses red.
+        if (T != ss) {
+            workgroupBarrier();
+        }
     }
 }
 
