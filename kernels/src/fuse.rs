@@ -16,7 +16,7 @@ use hangar_engine::backend::{Act, BackendError, NormParams};
 use hangar_engine::quant::GgmlType;
 use hangar_engine::spec::{Activation, NormKind};
 
-use crate::backend::{shape, u, ActInfo, GpuBackend, MvGroups, St};
+use crate::backend::{shape, u, ActInfo, GpuBackend, St};
 use crate::pipelines::Op;
 use crate::recorder::{grid, Binds};
 
@@ -24,6 +24,24 @@ use crate::recorder::{grid, Binds};
 /// on a CPU driver, where a few large workgroups measured best.
 const MV_WORKGROUPS: usize = 256;
 const MV_WORKGROUPS_CPU: usize = 4;
+
+/// Row groups per matvec workgroup set by hand, for tuning (HANGAR_MV_GROUPS: N, or aN for
+/// about N workgroups).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum MvGroups {
+    Fixed(usize),
+    Target(usize),
+}
+
+impl MvGroups {
+    pub(crate) fn from_env() -> Option<MvGroups> {
+        let v = std::env::var("HANGAR_MV_GROUPS").ok()?;
+        match v.strip_prefix('a') {
+            Some(w) => w.parse().ok().map(MvGroups::Target),
+            None => v.parse().ok().map(MvGroups::Fixed),
+        }
+    }
+}
 
 const NO_BIAS: u32 = u32::MAX;
 

@@ -15,9 +15,11 @@ mod fuse;
 mod kv_ops;
 pub mod layout;
 pub mod parity;
+mod pick;
 pub mod pipelines;
 pub mod profile;
 mod recorder;
 
-pub use backend::{BackendOptions, GpuBackend, PendingToken};
+pub use backend::{BackendOptions, GpuBackend};
+pub use pick::PendingToken;
 pub use device::{Gpu, GpuError, GpuOptions};

@@ -20,7 +20,7 @@ pub struct ParityReport {
     pub top1_agree: usize,
     pub top1_total: usize,
     /// Submissions per batched decode step on the GPU (each step decodes a token of every prompt).
-    pub max_submissions_per_token: f64,
+    pub submissions_per_step: f64,
 }
 
 impl ParityReport {
@@ -32,17 +32,28 @@ impl ParityReport {
     }
 }
 
+/// A sequence with the default (f32) KV cache, which both backends hold exactly alike.
+fn new_seq(be: &mut dyn Backend, spec: &ModelSpec, n_ctx: usize) -> Result<hangar_engine::backend::SeqId, BackendError> {
+    let hp = &spec.hparams;
+    be.new_sequence(hp.n_layer, hp.kv_dim(), n_ctx, hangar_engine::backend::KvFormat { policy: Default::default(), head_dim: hp.head_dim })
+}
+
+/// The one id of a one-row argmax.
+fn first_id(ids: Vec<u32>) -> Result<u32, BackendError> {
+    ids.first().copied().ok_or_else(|| BackendError::Device("argmax returned nothing".into()))
+}
+
 /// Greedy decoding where every token is picked by `be.argmax` (on the device for the GPU).
 pub fn greedy(be: &mut dyn Backend, spec: &ModelSpec, w: &Weights, prompt: &[u32], n: usize, n_ctx: usize) -> Result<Vec<u32>, BackendError> {
     let hp = &spec.hparams;
-    let seq = be.new_sequence(hp.n_layer, hp.kv_dim(), n_ctx, hangar_engine::backend::KvFormat { policy: Default::default(), head_dim: hp.head_dim })?;
+    let seq = new_seq(be, spec, n_ctx)?;
     let mut out = Vec::with_capacity(n);
     let mut pos = 0;
     let mut input = prompt.to_vec();
     let r = (|| {
         while out.len() < n {
             let logits = forward_act(spec, w, be, seq, &input, pos, Logits::Last)?;
-            let tok = *be.argmax(logits, hp.n_vocab)?.first().ok_or_else(|| BackendError::Device("argmax returned nothing".into()))?;
+            let tok = first_id(be.argmax(logits, hp.n_vocab)?)?;
             pos += input.len();
             out.push(tok);
             input = vec![tok];
@@ -58,16 +69,14 @@ pub fn greedy(be: &mut dyn Backend, spec: &ModelSpec, w: &Weights, prompt: &[u32
 /// the device. Also returns the submissions per decode step.
 pub fn greedy_batch(be: &mut GpuBackend, spec: &ModelSpec, w: &Weights, prompts: &[Vec<u32>], n: usize) -> Result<(Vec<Vec<u32>>, f64), BackendError> {
     let hp = &spec.hparams;
-    let first = |ids: Vec<u32>| ids.first().copied().ok_or_else(|| BackendError::Device("argmax returned nothing".into()));
     let mut seqs = Vec::with_capacity(prompts.len());
     let mut outs: Vec<Vec<u32>> = vec![Vec::with_capacity(n); prompts.len()];
     let r = (|| {
         for (p, out) in prompts.iter().zip(outs.iter_mut()) {
-            let format = hangar_engine::backend::KvFormat { policy: Default::default(), head_dim: hp.head_dim };
-            let seq = be.new_sequence(hp.n_layer, hp.kv_dim(), p.len() + n + 1, format)?;
+            let seq = new_seq(be, spec, p.len() + n + 1)?;
             seqs.push(seq);
             let logits = forward_act(spec, w, be, seq, p, 0, Logits::Last)?;
-            out.push(first(be.argmax(logits, hp.n_vocab)?)?);
+            out.push(first_id(be.argmax(logits, hp.n_vocab)?)?);
         }
         let before = be.submissions();
         for step in 1..n {
@@ -89,7 +98,7 @@ pub fn greedy_batch(be: &mut GpuBackend, spec: &ModelSpec, w: &Weights, prompts:
 /// Top-1 of every position of `tokens` in one forward pass (on the device for the GPU).
 fn top1_all(be: &mut dyn Backend, spec: &ModelSpec, w: &Weights, tokens: &[u32], n_ctx: usize, on_device: bool) -> Result<Vec<u32>, BackendError> {
     let hp = &spec.hparams;
-    let seq = be.new_sequence(hp.n_layer, hp.kv_dim(), n_ctx, hangar_engine::backend::KvFormat { policy: Default::default(), head_dim: hp.head_dim })?;
+    let seq = new_seq(be, spec, n_ctx)?;
     let r = if on_device {
         forward_act(spec, w, be, seq, tokens, 0, Logits::All).and_then(|l| be.argmax(l, hp.n_vocab))
     } else {
@@ -112,7 +121,7 @@ pub fn compare(
 ) -> Result<ParityReport, BackendError> {
     let mut rep = ParityReport { prompts: prompts.len(), ..Default::default() };
     let (gs, subs) = greedy_batch(gpu, spec, gw, prompts, n_gen)?;
-    rep.max_submissions_per_token = subs;
+    rep.submissions_per_step = subs;
     for (i, (prompt, g)) in prompts.iter().zip(gs).enumerate() {
         let n_ctx = prompt.len() + n_gen + 1;
         let c = greedy(cpu, spec, cw, prompt, n_gen, n_ctx)?;

@@ -253,15 +253,14 @@ fn body(wg: u32, lid: u32, sl: u32, ss: u32) {
         }
         // Reduce within each row's T invocations (T is a power of two, a multiple of ss).
 //#if subgroups
-        let sa = subgroupAdd(a);
-        let sb = subgroupAdd(b);
-        if (sl == 0u) {
-            red[lid / ss] = sa;
-            red2[lid / ss] = sb;
-        }
-        var dot = sa;
-        var dot2 = sb;
+        var dot = subgroupAdd(a);
+        var dot2 = subgroupAdd(b);
+        // A row of one subgroup is done; a wider row sums its subgroups' partials.
         if (T != ss) {
+            if (sl == 0u) {
+                red[lid / ss] = dot;
+                red2[lid / ss] = dot2;
+            }
             workgroupBarrier();
             dot = 0.0;
             dot2 = 0.0;

@@ -175,7 +175,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         json!({
             "prompts": p.prompts, "greedy_identical": p.identical, "greedy_rate": p.greedy_rate(),
             "top1_agree": p.top1_agree, "top1_total": p.top1_total, "top1_rate": p.top1_rate(),
-            "divergences": p.divergences, "max_submissions_per_token": p.max_submissions_per_token,
+            "divergences": p.divergences, "submissions_per_step": p.submissions_per_step,
         })
     });
     if a.json {

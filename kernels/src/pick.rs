@@ -1,0 +1,93 @@
+//! Token choice on the device: argmax (kept on the device for the next step's embedding, or
+//! read back), the logits mask of banned tokens, and temperature / top-k / top-p sampling.
+//! Only token ids come back to the host.
+
+use hangar_engine::backend::{Act, BackendError, DeviceSampling};
+
+use crate::backend::{shape, u, ActInfo, GpuBackend};
+use crate::pipelines::Op;
+use crate::recorder::{Binds, PendingWord, TOKEN_SLOT};
+
+/// A decode step's token id on its way back (see `GpuBackend::argmax_to_device`).
+pub struct PendingToken(PendingWord);
+
+impl GpuBackend {
+    /// Picks the argmax of the one-row logits `x` on the device, leaves it where the next
+    /// step's embedding can read it (`set_token_from_device`) and submits the step without
+    /// waiting, so the host can record the next step while this one runs.
+    pub fn argmax_to_device(&mut self, x: Act) -> Result<PendingToken, BackendError> {
+        let a = self.ready(x)?;
+        if a.rows != 1 || a.cols == 0 {
+            return Err(shape("argmax", format!("{}x{} logits; one row expected", a.rows, a.cols)));
+        }
+        self.dispatch_argmax(a, TOKEN_SLOT)?;
+        Ok(PendingToken(self.rec.flush_async(&self.arenas.arenas, TOKEN_SLOT)?))
+    }
+
+    /// Each row's argmax of `a` as f32 at `out`: a row wider than one workgroup walks well is
+    /// split into slices of at least 2,048 values (at most 256 of them) reduced by a second pass.
+    fn dispatch_argmax(&mut self, a: ActInfo, out: u32) -> Result<(), BackendError> {
+        let rows = u(a.rows, "rows")?;
+        let cols = u(a.cols, "columns")?;
+        if cols <= 4096 {
+            self.rec.dispatch(Op::Argmax, None, &[a.off, cols, out, 0], [rows, 1, 1], Binds::default());
+            return Ok(());
+        }
+        let chunk = cols.div_ceil(256).max(2048);
+        let parts = cols.div_ceil(chunk);
+        let (_, pairs) = self.new_act(a.rows, 2 * parts as usize)?;
+        self.rec.dispatch(Op::Argmax, None, &[a.off, cols, pairs, 1, chunk, parts], [parts, rows, 1], Binds::default());
+        self.rec.dispatch(Op::Argmax, None, &[pairs, cols, out, 2, chunk, parts], [rows, 1, 1], Binds::default());
+        Ok(())
+    }
+
+    /// The token id of an `argmax_to_device` step, waiting for it if needed.
+    pub fn wait_token(&mut self, p: PendingToken) -> Result<u32, BackendError> {
+        Ok(self.rec.wait_word(p.0)? as u32)
+    }
+
+    /// Each row's argmax, read back (`Backend::argmax`).
+    pub(crate) fn argmax_rows(&mut self, x: Act, cols: usize) -> Result<Vec<u32>, BackendError> {
+        let a = self.ready(x)?;
+        if cols != a.cols || a.cols == 0 {
+            return Err(shape("argmax", format!("{cols} columns asked of a {}-wide activation", a.cols)));
+        }
+        let (_, off) = self.new_act(a.rows, 1)?;
+        self.dispatch_argmax(a, off)?;
+        let ids = self.flush(Some((off, a.rows)))?.unwrap_or_default();
+        Ok(ids.into_iter().map(|v| v as u32).collect())
+    }
+
+    /// Logits with the banned bitset's tokens set to -inf (`Backend::mask_logits`).
+    pub(crate) fn mask(&mut self, x: Act, banned: &[u32]) -> Result<Act, BackendError> {
+        if banned.is_empty() {
+            return Ok(x);
+        }
+        let a = self.ready(x)?;
+        let total = a.rows * a.cols;
+        // The words travel as f32 bit patterns (the scratch is f32) and are reinterpreted in
+        // the shader; nothing reads them as numbers.
+        let mask_off = self.rec.upload(bytemuck::cast_slice(banned))?;
+        let (out, off) = self.new_act(a.rows, a.cols)?;
+        let p = [a.off, a.cols as u32, mask_off, u(banned.len(), "mask words")?, off, u(total, "logits")?, 0, 0];
+        let wg = self.threads(total)?;
+        self.rec.dispatch(Op::Mask, None, &p, wg, Binds::default());
+        Ok(out)
+    }
+
+    /// A token drawn on the device from one row of logits (`Backend::sample`).
+    pub(crate) fn sample_one(&mut self, x: Act, p: &DeviceSampling, u01: f32) -> Result<u32, BackendError> {
+        let a = self.ready(x)?;
+        if a.rows != 1 || a.cols == 0 {
+            return Err(shape("sample", format!("{}x{} logits; one row expected", a.rows, a.cols)));
+        }
+        if p.temperature <= 0.0 {
+            return Ok(self.argmax_rows(x, a.cols)?[0]);
+        }
+        let (_, off) = self.new_act(1, 1)?;
+        let params = [a.off, a.cols as u32, off, p.temperature.to_bits(), p.top_k.min(u32::MAX as usize) as u32, p.top_p.to_bits(), u01.to_bits()];
+        self.rec.dispatch(Op::Sample, None, &params, [1, 1, 1], Binds::default());
+        let id = self.flush(Some((off, 1)))?.unwrap_or_default();
+        Ok(id.first().map_or(0, |&v| v as u32))
+    }
+}
