@@ -13,7 +13,7 @@ use hangar_engine::spec::{Activation, RopeConfig, RopeStyle};
 
 use crate::arena::{Arenas, GpuWeight};
 use crate::device::Gpu;
-use crate::fuse::{Group, LazyNorm, LazyRope, MvGroups, Part};
+use crate::fuse::{Group, LazyCombine, LazyNorm, LazyRope, MvGroups, Part};
 use crate::pipelines::Op;
 use crate::recorder::{grid, Binds, Recorder, TOKEN_SLOT};
 
@@ -30,6 +30,9 @@ pub(crate) enum St {
     Norm(u32),
     /// A rope folded into attention (index into `lazy_ropes`).
     Rope(u32),
+    /// Attention's split-context merge, folded into the matvec that reads it (index into
+    /// `lazy_combines`).
+    Combine(u32),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -103,6 +106,7 @@ pub struct GpuBackend {
     pub(crate) group: Option<Group>,
     pub(crate) lazy_norms: Vec<LazyNorm>,
     pub(crate) lazy_ropes: Vec<LazyRope>,
+    pub(crate) lazy_combines: Vec<LazyCombine>,
     /// Decode ops are fused (tests switch it off to compare against the unfused kernels).
     fuse: bool,
     /// The next one-token `embed` reads its id from the device (`set_token_from_device`).
@@ -141,6 +145,7 @@ impl GpuBackend {
             rec: Recorder::new(gpu.clone()),
             group: None,
             lazy_norms: Vec::new(),
+            lazy_combines: Vec::new(),
             lazy_ropes: Vec::new(),
             fuse: !opts.no_fusion,
             token_from_device: false,
@@ -393,6 +398,7 @@ impl Backend for GpuBackend {
         self.group = None;
         self.lazy_norms.clear();
         self.lazy_ropes.clear();
+        self.lazy_combines.clear();
         // Work of the previous step (KV writes) must run even if nothing was read back; a
         // failure here resurfaces at the next read.
         if let Err(e) = self.flush(None) {
@@ -628,9 +634,14 @@ impl Backend for GpuBackend {
         let (gx, gy) = grid(&self.gpu, u(n * p.n_head * n_chunks, "attention rows")?);
         self.rec.dispatch(Op::Attention(format.policy), None, &ap, [gx, gy, 1], Binds { kv: Some(kv), ..Default::default() });
         if n_chunks > 1 {
-            let cp = [part_off, off, n as u32, p.n_head as u32, hd as u32, n_chunks as u32];
-            let (gx, gy) = grid(&self.gpu, u(n * p.n_head, "attention rows")?);
-            self.rec.dispatch(Op::AttnCombine, None, &cp, [gx, gy, 1], Binds::default());
+            let c = LazyCombine { part_off, n, n_head: p.n_head, head_dim: hd, n_chunks };
+            if self.fuse {
+                // The next matvec merges the partials as it stages its input.
+                self.acts[out.0 as usize].st = St::Combine(self.lazy_combines.len() as u32);
+                self.lazy_combines.push(c);
+            } else {
+                self.dispatch_combine(&c, off)?;
+            }
         }
         Ok(out)
     }
@@ -728,6 +739,7 @@ impl Backend for GpuBackend {
         // Everything pending refers to memory about to be reused; nothing but `keep` is read again.
         self.lazy_norms.clear();
         self.lazy_ropes.clear();
+        self.lazy_combines.clear();
         // Move the survivors to the bottom; copies run in order before anything reuses the space.
         for (&a, info) in keep.iter().zip(infos) {
             let moved = self.slice_cols(info, 0, info.cols)?;

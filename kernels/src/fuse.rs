@@ -45,6 +45,10 @@ impl MvGroups {
 
 const NO_BIAS: u32 = u32::MAX;
 
+/// Most bytes of attention partials the workgroups of one matvec may re-read between them to
+/// merge the partials themselves instead of waiting on a merge dispatch.
+const COMBINE_FOLD_BYTES: usize = 8 << 20;
+
 /// A norm not yet dispatched: its input, weights (arena, offset) and parameters.
 #[derive(Clone, Copy, Debug)]
 pub struct LazyNorm {
@@ -64,6 +68,16 @@ pub struct LazyRope {
     pub neox: bool,
     pub freq_off: u32,
     pub freq_scale: f32,
+}
+
+/// Attention's split-context merge not yet dispatched: where the per-slice partials are.
+#[derive(Clone, Copy, Debug)]
+pub struct LazyCombine {
+    pub part_off: u32,
+    pub n: usize,
+    pub n_head: usize,
+    pub head_dim: usize,
+    pub n_chunks: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -106,6 +120,10 @@ impl GpuBackend {
                 let r = *self.lazy_ropes.get(i as usize).ok_or_else(|| BackendError::BadHandle(format!("{a:?} (dead)")))?;
                 let src = self.ready(r.src)?;
                 self.dispatch_rope(src, info.off, &r)?;
+            }
+            St::Combine(i) => {
+                let c = *self.lazy_combines.get(i as usize).ok_or_else(|| BackendError::BadHandle(format!("{a:?} (dead)")))?;
+                self.dispatch_combine(&c, info.off)?;
             }
         }
         self.set_ready(a);
@@ -166,6 +184,25 @@ impl GpuBackend {
         Ok(())
     }
 
+    pub(crate) fn dispatch_combine(&mut self, c: &LazyCombine, off: u32) -> Result<(), BackendError> {
+        let p = [c.part_off, off, c.n as u32, c.n_head as u32, c.head_dim as u32, c.n_chunks as u32];
+        let (gx, gy) = grid(&self.gpu, u(c.n * c.n_head, "attention rows")?);
+        self.rec.dispatch(Op::AttnCombine, None, &p, [gx, gy, 1], Binds::default());
+        Ok(())
+    }
+
+    /// The pending merge of `x`, if the matvec reading it can take it on: its workgroup memory
+    /// holds one weight per (head, slice), and every workgroup re-reads all the partials, which
+    /// pays against a dispatch only while their total stays small.
+    fn foldable_combine(&self, x: &ActInfo, n_wg: usize) -> Option<LazyCombine> {
+        let St::Combine(i) = x.st else { return None };
+        let c = *self.lazy_combines.get(i as usize)?;
+        let reads = n_wg * c.n_head * c.n_chunks * c.head_dim * 4;
+        // The plain matvec's 20 KiB of workgroup memory, plus two floats per (head, slice).
+        let room = self.gpu.limits.max_compute_workgroup_storage_size >= (20 + 4) << 10;
+        (c.n == 1 && c.n_head * c.n_chunks <= 512 && room && reads <= COMBINE_FOLD_BYTES).then_some(c)
+    }
+
     /// Emits the open group, if any.
     pub(crate) fn flush_group(&mut self) -> Result<(), BackendError> {
         let Some(g) = self.group.take() else { return Ok(()) };
@@ -184,12 +221,6 @@ impl GpuBackend {
                 norm = None;
             }
         }
-        let x = match norm {
-            Some(n) => n.src,
-            None => self.ready(g.x)?,
-        };
-        // The input is staged with vector loads.
-        let x = if x.off % 4 != 0 { self.aligned_copy(x)? } else { x };
         let units = g.cols.div_ceil(32);
         let ss = self.gpu.pipelines.subgroup_size.unwrap_or(1) as usize;
         let rows: u32 = if g.gated.is_some() { g.parts[0].rows } else { g.parts.iter().map(|p| p.rows).sum() };
@@ -210,6 +241,17 @@ impl GpuBackend {
             t /= 2;
         }
         let r_per_wg = 256 / t;
+        // Without a gate each invocation computes two rows.
+        let per_wg = if g.gated.is_some() { r_per_wg } else { 2 * r_per_wg } as u32;
+        let n_wg = rows.div_ceil(per_wg) as usize;
+        let combine = if norm.is_none() { self.foldable_combine(&xi, n_wg) } else { None };
+        let x = match norm {
+            Some(n) => n.src,
+            None if combine.is_some() => xi,
+            None => self.ready(g.x)?,
+        };
+        // The input is staged with vector loads.
+        let x = if combine.is_none() && x.off % 4 != 0 { self.aligned_copy(x)? } else { x };
         let mut p = [0u32; 32];
         p[0] = g.cols as u32;
         p[1] = g.row_words;
@@ -244,8 +286,11 @@ impl GpuBackend {
             p[30] = n.w.is_some() as u32 | (n.b.is_some() as u32) << 1 | (n.p.add_one as u32) << 2;
             arena_v = arena_v.or(n.w.map(|w| w.0)).or(n.b.map(|b| b.0));
         }
-        // Without a gate each invocation computes two rows.
-        let per_wg = if g.gated.is_some() { r_per_wg } else { 2 * r_per_wg } as u32;
+        if let Some(c) = combine {
+            p[26] = c.part_off;
+            p[27] = c.n_chunks as u32;
+            p[29] = c.head_dim as u32;
+        }
         // Tokens: the input's rows; a one-part group's output rows may be wider than the part.
         p[31] = u(xi.rows, "tokens")?;
         if g.parts.len() == 1 {
@@ -255,7 +300,6 @@ impl GpuBackend {
         // the staged input serve more of them: about 256 workgroups measured best on the H100
         // (8B Q4_0 decode 202 -> 226-233 tok/s; 128 or fewer serialize too much per workgroup);
         // lavapipe runs a few workgroups on its threads, so there each takes a quarter of the rows.
-        let n_wg = rows.div_ceil(per_wg) as usize;
         let groups = match self.mv_groups {
             Some(MvGroups::Fixed(g)) => g,
             Some(MvGroups::Target(w)) => n_wg.div_ceil(w.max(1)),
@@ -264,7 +308,11 @@ impl GpuBackend {
         .clamp(1, 64) as u32;
         p[7] |= groups << 8;
         let (gx, gy) = grid(&self.gpu, rows.div_ceil(per_wg * groups) * p[31]);
-        let op = if norm.is_some() { Op::MvNorm } else { Op::Mv };
+        let op = match (norm, combine) {
+            (Some(_), _) => Op::MvNorm,
+            (None, Some(_)) => Op::MvCombine,
+            (None, None) => Op::Mv,
+        };
         self.rec.dispatch(op, Some(g.ty), &p, [gx, gy, 1], Binds { arena_w: Some(g.arena_w), arena_v, kv: None });
         for part in &g.parts {
             self.set_ready(part.out);

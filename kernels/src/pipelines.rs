@@ -23,6 +23,8 @@ pub enum Op {
     Mv,
     /// `Mv` with the input's RMS/Layer norm computed in its prologue.
     MvNorm,
+    /// `Mv` whose input is attention's split-context partials, merged as they are staged.
+    MvCombine,
     /// Prefill matmul, tiled through workgroup memory.
     Matmul,
     Embed,
@@ -44,7 +46,7 @@ pub enum Op {
 impl Op {
     fn source(self) -> &'static str {
         match self {
-            Op::Mv | Op::MvNorm => include_str!("shaders/mv.wgsl"),
+            Op::Mv | Op::MvNorm | Op::MvCombine => include_str!("shaders/mv.wgsl"),
             Op::Matmul => include_str!("shaders/matmul.wgsl"),
             Op::Embed => include_str!("shaders/embed.wgsl"),
             Op::Norm => include_str!("shaders/norm.wgsl"),
@@ -130,16 +132,18 @@ fn kv_defines(p: KvPolicy) -> &'static [&'static str] {
 /// subgroup or fallback variant).
 pub fn shader_source(op: Op, ty: Option<GgmlType>, subgroups: bool) -> String {
     let unit = match op {
-        Op::Mv | Op::MvNorm => ty.and_then(mv_unit_source),
+        Op::Mv | Op::MvNorm | Op::MvCombine => ty.and_then(mv_unit_source),
         _ => None,
     };
     let mut defines = Vec::new();
     if subgroups {
         defines.push("subgroups");
     }
-    if op == Op::MvNorm {
-        defines.push("NORM");
-    }
+    defines.push(match op {
+        Op::MvNorm => "NORM",
+        Op::MvCombine => "COMBINE",
+        _ => "PLAIN_X",
+    });
     if unit.is_some() {
         defines.push("FAST");
     }

@@ -555,3 +555,65 @@ unsafe fn dot_q6k(r: *const u8, x: *const f32, nb: usize) -> f32 {
     }
     hsum(acc)
 }
+
+/// Rows and activation columns of one register block of [`gemm_f32`]: twelve 8-lane
+/// accumulators plus seven loads a step fit the sixteen AVX2 registers, and twelve FMAs per
+/// seven loads keep the core on its FMA ports instead of its load ports (a lone dot does one
+/// FMA per two loads).
+const GEMM_R: usize = 4;
+const GEMM_C: usize = 3;
+
+/// `out[r * ld + i] = d[r] · x[i]` for `rows` rows of `d` and `n` rows of `x`, all `k` long.
+///
+/// Every pair is summed in the same order whatever block it falls in (one 8-lane accumulator
+/// over the whole row, [`hsum`], then the tail), so a row's result never depends on which
+/// other rows share the call: prefill stays batch-invariant.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemm_f32(d: *const f32, rows: usize, x: *const f32, n: usize, k: usize, out: *mut f32, ld: usize) {
+    let mut r = 0;
+    while r < rows {
+        let full_r = rows - r >= GEMM_R;
+        let mut i = 0;
+        while i < n {
+            let full_c = n - i >= GEMM_C;
+            let (dp, xp, op) = (d.add(r * k), x.add(i * k), out.add(r * ld + i));
+            match (full_r, full_c) {
+                (true, true) => gemm_block::<GEMM_R, GEMM_C>(dp, xp, k, op, ld),
+                (true, false) => gemm_block::<GEMM_R, 1>(dp, xp, k, op, ld),
+                (false, true) => gemm_block::<1, GEMM_C>(dp, xp, k, op, ld),
+                (false, false) => gemm_block::<1, 1>(dp, xp, k, op, ld),
+            }
+            i += if full_c { GEMM_C } else { 1 };
+        }
+        r += if full_r { GEMM_R } else { 1 };
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_block<const R: usize, const C: usize>(d: *const f32, x: *const f32, k: usize, out: *mut f32, ld: usize) {
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let mut j = 0;
+    while j + 8 <= k {
+        let mut xv = [_mm256_setzero_ps(); C];
+        for (c, v) in xv.iter_mut().enumerate() {
+            *v = _mm256_loadu_ps(x.add(c * k + j));
+        }
+        for (r, row) in acc.iter_mut().enumerate() {
+            let dv = _mm256_loadu_ps(d.add(r * k + j));
+            for (a, &v) in row.iter_mut().zip(&xv) {
+                *a = _mm256_fmadd_ps(dv, v, *a);
+            }
+        }
+        j += 8;
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (c, &a) in row.iter().enumerate() {
+            let mut s = hsum(a);
+            for t in j..k {
+                s += *d.add(r * k + t) * *x.add(c * k + t);
+            }
+            *out.add(r * ld + c) = s;
+        }
+    }
+}

@@ -178,6 +178,22 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     dot_f32_scalar(&a[..n], &b[..n])
 }
 
+/// `o[r * n + i] = d[r] · xs[i]` for the `rows` rows of `d` and the `n` rows of `xs`, each
+/// pair summed in an order that does not depend on the other rows.
+fn gemm_f32(d: &[f32], rows: usize, xs: &[f32], n: usize, k: usize, o: &mut [f32]) {
+    assert!(d.len() >= rows * k && xs.len() >= n * k && o.len() >= rows * n);
+    #[cfg(target_arch = "x86_64")]
+    if Isa::detected() == Isa::Avx2 {
+        // SAFETY: AVX2/FMA/F16C are present; the asserted lengths cover every access.
+        return unsafe { super::dot_avx2::gemm_f32(d.as_ptr(), rows, xs.as_ptr(), n, k, o.as_mut_ptr(), n) };
+    }
+    for (i, x) in xs.chunks_exact(k).take(n).enumerate() {
+        for (r, dr) in d.chunks_exact(k).take(rows).enumerate() {
+            o[r * n + i] = dot_f32_scalar(dr, x);
+        }
+    }
+}
+
 /// Batched product for prompt processing: `out[i * n_rows + r] = weights[r] · xs[i]` for
 /// the `n` activation rows of `xs` (row-major `n x k`).
 ///
@@ -242,11 +258,7 @@ pub fn matmul(
             // Shapes were checked above, so this cannot fail.
             let _ = dequantize(ty, row, d);
         }
-        for (i, x) in xs.chunks_exact(k).enumerate() {
-            for (r, d) in deq.chunks_exact(k).enumerate() {
-                o[r * n + i] = dot_f32(d, x);
-            }
-        }
+        gemm_f32(&deq, rows, xs, n, k, o);
     };
     let tile_rows = MATMUL_TILE_ROWS.min(rows_per_task(row_bytes).max(4));
     let work = weights.len().saturating_mul(n);

@@ -260,6 +260,26 @@ fn matmul_matches_dequantized_dot_per_activation_row() {
 }
 
 #[test]
+fn matmul_gives_each_activation_row_the_same_bits_whatever_rows_share_the_call() {
+    // Prefill chunks of different sizes (and other sequences' rows) must not change a row's
+    // logits: batch invariance and prefix reuse compare them bit for bit.
+    let mut rng = Rng(12);
+    // 203 columns: a tail past the last 8-lane step.
+    for (ty, n_rows, k) in [(GgmlType::Q8_0, 37, 224), (GgmlType::F16, 10, 203)] {
+        let w = random_row(&mut rng, ty, n_rows * k / ty.block_size());
+        let n = 11;
+        let xs: Vec<f32> = (0..n * k).map(|_| rng.normal()).collect();
+        let mut all = vec![0.0; n * n_rows];
+        matmul(ty, &w, n_rows, &xs, n, &mut all).unwrap();
+        for (start, len) in [(0, 2), (2, 5), (7, 4), (3, 3)] {
+            let mut part = vec![0.0; len * n_rows];
+            matmul(ty, &w, n_rows, &xs[start * k..(start + len) * k], len, &mut part).unwrap();
+            assert_eq!(part, all[start * n_rows..(start + len) * n_rows], "{ty} rows {start}..{}", start + len);
+        }
+    }
+}
+
+#[test]
 fn matvec_and_matmul_reject_inconsistent_shapes() {
     let w = vec![0u8; 18 * 4];
     let mut out = vec![0.0; 2];

@@ -1,7 +1,8 @@
 // Decode matvec: out[r] = W[r] · x for each of `n_tok` tokens, for up to three weights sharing the input
 // (fused QKV: their rows are concatenated), or for a gate/up pair producing act(gate) * up
 // (fused FFN). Optional prologue: the input's RMS/Layer norm statistics, so the input is
-// normalized as it is staged (norm fused into the matvec). Optional epilogue: + bias, and
+// normalized as it is staged (norm fused into the matvec), or attention's split-context
+// partials, merged as they are staged (the O projection). Optional epilogue: + bias, and
 // + residual written to a second output (residual add fused).
 //
 // R row slots per workgroup of 256 invocations, T = 256 / R invocations per slot (a slot is
@@ -146,7 +147,71 @@ fn load_x(j4: u32) -> vec4<f32> {
     }
     return v;
 }
-//#else
+//#endif
+//#if COMBINE
+// The input is attention's per-slice partials (max, sum, unnormalized output; see
+// attn_combine.wgsl), merged as they are staged, so the merge needs no dispatch of its own.
+// Here nw_off is the partials' offset, nb_off the slices per head, norm_kind the head size.
+var<workgroup> cw: array<f32, 512>; // each (head, slice)'s weight; heads * slices <= 512
+var<workgroup> cl: array<f32, 512>;
+
+fn combine_weights(lid: u32) {
+    let nc = P.nb_off;
+    let stride = P.norm_kind + 2u;
+    let n = P.k / P.norm_kind * nc;
+    // Every slice's (max, sum) in one parallel read, not a chain of loads per head.
+    let base = P.nw_off + tk * n * stride;
+    for (var i = lid; i < n; i += WG) {
+        cw[i] = act[base + i * stride];
+        cl[i] = act[base + i * stride + 1u];
+    }
+    workgroupBarrier();
+    var w = array<f32, 2>(0.0, 0.0); // n <= 2 * WG
+    for (var i = lid; i < n; i += WG) {
+        let h0 = i - i % nc;
+        var mx = -3.0e38;
+        for (var c = h0; c < h0 + nc; c++) {
+            mx = max(mx, cw[c]);
+        }
+        var l = 0.0;
+        for (var c = h0; c < h0 + nc; c++) {
+            l += exp(cw[c] - mx) * cl[c];
+        }
+        w[i / WG] = exp(cw[i] - mx) / l;
+    }
+    workgroupBarrier();
+    for (var i = lid; i < n; i += WG) {
+        cw[i] = w[i / WG];
+    }
+    workgroupBarrier();
+}
+
+fn part4(a: u32) -> vec4<f32> {
+    return vec4<f32>(act[a], act[a + 1u], act[a + 2u], act[a + 3u]);
+}
+
+fn load_x(j4: u32) -> vec4<f32> {
+    let nc = P.nb_off;
+    let hd = P.norm_kind;
+    let stride = hd + 2u;
+    let h = 4u * j4 / hd;
+    let w = h * nc;
+    let base = P.nw_off + (tk * (P.k / hd) + h) * nc * stride + 2u + 4u * j4 % hd;
+    // Two sums over alternate slices, as attn_combine.wgsl adds them.
+    var o0 = vec4<f32>(0.0);
+    var o1 = vec4<f32>(0.0);
+    var c = 0u;
+    for (; c + 1u < nc; c += 2u) {
+        o0 += cw[w + c] * part4(base + c * stride);
+        o1 += cw[w + c + 1u] * part4(base + (c + 1u) * stride);
+    }
+    if (c < nc) {
+        o0 += cw[w + c] * part4(base + c * stride);
+    }
+    return o0 + o1;
+}
+//#endif
+//#if PLAIN_X
 fn load_x(j4: u32) -> vec4<f32> {
     return act4[(xo >> 2u) + j4];
 }
@@ -182,6 +247,9 @@ fn body(wg: u32, lid: u32, sl: u32, ss: u32) {
     xo = P.x_off + tk * P.k;
 //#if NORM
     norm_stats(lid);
+//#endif
+//#if COMBINE
+    combine_weights(lid);
 //#endif
     let T = WG / P.r_per_wg;
     let rl = lid / T;
