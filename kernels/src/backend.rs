@@ -594,6 +594,14 @@ impl Backend for GpuBackend {
             kr.freq_scale.to_bits(),
             center as u32,
         ];
+        // A one-token step with the f32 cache appends its k and v inside attention (attention.wgsl)
+        // when q and k share their rope, which is how kv_write would rotate k.
+        let same_rope = match (q_rope, k_rope) {
+            (None, None) => true,
+            (Some(a), Some(b)) => (a.n_rot, a.neox, a.freq_off, a.freq_scale.to_bits()) == (b.n_rot, b.neox, b.freq_off, b.freq_scale.to_bits()),
+            _ => false,
+        };
+        let fresh = self.fuse && n == 1 && format.policy == KvPolicy::F32 && !center && same_rope;
         if center && pos0 == 0 {
             // The first write sets the centering vector: one invocation per channel, summing
             // over the rows (`total`, params[2], counts rows for this entry point).
@@ -601,8 +609,10 @@ impl Backend for GpuBackend {
             self.rec.dispatch(Op::KvCenter(format.policy), None, &wp, self.threads(kv_dim)?, Binds { kv: Some(kv.clone()), ..Default::default() });
             wp[2] = u(total, "kv rows")?;
         }
-        let wg = self.threads(total)?;
-        self.rec.dispatch(Op::KvWrite(format.policy), None, &wp, wg, Binds { kv: Some(kv.clone()), ..Default::default() });
+        if !fresh {
+            let wg = self.threads(total)?;
+            self.rec.dispatch(Op::KvWrite(format.policy), None, &wp, wg, Binds { kv: Some(kv.clone()), ..Default::default() });
+        }
         // Decode splits the context over workgroups of 64 positions; prefill has enough
         // (token, head) pairs to fill the device without.
         let span = p.window.map_or(pos0 + n, |w| w.min(pos0 + n));
@@ -630,6 +640,10 @@ impl Backend for GpuBackend {
             qr.n_rot as u32,
             qr.neox as u32,
             qr.freq_scale.to_bits(),
+            0,
+            ka.off,
+            va.off,
+            fresh as u32,
         ];
         let (gx, gy) = grid(&self.gpu, u(n * p.n_head * n_chunks, "attention rows")?);
         self.rec.dispatch(Op::Attention(format.policy), None, &ap, [gx, gy, 1], Binds { kv: Some(kv), ..Default::default() });

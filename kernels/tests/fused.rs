@@ -1,5 +1,6 @@
 //! Fused decode kernels (norm in the matvec prologue, QKV in one matvec, gate/up with the
-//! activation, residual add in the epilogue, rope applied by kv-write and attention) against
+//! activation, residual add in the epilogue, rope applied by kv-write and attention, the KV
+//! append done by attention, attention's merge done by the O matvec) against
 //! the same ops unfused on the GPU and against the CPU backend, over a transformer block
 //! written the way `engine::graph` calls the backend.
 //!
@@ -112,9 +113,9 @@ fn fused_decode_block_matches_unfused_and_cpu() {
         let (e_cpu, e_gpu) = (nmse(&got, &want), nmse(&got, &unfused));
         assert!(e_cpu < 1e-6, "{:?}/{:?}/{:?}: fused vs CPU NMSE {e_cpu:e}", c.ty, c.norm, c.act);
         assert!(e_gpu < 1e-9, "{:?}/{:?}/{:?}: fused vs unfused NMSE {e_gpu:e}", c.ty, c.norm, c.act);
-        // Decode steps: embed, QKV (norm fused), kv-write, attention, O (merging attention's
-        // partials) + residual, gate/up (norm fused), down + residual = 7 dispatches against 15
-        // or more unfused.
+        // Decode steps: embed, QKV (norm fused), attention (appending this step's k and v),
+        // O (merging attention's partials) + residual, gate/up (norm fused), down + residual =
+        // 6 dispatches against 15 or more unfused.
         assert!(fused.dispatches() * 3 < plain.dispatches() * 2, "fused {} vs unfused {} dispatches", fused.dispatches(), plain.dispatches());
     }
 }

@@ -14,6 +14,7 @@ struct Params {
     kv_dim: u32, window: u32, scale: f32, softcap: f32,
     n_chunks: u32, part_off: u32, rope: u32, freq_off: u32,
     n_rot: u32, neox: u32, freq_scale: f32, p0: u32,
+    k_off: u32, v_off: u32, fresh: u32, p1: u32,
 }
 
 //#if KVQ
@@ -21,6 +22,9 @@ struct Params {
 fn kv_rec(j: u32, kvh: u32) -> u32 {
     return (j * P.n_head_kv + kvh) * rec_words(P.head_dim);
 }
+
+// Quantized caches take their writes from kv_write.wgsl (`fresh` is never set for them).
+fn store_fresh(rec: u32, vrec: u32, d: u32) {}
 //#else
 @group(3) @binding(0) var<storage, read_write> kv4: array<vec4<f32>>;
 
@@ -34,6 +38,14 @@ fn kv_load(base: u32, d: u32, hd: u32) -> vec4<f32> {
 }
 
 fn kv_rotate_q(lid: u32) {}
+
+// A one-token decode step with the f32 cache appends its own k and v here rather than in
+// kv_write.wgsl, one dispatch fewer per layer: the slice holding the new position stores them
+// (from one of the q heads sharing the kv head) and every workgroup reads them from kf/vf.
+fn store_fresh(rec: u32, vrec: u32, d: u32) {
+    kv4[rec + d] = kf[d];
+    kv4[vrec + d] = vf[d];
+}
 //#endif
 
 //#if KV_HADAMARD
@@ -63,6 +75,24 @@ const WG: u32 = 64u;
 var<workgroup> qs: array<vec4<f32>, 64>; // head_dim <= 256
 var<workgroup> pr: array<f32, 64>;
 var<workgroup> red: array<f32, 64>;
+var<workgroup> kf: array<vec4<f32>, 64>; // this step's k (rotated) and v, with `fresh`
+var<workgroup> vf: array<vec4<f32>, 64>;
+var<private> fresh_pos: u32; // the position kf/vf stand for, or none
+
+// Vector d of position j's k (record at kb) or v, from this step's rows where j is the new one.
+fn key4(kb: u32, d: u32, j: u32) -> vec4<f32> {
+    if (j == fresh_pos) {
+        return kf[d];
+    }
+    return kv_load(kb, d, P.head_dim);
+}
+
+fn val4(vb: u32, d: u32, j: u32) -> vec4<f32> {
+    if (j == fresh_pos) {
+        return vf[d];
+    }
+    return kv_load(vb, d, P.head_dim);
+}
 
 fn wg_reduce(v: f32, lid: u32, is_max: bool) -> f32 {
     red[lid] = v;
@@ -116,7 +146,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var d = lid; d < hd4; d += WG) {
         qs[d] = vec4<f32>(q_elem(qb, pos, 4u * d), q_elem(qb, pos, 4u * d + 1u), q_elem(qb, pos, 4u * d + 2u), q_elem(qb, pos, 4u * d + 3u));
     }
+    fresh_pos = 0xFFFFFFFFu;
+    if (P.fresh != 0u) {
+        // k rotated exactly as kv_write.wgsl would (q and k share the rope settings here).
+        fresh_pos = pos;
+        let kb0 = P.k_off + kvh * hd;
+        let vb0 = P.v_off + kvh * hd;
+        for (var d = lid; d < hd4; d += WG) {
+            kf[d] = vec4<f32>(q_elem(kb0, pos, 4u * d), q_elem(kb0, pos, 4u * d + 1u), q_elem(kb0, pos, 4u * d + 2u), q_elem(kb0, pos, 4u * d + 3u));
+            vf[d] = vec4<f32>(act[vb0 + 4u * d], act[vb0 + 4u * d + 1u], act[vb0 + 4u * d + 2u], act[vb0 + 4u * d + 3u]);
+        }
+    }
     workgroupBarrier();
+    if (P.fresh != 0u && h % (P.n_head / P.n_head_kv) == 0u && tile1 == tiles && tile0 < tile1) {
+        let rec = kv_rec(pos, kvh);
+        for (var d = lid; d < hd4; d += WG) {
+            store_fresh(rec, kv_rec(P.n_ctx, 0u) + rec, d);
+        }
+    }
     kv_rotate_q(lid);
     // Records of one position (its row stride), and where the v records start.
     let rs = kv_rec(1u, 0u);
@@ -138,19 +185,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             var db = vec4<f32>(0.0);
             var d = 0u;
             for (; d + 7u < hd4; d += 8u) {
-                let k0 = kv_load(kb, d, hd);
-                let k1 = kv_load(kb, d + 1u, hd);
-                let k2 = kv_load(kb, d + 2u, hd);
-                let k3 = kv_load(kb, d + 3u, hd);
-                let k4 = kv_load(kb, d + 4u, hd);
-                let k5 = kv_load(kb, d + 5u, hd);
-                let k6 = kv_load(kb, d + 6u, hd);
-                let k7 = kv_load(kb, d + 7u, hd);
+                let k0 = key4(kb, d, j);
+                let k1 = key4(kb, d + 1u, j);
+                let k2 = key4(kb, d + 2u, j);
+                let k3 = key4(kb, d + 3u, j);
+                let k4 = key4(kb, d + 4u, j);
+                let k5 = key4(kb, d + 5u, j);
+                let k6 = key4(kb, d + 6u, j);
+                let k7 = key4(kb, d + 7u, j);
                 da += (qs[d] * k0 + qs[d + 1u] * k1) + (qs[d + 2u] * k2 + qs[d + 3u] * k3);
                 db += (qs[d + 4u] * k4 + qs[d + 5u] * k5) + (qs[d + 6u] * k6 + qs[d + 7u] * k7);
             }
             for (; d < hd4; d++) {
-                da += qs[d] * kv_load(kb, d, hd);
+                da += qs[d] * key4(kb, d, j);
             }
             let d4 = da + db;
             s = (d4.x + d4.y + d4.z + d4.w) * P.scale;
@@ -169,14 +216,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let vb = vbase + kv_rec(j0, kvh);
             var jj = lid / hd4;
             for (; jj + 3u * rstep < cnt; jj += 4u * rstep) {
-                let v0 = kv_load(vb + jj * rs, dl, hd);
-                let v1 = kv_load(vb + (jj + rstep) * rs, dl, hd);
-                let v2 = kv_load(vb + (jj + 2u * rstep) * rs, dl, hd);
-                let v3 = kv_load(vb + (jj + 3u * rstep) * rs, dl, hd);
+                let v0 = val4(vb + jj * rs, dl, j0 + jj);
+                let v1 = val4(vb + (jj + rstep) * rs, dl, j0 + jj + rstep);
+                let v2 = val4(vb + (jj + 2u * rstep) * rs, dl, j0 + jj + 2u * rstep);
+                let v3 = val4(vb + (jj + 3u * rstep) * rs, dl, j0 + jj + 3u * rstep);
                 o += (pr[jj] * v0 + pr[jj + rstep] * v1) + (pr[jj + 2u * rstep] * v2 + pr[jj + 3u * rstep] * v3);
             }
             for (; jj < cnt; jj += rstep) {
-                o += pr[jj] * kv_load(vb + jj * rs, dl, hd);
+                o += pr[jj] * val4(vb + jj * rs, dl, j0 + jj);
             }
         }
         m = mnew;
