@@ -200,7 +200,7 @@ impl GpuBackend {
         let reads = n_wg * c.n_head * c.n_chunks * c.head_dim * 4;
         // The plain matvec's 20 KiB of workgroup memory, plus two floats per (head, slice).
         let room = self.gpu.limits.max_compute_workgroup_storage_size >= (20 + 4) << 10;
-        (c.n == 1 && c.n_head * c.n_chunks <= 512 && room && reads <= COMBINE_FOLD_BYTES).then_some(c)
+        (c.n_head * c.n_chunks <= 512 && room && reads <= COMBINE_FOLD_BYTES).then_some(c)
     }
 
     /// Emits the open group, if any.

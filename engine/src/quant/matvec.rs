@@ -166,18 +166,6 @@ fn untranspose(out_t: &[f32], n: usize, n_rows: usize, out: &mut [f32]) {
     }
 }
 
-/// f32 dot product on the best available instruction set.
-pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    #[cfg(target_arch = "x86_64")]
-    if Isa::detected() == Isa::Avx2 {
-        // SAFETY: AVX2/FMA/F16C are present, and both slices hold at least `n` elements.
-        return unsafe { super::dot_avx2::dot_f32(a.as_ptr(), b.as_ptr(), n) };
-    }
-    let _ = Isa::Scalar;
-    dot_f32_scalar(&a[..n], &b[..n])
-}
-
 /// `o[r * n + i] = d[r] · xs[i]` for the `rows` rows of `d` and the `n` rows of `xs`, each
 /// pair summed in an order that does not depend on the other rows.
 fn gemm_f32(d: &[f32], rows: usize, xs: &[f32], n: usize, k: usize, o: &mut [f32]) {

@@ -32,7 +32,7 @@ mod types;
 pub use dequant::{dequantize, dequantize_to_vec, element_count, supports_dequantize};
 pub use dot::{vec_dot, vec_dot_with, Isa};
 pub use error::QuantError;
-pub use matvec::{dot_f32, matmul, matvec, matvec_rows};
+pub use matvec::{matmul, matvec, matvec_rows};
 pub use quantize::{quantize, supports_quantize};
 pub use types::{GgmlType, QK_K};
 

@@ -146,8 +146,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var d = lid; d < hd4; d += WG) {
         qs[d] = vec4<f32>(q_elem(qb, pos, 4u * d), q_elem(qb, pos, 4u * d + 1u), q_elem(qb, pos, 4u * d + 2u), q_elem(qb, pos, 4u * d + 3u));
     }
+    // Only the slice holding the new position meets it; the others read the cache alone.
+    let holds_new = P.fresh != 0u && tile1 == tiles && tile0 < tile1;
     fresh_pos = 0xFFFFFFFFu;
-    if (P.fresh != 0u) {
+    if (holds_new) {
         // k rotated exactly as kv_write.wgsl would (q and k share the rope settings here).
         fresh_pos = pos;
         let kb0 = P.k_off + kvh * hd;
@@ -158,7 +160,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
     workgroupBarrier();
-    if (P.fresh != 0u && h % (P.n_head / P.n_head_kv) == 0u && tile1 == tiles && tile0 < tile1) {
+    if (holds_new && h % (P.n_head / P.n_head_kv) == 0u) {
         let rec = kv_rec(pos, kvh);
         for (var d = lid; d < hd4; d += WG) {
             store_fresh(rec, kv_rec(P.n_ctx, 0u) + rec, d);
