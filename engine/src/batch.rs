@@ -4,8 +4,8 @@
 //! join and leave at step boundaries and a long prompt never stalls the others' streams.
 //!
 //! Tokens do not depend on batching: a decode row is computed exactly as it would be alone
-//! ([`forward_decode_batch`]), a prompt is always prefilled on its own, and each session
-//! samples with its own seeded RNG.
+//! ([`forward_decode_batch`](crate::graph::forward_decode_batch)), a prompt is always
+//! prefilled on its own, and each session samples with its own seeded RNG.
 //!
 //! Prefix reuse: a prompt chunk whose tokens, position and extent match a chunk another
 //! sequence (running, or recently finished and retained) already computed is copied from that
@@ -19,12 +19,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::backend::{BackendError, SeqId};
+use crate::backend::{Act, Backend, BackendError, SeqId};
 use crate::budget::{MemoryBudget, Reservation};
 use crate::constraint::Hooks;
 use crate::error::EngineError;
 use crate::generate::{self, Exec, GenerateOutput, GenerateParams, Step};
-use crate::graph::{forward, forward_act, forward_decode_batch, Logits};
+use crate::graph::{forward, forward_act, forward_decode_batch_act, Logits};
 use crate::model::Model;
 use crate::tokenizer::Tokenizer;
 
@@ -503,29 +503,36 @@ fn step(model: &mut Model, seqs: &mut Seqs, prefills: &mut VecDeque<Pending>, de
     }
 }
 
-/// One decode row per pending request: batched on a backend that batches rows (masks then
-/// applied here with the CPU twins of the device ops, which is what that backend runs),
-/// otherwise row by row with masked picks on the device, so a GPU reads back only their ids.
+/// One decode row per pending request: batched on a backend that batches rows, otherwise row
+/// by row with masked picks on the device, so a GPU reads back only their ids. A batch of
+/// greedy rows (each with its mask) picks on the device too; a batch where some row wants its
+/// logits reads them all back and picks the greedy rows with the CPU twins of the device ops.
 fn decode(model: &mut Model, batch: &[Pending]) -> Vec<Result<Out, EngineError>> {
     let m = &mut *model;
     let n_vocab = m.spec.hparams.n_vocab;
     if batch.len() > 1 && m.backend.batches_rows() {
         let rows: Vec<(SeqId, u32, usize)> = batch.iter().map(|p| (p.seq, p.tokens[0], p.pos0)).collect();
-        return match forward_decode_batch(&m.spec, &m.weights, m.backend.as_mut(), &rows) {
-            Ok(all) => {
-                let cols = all.len() / batch.len();
-                let row_out = |(p, row): (&Pending, &[f32])| {
-                    let mut l = row.to_vec();
-                    Ok(match &p.banned {
-                        Some(bits) => {
-                            crate::cpu::ops::mask_logits(&mut l, cols, bits);
-                            Out::Token(crate::cpu::ops::argmax(&l))
-                        }
-                        None => Out::Logits(l),
-                    })
-                };
-                batch.iter().zip(all.chunks_exact(cols.max(1))).map(row_out).collect()
+        let be = m.backend.as_mut();
+        let result = forward_decode_batch_act(&m.spec, &m.weights, be, &rows).and_then(|act| {
+            if batch.iter().all(|p| p.banned.is_some()) {
+                return pick_rows(be, act, batch, n_vocab).map(|ids| ids.into_iter().map(|t| Ok(Out::Token(t))).collect());
             }
+            let all = be.read(act)?;
+            let cols = all.len() / batch.len();
+            let row_out = |(p, row): (&Pending, &[f32])| {
+                let mut l = row.to_vec();
+                Ok(match &p.banned {
+                    Some(bits) => {
+                        crate::cpu::ops::mask_logits(&mut l, cols, bits);
+                        Out::Token(crate::cpu::ops::argmax(&l))
+                    }
+                    None => Out::Logits(l),
+                })
+            };
+            Ok(batch.iter().zip(all.chunks_exact(cols.max(1))).map(row_out).collect())
+        });
+        return match result {
+            Ok(outs) => outs,
             Err(e) => batch.iter().map(|_| Err(BackendError::Device(e.to_string()).into())).collect(),
         };
     }
@@ -540,4 +547,21 @@ fn decode(model: &mut Model, batch: &[Pending]) -> Vec<Result<Out, EngineError>>
             })
         })
         .collect()
+}
+
+/// Each row's greedy pick from the batch's logits `act` with that row's banned bitset masked
+/// out, on the device: only the ids come back.
+fn pick_rows(be: &mut dyn Backend, act: Act, batch: &[Pending], n_vocab: usize) -> Result<Vec<u32>, BackendError> {
+    let unmasked = batch.iter().all(|p| p.banned.as_ref().is_none_or(|b| b.iter().all(|&w| w == 0)));
+    let all = if unmasked {
+        act
+    } else {
+        let mut rows = Vec::with_capacity(batch.len());
+        for (i, p) in batch.iter().enumerate() {
+            let row = be.row_slice(act, i, 1)?;
+            rows.push(be.mask_logits(row, p.banned.as_deref().unwrap_or(&[]))?);
+        }
+        be.concat_rows(&rows)?
+    };
+    be.argmax(all, n_vocab)
 }
