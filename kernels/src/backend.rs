@@ -116,6 +116,8 @@ pub struct GpuBackend {
     /// Row groups per matvec workgroup, when set (HANGAR_MV_GROUPS: N, or aN for about N
     /// workgroups; for tuning).
     pub(crate) mv_groups: Option<MvGroups>,
+    /// Matvec rows from this width on walk two blocks a step (HANGAR_MV_PAIRS, for tuning).
+    pub(crate) mv_pair_cols: usize,
     reuse_bytes: u64,
     /// Rope frequency tables uploaded in this step, by their bits (one per layer otherwise).
     freq_cache: HashMap<Vec<u32>, u32>,
@@ -151,6 +153,7 @@ impl GpuBackend {
             token_from_device: false,
             mv_threads: std::env::var("HANGAR_MV_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).map(|t| t.next_power_of_two()),
             mv_groups: MvGroups::from_env(),
+            mv_pair_cols: std::env::var("HANGAR_MV_PAIRS").ok().and_then(|v| v.parse().ok()).unwrap_or(crate::fuse::MV_PAIR_COLS),
             freq_cache: HashMap::new(),
             reuse_bytes: opts.reuse_bytes.unwrap_or(REUSE_BYTES),
             gpu,

@@ -83,6 +83,14 @@ fn matvec_matches_reference_for_every_type() {
 }
 
 #[test]
+fn matvec_matches_reference_for_rows_wide_enough_to_walk_two_blocks_at_a_time() {
+    // 4,352 columns: past the width where each step takes two blocks, and over two staged chunks.
+    for ty in ALL_TYPES {
+        linear_case(ty, 37, 4352, 1, BackendOptions::default());
+    }
+}
+
+#[test]
 fn matmul_matches_reference_for_every_type() {
     // 6 tokens: one full tile of 4 and a partial one.
     for ty in ALL_TYPES {

@@ -32,6 +32,7 @@ struct Params {
 const WG: u32 = 256u;
 const F_RESIDUAL: u32 = 1u;
 const F_GATED: u32 = 2u;
+const F_PAIRS: u32 = 4u;
 const NO_BIAS: u32 = 0xFFFFFFFFu;
 const CB: u32 = 128u; // blocks of 32 values per staged chunk
 const BS: u32 = 9u; // vec4 slots per staged block (8 + 1 of padding)
@@ -309,8 +310,9 @@ fn body(wg: u32, lid: u32, sl: u32, ss: u32) {
                 staged = c0;
             }
             var u = c0 + t;
-            // Two blocks per iteration, so their loads are in flight together.
-            for (; u + T < c1; u += 2u * T) {
+            // Long rows: two blocks per iteration, so their loads are in flight together
+            // (slower for short rows, fewer registers being worth more there).
+            for (; (P.flags & F_PAIRS) != 0u && u + T < c1; u += 2u * T) {
                 a += udot(row, u) + udot(row, u + T);
                 b += udot(row_u, u) + udot(row_u, u + T);
             }
