@@ -186,6 +186,22 @@ pub trait Backend: Send {
     /// bitset bans nothing and may return `x` itself (unhooked greedy decoding).
     fn mask_logits(&mut self, x: Act, banned: &[u32]) -> Result<Act, BackendError>;
 
+    /// Each row `i` of `x` masked with its own bitset `banned[i]`, as
+    /// [`mask_logits`](Self::mask_logits) masks with one: a batched step whose sequences carry
+    /// different policies or output constraints. Rows with an empty bitset are kept. The
+    /// default masks row by row; a GPU backend masks every row in one dispatch.
+    fn mask_logits_rows(&mut self, x: Act, banned: &[&[u32]]) -> Result<Act, BackendError> {
+        if banned.iter().all(|b| b.iter().all(|&w| w == 0)) {
+            return Ok(x);
+        }
+        let mut rows = Vec::with_capacity(banned.len());
+        for (i, b) in banned.iter().enumerate() {
+            let row = self.row_slice(x, i, 1)?;
+            rows.push(self.mask_logits(row, b)?);
+        }
+        self.concat_rows(&rows)
+    }
+
     /// The greedy pick from the one-row logits `x` (`cols` wide) with the `banned` bitset
     /// masked out: [`mask_logits`](Self::mask_logits) then [`argmax`](Self::argmax).
     fn pick_masked(&mut self, x: Act, banned: &[u32], cols: usize) -> Result<u32, BackendError> {

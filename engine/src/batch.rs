@@ -552,16 +552,7 @@ fn decode(model: &mut Model, batch: &[Pending]) -> Vec<Result<Out, EngineError>>
 /// Each row's greedy pick from the batch's logits `act` with that row's banned bitset masked
 /// out, on the device: only the ids come back.
 fn pick_rows(be: &mut dyn Backend, act: Act, batch: &[Pending], n_vocab: usize) -> Result<Vec<u32>, BackendError> {
-    let unmasked = batch.iter().all(|p| p.banned.as_ref().is_none_or(|b| b.iter().all(|&w| w == 0)));
-    let all = if unmasked {
-        act
-    } else {
-        let mut rows = Vec::with_capacity(batch.len());
-        for (i, p) in batch.iter().enumerate() {
-            let row = be.row_slice(act, i, 1)?;
-            rows.push(be.mask_logits(row, p.banned.as_deref().unwrap_or(&[]))?);
-        }
-        be.concat_rows(&rows)?
-    };
+    let banned: Vec<&[u32]> = batch.iter().map(|p| p.banned.as_deref().unwrap_or(&[])).collect();
+    let all = be.mask_logits_rows(act, &banned)?;
     be.argmax(all, n_vocab)
 }

@@ -774,6 +774,10 @@ impl Backend for GpuBackend {
         self.mask(x, banned)
     }
 
+    fn mask_logits_rows(&mut self, x: Act, banned: &[&[u32]]) -> Result<Act, BackendError> {
+        self.mask_rows(x, banned)
+    }
+
     fn sample(&mut self, x: Act, p: &DeviceSampling, u01: f32) -> Result<u32, BackendError> {
         self.sample_one(x, p, u01)
     }

@@ -75,6 +75,31 @@ impl GpuBackend {
         Ok(out)
     }
 
+    /// Each row masked with its own bitset, in one dispatch (`Backend::mask_logits_rows`): the
+    /// bitsets are packed at the longest one's stride, the shorter ones padded with zero words
+    /// (which ban nothing, as a short bitset does).
+    pub(crate) fn mask_rows(&mut self, x: Act, banned: &[&[u32]]) -> Result<Act, BackendError> {
+        let a = self.ready(x)?;
+        if banned.len() != a.rows {
+            return Err(shape("mask_logits_rows", format!("{} bitsets for {} rows", banned.len(), a.rows)));
+        }
+        let stride = banned.iter().map(|b| b.len()).max().unwrap_or(0);
+        if banned.iter().all(|b| b.iter().all(|&w| w == 0)) {
+            return Ok(x);
+        }
+        let mut words = vec![0u32; a.rows * stride];
+        for (dst, b) in words.chunks_exact_mut(stride).zip(banned) {
+            dst[..b.len()].copy_from_slice(b);
+        }
+        let total = a.rows * a.cols;
+        let mask_off = self.rec.upload(bytemuck::cast_slice(&words))?;
+        let (out, off) = self.new_act(a.rows, a.cols)?;
+        let p = [a.off, a.cols as u32, mask_off, u(stride, "mask words")?, off, u(total, "logits")?, u(stride, "mask words")?, 0];
+        let wg = self.threads(total)?;
+        self.rec.dispatch(Op::Mask, None, &p, wg, Binds::default());
+        Ok(out)
+    }
+
     /// A token drawn on the device from one row of logits (`Backend::sample`).
     pub(crate) fn sample_one(&mut self, x: Act, p: &DeviceSampling, u01: f32) -> Result<u32, BackendError> {
         let a = self.ready(x)?;

@@ -128,3 +128,56 @@ fn mask_logits_matches_reference() {
         assert!(banned.get(t as usize / 32).is_none_or(|w| w >> (t % 32) & 1 == 0), "sampled banned token {t}");
     }
 }
+
+/// Tolerance: none, as for one bitset. Three rows under different bitsets (one long, one
+/// shorter than the others, one empty) in one dispatch give each row exactly what masking it
+/// alone with its own bitset gives, and the batched argmax never picks a row's banned token.
+#[test]
+fn mask_logits_rows_masks_each_row_with_its_own_bitset() {
+    let mut rng = Rng::new(21);
+    let (rows, vocab) = (3, 1000);
+    let x = rng.vec(rows * vocab, 5.0);
+    let f = file(vec![T { name: "x".into(), ty: GgmlType::F32, dims: vec![vocab as u64, rows as u64], data: bytemuck::cast_slice(&x).to_vec() }]);
+    let maxima: Vec<u32> = x.chunks(vocab).map(ops::argmax).collect();
+    let mut long = vec![0u32; vocab.div_ceil(32)];
+    let mut short = vec![0u32; 8];
+    for c in (0..vocab).step_by(2) {
+        long[c / 32] |= 1 << (c % 32);
+    }
+    for c in (1..256).step_by(5) {
+        short[c / 32] |= 1 << (c % 32);
+    }
+    // Each row's own maximum is banned in its own bitset only where that bitset reaches it.
+    for (r, b) in [(0usize, &mut long), (1, &mut short)] {
+        let c = maxima[r] as usize;
+        if let Some(w) = b.get_mut(c / 32) {
+            *w |= 1 << (c % 32);
+        }
+    }
+    let banned: [&[u32]; 3] = [&long, &short, &[]];
+    let mut want = x.clone();
+    for (row, b) in want.chunks_mut(vocab).zip(banned) {
+        ops::mask_logits(row, vocab, b);
+    }
+    assert_ne!(want[..vocab], x[..vocab], "row 0 is masked");
+    assert_eq!(want[2 * vocab..], x[2 * vocab..], "row 2 has no bitset");
+
+    let mut be = GpuBackend::new(gpu());
+    let id = be.load_weight(&f, "x").expect("load");
+    be.begin_step();
+    let a = be.embed(id, &[0, 1, 2]).expect("embed");
+    let m = be.mask_logits_rows(a, &banned).expect("mask rows");
+    let got = be.read(m).expect("read");
+    assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+
+    be.begin_step();
+    let a = be.embed(id, &[0, 1, 2]).expect("embed");
+    let m = be.mask_logits_rows(a, &banned).expect("mask rows");
+    let ids = be.argmax(m, vocab).expect("argmax");
+    assert_eq!(ids, want.chunks(vocab).map(ops::argmax).collect::<Vec<_>>());
+    assert_eq!(ids[2], maxima[2], "the unmasked row keeps its maximum");
+
+    be.begin_step();
+    let a = be.embed(id, &[0, 1]).expect("embed");
+    assert!(be.mask_logits_rows(a, &banned).is_err(), "three bitsets for two rows is a shape error");
+}

@@ -1,5 +1,5 @@
 // Token mask before argmax/sampling: out = -inf where the token's bit is set in the banned
-// bitset, else x. The bitset (bit c % 32 of word c / 32, uploaded by the host as raw words)
+// bitset (the row's own, with `row_words`), else x. The bitset (bit c % 32 of word c / 32, uploaded by the host as raw words)
 // lives in the activation scratch like any small host input. Exact: values are copied or
 // replaced, never computed, so the CPU twin `cpu::ops::mask_logits` matches bit for bit.
 struct Params {
@@ -8,7 +8,10 @@ struct Params {
     // Offset of the bitset, in elements (one u32 word each); `words` words long.
     mask_off: u32, words: u32,
     // Offset of the output, in elements; `total` = rows * cols.
-    out_off: u32, total: u32, p0: u32, p1: u32,
+    out_off: u32, total: u32,
+    // Nonzero: each row has its own bitset, `row_words` words after the previous row's (a
+    // batched step's sequences under different constraints); zero: one bitset for all rows.
+    row_words: u32, p1: u32,
 }
 
 @compute @workgroup_size(64)
@@ -20,9 +23,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let c = i % P.cols;
     let w = c / 32u;
+    let row_base = (i / P.cols) * P.row_words;
     var banned = false;
     if (w < P.words) {
-        banned = ((bitcast<u32>(act[P.mask_off + w]) >> (c % 32u)) & 1u) == 1u;
+        banned = ((bitcast<u32>(act[P.mask_off + row_base + w]) >> (c % 32u)) & 1u) == 1u;
     }
     // -inf has no WGSL literal; its bits are 0xff800000.
     act[P.out_off + i] = select(act[P.x_off + i], bitcast<f32>(0xff800000u), banned);
