@@ -11,6 +11,11 @@ use hangar_engine::cpu::ops;
 use hangar_engine::quant::GgmlType;
 use hangar_kernels::GpuBackend;
 
+/// A file whose one F32 tensor "x" holds `rows` rows of `vocab` logits, embedded by row index.
+fn logits_file(x: &[f32], vocab: usize, rows: usize) -> std::sync::Arc<hangar_engine::gguf::GgufFile> {
+    file(vec![T { name: "x".into(), ty: GgmlType::F32, dims: vec![vocab as u64, rows as u64], data: bytemuck::cast_slice(x).to_vec() }])
+}
+
 #[test]
 fn argmax_matches_reference_per_row_and_prefers_the_first_maximum() {
     // 3,000 columns take one workgroup a row; 20,000 are split into slices whose maxima a
@@ -24,7 +29,7 @@ fn argmax_matches_reference_per_row_and_prefers_the_first_maximum() {
         x[2 * vocab + 3] = f32::NAN;
         x[3 * vocab + far] = 11.0;
         x[4 * vocab + vocab - 1] = 10.0;
-        let f = file(vec![T { name: "x".into(), ty: GgmlType::F32, dims: vec![vocab as u64, n as u64], data: bytemuck::cast_slice(&x).to_vec() }]);
+        let f = logits_file(&x, vocab, n);
         let want: Vec<u32> = x.chunks(vocab).map(ops::argmax).collect();
         assert_eq!((want[1], want[3], want[4]), (17, far as u32, vocab as u32 - 1));
         let mut be = GpuBackend::new(gpu());
@@ -40,7 +45,7 @@ fn sample_matches_reference_for_temperature_top_k_and_top_p() {
     let mut rng = Rng::new(9);
     let vocab = 5000;
     let x = rng.vec(2 * vocab, 6.0);
-    let f = file(vec![T { name: "x".into(), ty: GgmlType::F32, dims: vec![vocab as u64, 2], data: bytemuck::cast_slice(&x).to_vec() }]);
+    let f = logits_file(&x, vocab, 2);
     let mut be = GpuBackend::new(gpu());
     let id = be.load_weight(&f, "x").expect("load");
     let params = [
@@ -70,7 +75,7 @@ fn sampling_reads_back_in_one_submission() {
     let mut rng = Rng::new(2);
     let vocab = 1000;
     let x = rng.vec(2 * vocab, 3.0);
-    let f = file(vec![T { name: "x".into(), ty: GgmlType::F32, dims: vec![vocab as u64, 2], data: bytemuck::cast_slice(&x).to_vec() }]);
+    let f = logits_file(&x, vocab, 2);
     let mut be = GpuBackend::new(gpu());
     let id = be.load_weight(&f, "x").expect("load");
     be.begin_step();
@@ -87,7 +92,7 @@ fn mask_logits_matches_reference() {
     let mut rng = Rng::new(13);
     let (rows, vocab) = (2, 1000);
     let x = rng.vec(rows * vocab, 5.0);
-    let f = file(vec![T { name: "x".into(), ty: GgmlType::F32, dims: vec![vocab as u64, rows as u64], data: bytemuck::cast_slice(&x).to_vec() }]);
+    let f = logits_file(&x, vocab, rows);
     // Ban every third token, both rows' maxima, and the last column; the bitset is one word
     // short of covering the vocabulary, so the columns past it must be kept.
     let mut banned = vec![0u32; vocab / 32];
@@ -137,7 +142,7 @@ fn mask_logits_rows_masks_each_row_with_its_own_bitset() {
     let mut rng = Rng::new(21);
     let (rows, vocab) = (3, 1000);
     let x = rng.vec(rows * vocab, 5.0);
-    let f = file(vec![T { name: "x".into(), ty: GgmlType::F32, dims: vec![vocab as u64, rows as u64], data: bytemuck::cast_slice(&x).to_vec() }]);
+    let f = logits_file(&x, vocab, rows);
     let maxima: Vec<u32> = x.chunks(vocab).map(ops::argmax).collect();
     let mut long = vec![0u32; vocab.div_ceil(32)];
     let mut short = vec![0u32; 8];
