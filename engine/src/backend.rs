@@ -186,7 +186,7 @@ pub trait Backend: Send {
     /// bitset bans nothing and may return `x` itself (unhooked greedy decoding).
     fn mask_logits(&mut self, x: Act, banned: &[u32]) -> Result<Act, BackendError>;
 
-    /// Each row `i` of `x` masked with its own bitset `banned[i]`, as
+    /// Each row `i` of `x` masked with its own bitset `banned[i]` (one per row), as
     /// [`mask_logits`](Self::mask_logits) masks with one: a batched step whose sequences carry
     /// different policies or output constraints. Rows with an empty bitset are kept. The
     /// default masks row by row; a GPU backend masks every row in one dispatch.

@@ -1,7 +1,8 @@
 // Token mask before argmax/sampling: out = -inf where the token's bit is set in the banned
-// bitset (the row's own, with `row_words`), else x. The bitset (bit c % 32 of word c / 32, uploaded by the host as raw words)
-// lives in the activation scratch like any small host input. Exact: values are copied or
-// replaced, never computed, so the CPU twin `cpu::ops::mask_logits` matches bit for bit.
+// bitset (the row's own, with `row_words`), else x. The bitset (bit c % 32 of word c / 32,
+// uploaded by the host as raw words) lives in the activation scratch like any small host
+// input. Exact: values are copied or replaced, never computed, so the CPU twin
+// `cpu::ops::mask_logits` matches bit for bit.
 struct Params {
     // Offset of the logits, in elements; rows of `cols` values.
     x_off: u32, cols: u32,
