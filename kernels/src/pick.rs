@@ -63,38 +63,38 @@ impl GpuBackend {
         if banned.is_empty() {
             return Ok(x);
         }
-        let a = self.ready(x)?;
-        let total = a.rows * a.cols;
-        // The words travel as f32 bit patterns (the scratch is f32) and are reinterpreted in
-        // the shader; nothing reads them as numbers.
-        let mask_off = self.rec.upload(bytemuck::cast_slice(banned))?;
-        let (out, off) = self.new_act(a.rows, a.cols)?;
-        let p = [a.off, a.cols as u32, mask_off, u(banned.len(), "mask words")?, off, u(total, "logits")?, 0, 0];
-        let wg = self.threads(total)?;
-        self.rec.dispatch(Op::Mask, None, &p, wg, Binds::default());
-        Ok(out)
+        self.dispatch_mask(x, banned, banned.len(), 0)
     }
 
     /// Each row masked with its own bitset, in one dispatch (`Backend::mask_logits_rows`): the
     /// bitsets are packed at the longest one's stride, the shorter ones padded with zero words
     /// (which ban nothing, as a short bitset does).
     pub(crate) fn mask_rows(&mut self, x: Act, banned: &[&[u32]]) -> Result<Act, BackendError> {
-        let a = self.ready(x)?;
-        if banned.len() != a.rows {
-            return Err(shape("mask_logits_rows", format!("{} bitsets for {} rows", banned.len(), a.rows)));
+        let rows = self.ready(x)?.rows;
+        if banned.len() != rows {
+            return Err(shape("mask_logits_rows", format!("{} bitsets for {rows} rows", banned.len())));
         }
-        let stride = banned.iter().map(|b| b.len()).max().unwrap_or(0);
         if banned.iter().all(|b| b.iter().all(|&w| w == 0)) {
             return Ok(x);
         }
-        let mut words = vec![0u32; a.rows * stride];
+        let stride = banned.iter().map(|b| b.len()).max().unwrap_or(0);
+        let mut words = vec![0u32; rows * stride];
         for (dst, b) in words.chunks_exact_mut(stride).zip(banned) {
             dst[..b.len()].copy_from_slice(b);
         }
+        self.dispatch_mask(x, &words, stride, stride)
+    }
+
+    /// mask.wgsl over `x` with the bitset words `words` (`len` words a bitset; `row_words` apart
+    /// per row, or 0 for one bitset for every row).
+    fn dispatch_mask(&mut self, x: Act, words: &[u32], len: usize, row_words: usize) -> Result<Act, BackendError> {
+        let a = self.ready(x)?;
         let total = a.rows * a.cols;
-        let mask_off = self.rec.upload(bytemuck::cast_slice(&words))?;
+        // The words travel as f32 bit patterns (the scratch is f32) and are reinterpreted in
+        // the shader; nothing reads them as numbers.
+        let mask_off = self.rec.upload(bytemuck::cast_slice(words))?;
         let (out, off) = self.new_act(a.rows, a.cols)?;
-        let p = [a.off, a.cols as u32, mask_off, u(stride, "mask words")?, off, u(total, "logits")?, u(stride, "mask words")?, 0];
+        let p = [a.off, a.cols as u32, mask_off, u(len, "mask words")?, off, u(total, "logits")?, u(row_words, "mask words")?, 0];
         let wg = self.threads(total)?;
         self.rec.dispatch(Op::Mask, None, &p, wg, Binds::default());
         Ok(out)
