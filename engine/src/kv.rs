@@ -26,6 +26,14 @@
 //! perplexity cost on Qwen2.5-0.5B from +2.6% to +0.2% and int4's on SmolLM2 from +18% to +7%
 //! (bench/RESULTS.md). Logit soft-capping is not shift-invariant, so models with it
 //! (`attn_softcap`) are not centered.
+//!
+//! **Exact window (int4).** The int4 policies also keep the newest positions exact: a query at
+//! position `pos` reads position `j` from an f32 copy when `pos - j < INT4_WINDOW`, and from its
+//! int4 record otherwise (KIVI's full-precision residual window). The copies live in a [`Ring`]
+//! of `INT4_RING` slots per layer and sequence, beside the centering vector. Recent positions
+//! draw most of a query's attention, so their coding error costs most: on 20,480 tokens
+//! (bench/RESULTS.md) a window of 32 took SmolLM2's int4 from +3.8% to +1.6% over f32. The
+//! window adds `kv_bytes_per_sequence`, not bytes per token.
 
 use std::fmt;
 use std::str::FromStr;
@@ -154,12 +162,110 @@ pub fn kv_bytes_per_token(policy: KvPolicy, n_layer: usize, n_head_kv: usize, he
 }
 
 /// Bytes a sequence's cache holds besides its positions: the centering vectors of the integer
-/// policies, `4 · kv_dim` per layer (allocated whether or not a model soft-caps).
+/// policies, `4 · kv_dim` per layer (allocated whether or not a model soft-caps), and the int4
+/// policies' [`Ring`] of exact recent vectors, `4 · INT4_RING · (2 · kv_dim + 1)` per layer.
 pub fn kv_bytes_per_sequence(policy: KvPolicy, n_layer: usize, kv_dim: usize) -> usize {
-    if policy.centers(None) {
-        4 * n_layer * kv_dim
-    } else {
-        0
+    let center = if policy.centers(None) { kv_dim } else { 0 };
+    4 * n_layer * (center + Ring::of(policy, kv_dim).map_or(0, Ring::words))
+}
+
+/// Positions a query reads exactly under the int4 policies: itself and the 31 before it.
+pub const INT4_WINDOW: usize = 32;
+/// Slots of the int4 policies' ring of exact vectors.
+pub const INT4_RING: usize = 64;
+
+/// One layer's ring of exact recent head vectors under the int4 policies (the exact window of
+/// the module doc), in 32-bit words: `INT4_RING` position tags (position + 1, so a zeroed ring
+/// is empty), then `INT4_RING` rows of `kv_dim` k values (f32 bits), then as many v rows.
+/// Position `j` lives in slot `j % INT4_RING`, in the space its record decodes to (centered
+/// keys, rotated for `int4h`). The same words on the CPU and the GPU (`kv_common.wgsl`).
+///
+/// Every row reads its whole window exactly however its prompt was chunked: an attention step
+/// writes and attends at most [`Ring::STEP_ROWS`] rows at a time, so no row's write overwrites
+/// a slot that an earlier row of the same step still reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ring {
+    pub kv_dim: usize,
+}
+
+impl Ring {
+    pub const SLOTS: usize = INT4_RING;
+    pub const WINDOW: usize = INT4_WINDOW;
+    pub const STEP_ROWS: usize = INT4_RING - INT4_WINDOW;
+
+    /// The ring a policy keeps, if any.
+    pub fn of(policy: KvPolicy, kv_dim: usize) -> Option<Ring> {
+        matches!(policy.storage(), KvPolicy::Int4Plain | KvPolicy::Int4Hadamard).then_some(Ring { kv_dim })
+    }
+
+    pub fn words(self) -> usize {
+        Self::SLOTS * (2 * self.kv_dim + 1)
+    }
+
+    fn k_at(self, slot: usize) -> usize {
+        Self::SLOTS + slot * self.kv_dim
+    }
+
+    fn v_at(self, slot: usize) -> usize {
+        Self::SLOTS + (Self::SLOTS + slot) * self.kv_dim
+    }
+
+    /// Stores position `pos`'s k and v rows (`kv_dim` values each, in the storage space).
+    pub fn store(self, ring: &mut [u32], pos: usize, k: &[f32], v: &[f32]) {
+        let slot = pos % Self::SLOTS;
+        ring[slot] = pos as u32 + 1;
+        ring[self.k_at(slot)..][..self.kv_dim].copy_from_slice(bytemuck::cast_slice(k));
+        ring[self.v_at(slot)..][..self.kv_dim].copy_from_slice(bytemuck::cast_slice(v));
+    }
+
+    /// Whether slot `j % SLOTS` holds position `j`.
+    pub fn holds(self, ring: &[u32], j: usize) -> bool {
+        ring.get(j % Self::SLOTS) == Some(&(j as u32 + 1))
+    }
+
+    /// The exact k and v rows a query at `pos` reads for position `j <= pos`, if `j` is in its
+    /// window (and held, which every write in order guarantees).
+    pub fn exact(self, ring: &[u32], pos: usize, j: usize) -> Option<(&[f32], &[f32])> {
+        if pos - j >= Self::WINDOW || !self.holds(ring, j) {
+            return None;
+        }
+        let slot = j % Self::SLOTS;
+        Some((bytemuck::cast_slice(&ring[self.k_at(slot)..][..self.kv_dim]), bytemuck::cast_slice(&ring[self.v_at(slot)..][..self.kv_dim])))
+    }
+
+    /// Checks that a copy of positions up to `end` leaves the copy every exact vector its next
+    /// query reads: `ring` must hold positions `end - WINDOW + 1 .. end`.
+    pub fn check_copy(self, ring: &[u32], end: usize) -> Result<(), crate::backend::BackendError> {
+        match (end.saturating_sub(Self::WINDOW - 1)..end).find(|&j| !self.holds(ring, j)) {
+            None => Ok(()),
+            Some(j) => Err(crate::backend::BackendError::Shape {
+                op: "copy_kv",
+                detail: format!("the source no longer holds position {j}'s exact vectors (int4 window); recompute instead"),
+            }),
+        }
+    }
+
+    /// Context shift of a ring holding positions below `len`: positions `n_keep..n_keep +
+    /// n_discard` are dropped, later ones move down by `n_discard` into their new slots with
+    /// their keys re-roped by `rekey` (as the records are).
+    fn shift(self, ring: &mut [u32], (n_keep, n_discard, len): (usize, usize, usize), mut rekey: impl FnMut(&mut [f32])) {
+        let old = ring.to_vec();
+        ring.fill(0);
+        for slot in 0..Self::SLOTS {
+            let Some(t) = (old[slot] as usize).checked_sub(1) else { continue };
+            let to = match t {
+                _ if t >= len => continue,
+                _ if t < n_keep => t,
+                _ if t < n_keep + n_discard => continue,
+                _ => t - n_discard,
+            };
+            let mut k: Vec<f32> = bytemuck::cast_slice(&old[self.k_at(slot)..][..self.kv_dim]).to_vec();
+            let v: &[f32] = bytemuck::cast_slice(&old[self.v_at(slot)..][..self.kv_dim]);
+            if to != t {
+                rekey(&mut k);
+            }
+            self.store(ring, to, &k, v);
+        }
     }
 }
 
@@ -187,14 +293,17 @@ pub fn check_shift(n_keep: usize, n_discard: usize, len: usize, n_ctx: usize, n_
 /// Context shift of one layer's records, `k` and `v` holding its first `len` positions:
 /// positions `n_keep..n_keep + n_discard` are dropped, later ones move down, and each moved key
 /// is rotated back by `n_discard` positions with the layer's `rope` (re-encoded; a centered key
-/// rotates with its center added back). Shared by the CPU cache and the GPU backend, which
-/// reads a layer back for this rare operation.
+/// rotates with its center added back). The layer's exact-window `ring` (empty without one)
+/// moves alike. Shared by the CPU cache and the GPU backend, which reads a layer back for this
+/// rare operation.
+#[allow(clippy::too_many_arguments)]
 pub fn shift_layer(
     format: crate::backend::KvFormat,
     kv_dim: usize,
     k: &mut [u32],
     v: &mut [u32],
     center: &[f32],
+    ring: &mut [u32],
     (n_keep, n_discard): (usize, usize),
     rope: &crate::spec::RopeConfig,
 ) {
@@ -206,22 +315,35 @@ pub fn shift_layer(
     v.copy_within(from * rw..(from + moved) * rw, to * rw);
     k.copy_within(from * rw..(from + moved) * rw, to * rw);
     let freq = crate::cpu::ops::rope_inv_freq(rope);
-    let mut x = vec![0.0f32; hd];
-    for (i, r) in k[to * rw..(to + moved) * rw].chunks_exact_mut(rec).enumerate() {
-        decode(policy, r, &mut x);
+    // A stored key (head `h`, in the storage space) rotated back by `n_discard` positions.
+    let rekey = |x: &mut [f32], h: usize| {
         if policy.hadamard() {
-            hadamard(&mut x); // back from the rotated storage space
+            hadamard(x); // back from the rotated storage space
         }
-        let off = (i % (kv_dim / hd)) * hd;
-        let c = center.get(off..off + hd);
+        let c = center.get(h * hd..(h + 1) * hd);
         if let Some(c) = c {
             x.iter_mut().zip(c).for_each(|(a, m)| *a += m);
         }
-        crate::cpu::ops::rope_row_at(&mut x, hd, -(n_discard as f32), rope, &freq);
+        crate::cpu::ops::rope_row_at(x, hd, -(n_discard as f32), rope, &freq);
         if let Some(c) = c {
             x.iter_mut().zip(c).for_each(|(a, m)| *a -= m);
         }
+    };
+    let mut x = vec![0.0f32; hd];
+    for (i, r) in k[to * rw..(to + moved) * rw].chunks_exact_mut(rec).enumerate() {
+        decode(policy, r, &mut x);
+        rekey(&mut x, i % (kv_dim / hd));
         encode(policy, &x, r);
+    }
+    if let Some(r) = Ring::of(policy, kv_dim).filter(|_| !ring.is_empty()) {
+        r.shift(ring, (n_keep, n_discard, len), |row| {
+            for (h, x) in row.chunks_exact_mut(hd).enumerate() {
+                rekey(x, h);
+                if policy.hadamard() {
+                    hadamard(x); // into the storage space again
+                }
+            }
+        });
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use hangar_engine::backend::{Act, AttnParams, Backend, BackendError, DeviceSampling, KvFormat, NormParams, SeqId, WeightId};
 use hangar_engine::gguf::GgufFile;
-use hangar_engine::kv::KvPolicy;
+use hangar_engine::kv::{self, KvPolicy};
 use hangar_engine::spec::{Activation, RopeConfig, RopeStyle};
 
 use crate::arena::{Arenas, GpuWeight};
@@ -52,6 +52,9 @@ pub(crate) struct KvSeq {
     slot: u64,
     layers_per_buf: usize,
     pub bufs: Vec<(wgpu::Buffer, wgpu::BindGroup)>,
+    /// The host's copy of each layer's int4 ring position tags (`kv::Ring`), so a prefix copy
+    /// can check the source still holds its window without reading the device.
+    pub ring_tags: Vec<Vec<u32>>,
 }
 
 /// Bytes of one position's records (every head of k, or of v) in a cache of `kv_dim` values.
@@ -60,14 +63,27 @@ fn kv_row_bytes(kv_dim: usize, format: KvFormat) -> u64 {
 }
 
 /// A layer holds `n_ctx` positions of k records, then as many of v (engine/src/kv.rs layouts),
-/// then the layer's key-centering vector where the policy centers.
+/// then the layer's key-centering vector where the policy centers, then int4's ring of exact
+/// vectors.
 impl KvSeq {
     pub fn row_bytes(&self) -> u64 {
         kv_row_bytes(self.kv_dim, self.format)
     }
 
     pub fn center_bytes(&self) -> u64 {
-        hangar_engine::kv::kv_bytes_per_sequence(self.format.policy, 1, self.kv_dim) as u64
+        if self.format.policy.centers(None) {
+            4 * self.kv_dim as u64
+        } else {
+            0
+        }
+    }
+
+    pub fn ring(&self) -> Option<kv::Ring> {
+        kv::Ring::of(self.format.policy, self.kv_dim)
+    }
+
+    pub fn ring_bytes(&self) -> u64 {
+        self.ring().map_or(0, |r| 4 * r.words() as u64)
     }
 
     /// (buffer index, byte offset) of a layer's records.
@@ -75,11 +91,11 @@ impl KvSeq {
         (layer / self.layers_per_buf, (layer % self.layers_per_buf) as u64 * self.slot)
     }
 
-    /// A layer's buffer index and the byte offsets of its k records, v records and center.
-    pub fn regions(&self, layer: usize) -> (usize, [u64; 3]) {
+    /// A layer's buffer index and the byte offsets of its k records, v records, center and ring.
+    pub fn regions(&self, layer: usize) -> (usize, [u64; 4]) {
         let (buf, base) = self.layer_at(layer);
         let side = self.n_ctx as u64 * self.row_bytes();
-        (buf, [base, base + side, base + 2 * side])
+        (buf, [base, base + side, base + 2 * side, base + 2 * side + self.center_bytes()])
     }
 }
 
@@ -324,6 +340,10 @@ impl GpuBackend {
         self.seqs.get(&seq.0).ok_or_else(|| BackendError::BadHandle(format!("{seq:?}")))
     }
 
+    pub(crate) fn seq_mut(&mut self, seq: SeqId) -> Result<&mut KvSeq, BackendError> {
+        self.seqs.get_mut(&seq.0).ok_or_else(|| BackendError::BadHandle(format!("{seq:?}")))
+    }
+
     fn kv_layer(&self, seq: SeqId, layer: usize) -> Result<(wgpu::BindGroup, u32), BackendError> {
         let s = self.seq(seq)?;
         let (buf, off) = s.layer_at(layer);
@@ -388,7 +408,8 @@ impl Backend for GpuBackend {
         }
         let id = self.next_seq;
         self.next_seq += 1;
-        self.seqs.insert(id, KvSeq { n_layer, kv_dim, n_ctx, format, slot, layers_per_buf, bufs });
+        let ring_tags = vec![vec![0; kv::Ring::of(format.policy, kv_dim).map_or(0, |_| kv::Ring::SLOTS)]; n_layer];
+        self.seqs.insert(id, KvSeq { n_layer, kv_dim, n_ctx, format, slot, layers_per_buf, bufs, ring_tags });
         Ok(SeqId(id))
     }
 
@@ -612,10 +633,6 @@ impl Backend for GpuBackend {
             self.rec.dispatch(Op::KvCenter(format.policy), None, &wp, self.threads(kv_dim)?, Binds { kv: Some(kv.clone()), ..Default::default() });
             wp[2] = u(total, "kv rows")?;
         }
-        if !fresh {
-            let wg = self.threads(total)?;
-            self.rec.dispatch(Op::KvWrite(format.policy), None, &wp, wg, Binds { kv: Some(kv.clone()), ..Default::default() });
-        }
         // Decode splits the context over workgroups of 64 positions; prefill has enough
         // (token, head) pairs to fill the device without.
         let span = p.window.map_or(pos0 + n, |w| w.min(pos0 + n));
@@ -623,7 +640,7 @@ impl Backend for GpuBackend {
         let (out, off) = self.new_act(n, qa.cols)?;
         let part_off = if n_chunks > 1 { self.new_act(n * p.n_head * n_chunks, hd + 2)?.1 } else { 0 };
         let qr = q_rope.unwrap_or(LazyRope { src: q, head_dim: hd, pos0, n_rot: 0, neox: false, freq_off: 0, freq_scale: 1.0 });
-        let ap = [
+        let mut ap = [
             qa.off,
             off,
             n as u32,
@@ -648,8 +665,27 @@ impl Backend for GpuBackend {
             va.off,
             fresh as u32,
         ];
-        let (gx, gy) = grid(&self.gpu, u(n * p.n_head * n_chunks, "attention rows")?);
-        self.rec.dispatch(Op::Attention(format.policy), None, &ap, [gx, gy, 1], Binds { kv: Some(kv), ..Default::default() });
+        // int4 writes and attends its rows a bounded group at a time, so its ring still holds
+        // every earlier row's window (kv::Ring); the other policies take the step at once.
+        let ring = kv::Ring::of(format.policy, kv_dim);
+        let group = if ring.is_some() { kv::Ring::STEP_ROWS } else { n };
+        let per_row = total / n;
+        for a in (0..n).step_by(group.max(1)) {
+            let rows = group.min(n - a);
+            let (da, dq) = (u(a * kv_dim, "kv rows")?, u(a * qa.cols, "attention rows")?);
+            if !fresh {
+                (wp[0], wp[1], wp[2], wp[4]) = (ka.off + da, va.off + da, u(rows * per_row, "kv rows")?, u(pos0 + a, "kv rows")?);
+                let wg = self.threads(rows * per_row)?;
+                self.rec.dispatch(Op::KvWrite(format.policy), None, &wp, wg, Binds { kv: Some(kv.clone()), ..Default::default() });
+            }
+            (ap[0], ap[1], ap[2], ap[6]) = (qa.off + dq, off + dq, rows as u32, u(pos0 + a, "attention rows")?);
+            let (gx, gy) = grid(&self.gpu, u(rows * p.n_head * n_chunks, "attention rows")?);
+            self.rec.dispatch(Op::Attention(format.policy), None, &ap, [gx, gy, 1], Binds { kv: Some(kv.clone()), ..Default::default() });
+        }
+        if ring.is_some() {
+            let tags = &mut self.seq_mut(seq)?.ring_tags[layer];
+            (pos0..pos0 + n).for_each(|j| tags[j % kv::Ring::SLOTS] = j as u32 + 1);
+        }
         if n_chunks > 1 {
             let c = LazyCombine { part_off, n, n_head: p.n_head, head_dim: hd, n_chunks };
             if self.fuse {

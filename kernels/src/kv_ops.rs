@@ -17,6 +17,13 @@ impl GpuBackend {
         if src == dst || (a.n_layer, a.kv_dim, a.format) != (b.n_layer, b.kv_dim, b.format) || pos0 + n > a.n_ctx.min(b.n_ctx) {
             return Err(BackendError::Shape { op: "copy_kv", detail: format!("positions {pos0}..+{n} between caches of other shapes") });
         }
+        // The copy's next query reads the newest positions exactly, from the source's ring
+        // (which holds them unless it has gone on past them).
+        if let Some(r) = a.ring() {
+            for tags in &a.ring_tags {
+                r.check_copy(tags, pos0 + n)?;
+            }
+        }
         // Earlier steps' KV writes are submitted before the copy.
         self.submit()?;
         let (a, b) = (self.seq(src)?, self.seq(dst)?);
@@ -24,7 +31,7 @@ impl GpuBackend {
         let rb = a.row_bytes();
         let (p, len) = (pos0 as u64 * rb, n as u64 * rb);
         for layer in 0..a.n_layer {
-            let ((ia, [ka, va, ca]), (ib, [kb, vb, cb])) = (a.regions(layer), b.regions(layer));
+            let ((ia, [ka, va, ca, ra]), (ib, [kb, vb, cb, rb])) = (a.regions(layer), b.regions(layer));
             let (ba, bb) = (&a.bufs[ia].0, &b.bufs[ib].0);
             if len > 0 {
                 enc.copy_buffer_to_buffer(ba, ka + p, bb, kb + p, len);
@@ -34,8 +41,13 @@ impl GpuBackend {
             if pos0 == 0 && a.center_bytes() > 0 {
                 enc.copy_buffer_to_buffer(ba, ca, bb, cb, a.center_bytes());
             }
+            if a.ring_bytes() > 0 {
+                enc.copy_buffer_to_buffer(ba, ra, bb, rb, a.ring_bytes());
+            }
         }
         self.gpu.queue.submit([enc.finish()]);
+        let tags = a.ring_tags.clone();
+        self.seq_mut(dst)?.ring_tags = tags;
         Ok(())
     }
 
@@ -45,16 +57,24 @@ impl GpuBackend {
         self.submit()?;
         let s = self.seq(seq)?;
         let span = len as u64 * s.row_bytes();
-        for (layer, rope) in ropes.iter().enumerate() {
-            let (i, [k_at, v_at, c_at]) = s.regions(layer);
+        let mut tags = s.ring_tags.clone();
+        for ((layer, rope), tags) in ropes.iter().enumerate().zip(tags.iter_mut()) {
+            let (i, [k_at, v_at, c_at, r_at]) = s.regions(layer);
             let buf = &s.bufs[i].0;
-            let mut words = read_back(&self.gpu, &[(buf, k_at, span), (buf, v_at, span), (buf, c_at, s.center_bytes())])?;
+            let mut words = read_back(&self.gpu, &[(buf, k_at, span), (buf, v_at, span), (buf, c_at, s.center_bytes()), (buf, r_at, s.ring_bytes())])?;
             let (k, rest) = words.split_at_mut((span / 4) as usize);
-            let (v, c) = rest.split_at_mut((span / 4) as usize);
-            kv::shift_layer(s.format, s.kv_dim, k, v, bytemuck::cast_slice(c), (n_keep, n_discard), rope);
+            let (v, rest) = rest.split_at_mut((span / 4) as usize);
+            let (c, ring) = rest.split_at_mut((s.center_bytes() / 4) as usize);
+            kv::shift_layer(s.format, s.kv_dim, k, v, bytemuck::cast_slice(c), ring, (n_keep, n_discard), rope);
             self.gpu.queue.write_buffer(buf, k_at, bytemuck::cast_slice(k));
             self.gpu.queue.write_buffer(buf, v_at, bytemuck::cast_slice(v));
+            if !ring.is_empty() {
+                self.gpu.queue.write_buffer(buf, r_at, bytemuck::cast_slice(ring));
+                let n_tags = tags.len();
+                tags.copy_from_slice(&ring[..n_tags]);
+            }
         }
+        self.seq_mut(seq)?.ring_tags = tags;
         Ok(())
     }
 }

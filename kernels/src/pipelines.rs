@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::sync::Mutex;
 
-use hangar_engine::kv::KvPolicy;
+use hangar_engine::kv::{self, KvPolicy};
 use hangar_engine::quant::GgmlType;
 
 use crate::layout;
@@ -123,8 +123,8 @@ fn kv_defines(p: KvPolicy) -> &'static [&'static str] {
         KvPolicy::F32 => &[],
         KvPolicy::F16 => &["KVQ", "KV_F16"],
         KvPolicy::Q8 => &["KVQ", "KV_Q8"],
-        KvPolicy::Int4Plain => &["KVQ", "KV_INT4"],
-        KvPolicy::Int4Hadamard | KvPolicy::Int4 => &["KVQ", "KV_INT4", "KV_HADAMARD"],
+        KvPolicy::Int4Plain => &["KVQ", "KV_INT4", "KV_WINDOW"],
+        KvPolicy::Int4Hadamard | KvPolicy::Int4 => &["KVQ", "KV_INT4", "KV_HADAMARD", "KV_WINDOW"],
     }
 }
 
@@ -168,6 +168,8 @@ pub fn shader_source(op: Op, ty: Option<GgmlType>, subgroups: bool) -> String {
     if kv != KvPolicy::F32 {
         s.push('\n');
         s.push_str(&select_variant(include_str!("shaders/kv_common.wgsl"), &defines));
+        // The exact window's shape, from the engine's one definition (kv::Ring).
+        s.push_str(&format!("const KV_RING: u32 = {}u;\nconst KV_WINDOW: u32 = {}u;\n", kv::Ring::SLOTS, kv::Ring::WINDOW));
     }
     if let Some(src) = unit.or_else(|| ty.and_then(dequant_source)) {
         s.push('\n');

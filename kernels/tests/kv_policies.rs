@@ -36,7 +36,8 @@ fn attention_case(policy: KvPolicy, n_head: usize, n_head_kv: usize, head_dim: u
         let ids: Vec<_> = ["q", "k", "v"].iter().map(|n| be.load_weight(&f, n).expect("load")).collect();
         let fmt = KvFormat { policy, head_dim };
         let seq = be.new_sequence(2, kvd, 96, fmt).expect("seq");
-        // Rows `rows` of q, k and v attended at positions pos0.. of `seq`'s layer 1.
+        // Rows `rows` of q, k and v attended at positions pos0.. of both of `seq`'s layers (a
+        // prefix copy needs every layer's int4 window); layer 1's output.
         let step = |be: &mut dyn Backend, seq, pos0: usize, rows: std::ops::Range<u32>| -> Vec<f32> {
             be.begin_step();
             let toks: Vec<u32> = rows.collect();
@@ -45,6 +46,7 @@ fn attention_case(policy: KvPolicy, n_head: usize, n_head_kv: usize, head_dim: u
             let v = be.embed(ids[2], &toks).expect("v");
             let q = be.rope(q, head_dim, pos0, &rope).expect("rope q");
             let k = be.rope(k, head_dim, pos0, &rope).expect("rope k");
+            be.attention(seq, 0, pos0, q, k, v, &p).expect("attention");
             let a = be.attention(seq, 1, pos0, q, k, v, &p).expect("attention");
             be.read(a).expect("read")
         };

@@ -17,6 +17,11 @@ pub struct KvCache {
     /// Per layer, the centering vector subtracted from every key (`kv.rs`, key centering),
     /// set by the layer's first write when the policy centers; empty otherwise.
     center: Vec<Vec<f32>>,
+    /// Per layer, the int4 policies' exact window (`kv::Ring`); empty otherwise.
+    ring: Vec<Vec<u32>>,
+    /// The last write's first position and its k and v rows in the storage space, for the
+    /// ring (int4 only).
+    staged: (usize, Vec<f32>, Vec<f32>),
 }
 
 impl KvCache {
@@ -34,6 +39,8 @@ impl KvCache {
             k: (0..n_layer).map(|_| vec![0; words]).collect(),
             v: (0..n_layer).map(|_| vec![0; words]).collect(),
             center: vec![Vec::new(); n_layer],
+            ring: (0..n_layer).map(|_| vec![0; kv::Ring::of(format.policy, kv_dim).map_or(0, kv::Ring::words)]).collect(),
+            staged: Default::default(),
         })
     }
 
@@ -52,6 +59,8 @@ impl KvCache {
 
     /// Encodes `n` rows of `kv_dim` k and v values at positions `pos0..`. With `center`, the
     /// write at position 0 sets the layer's centering vector and every write subtracts it.
+    /// Under int4 the rows are also staged for the exact window, which [`KvCache::attend`]
+    /// fills as it goes.
     pub fn write(&mut self, layer: usize, pos0: usize, k: &[f32], v: &[f32], center: bool) {
         let (hd, policy, rw) = (self.format.head_dim, self.format.policy, policy_words(self.format));
         let span = pos0 * self.row_words()..(pos0 + k.len() / self.kv_dim) * self.row_words();
@@ -59,18 +68,36 @@ impl KvCache {
             self.center[layer] = kv::key_center(k, self.kv_dim);
         }
         let c = if center { self.center[layer].as_slice() } else { &[] };
+        let ring = !self.ring[layer].is_empty();
+        let (staged_pos0, staged_k, staged_v) = &mut self.staged;
+        *staged_pos0 = pos0;
+        staged_k.clear();
+        staged_v.clear();
+        // The storage space: rotated under int4h.
+        let stage = |out: &mut Vec<f32>, x: &[f32]| {
+            if ring {
+                let at = out.len();
+                out.extend_from_slice(x);
+                if policy.hadamard() {
+                    kv::hadamard(&mut out[at..]);
+                }
+            }
+        };
         let mut buf = vec![0.0f32; if c.is_empty() { 0 } else { hd }];
         for (i, (rec, x)) in self.k[layer][span.clone()].chunks_exact_mut(rw).zip(k.chunks_exact(hd)).enumerate() {
             if c.is_empty() {
                 kv::encode(policy, x, rec);
+                stage(staged_k, x);
             } else {
                 let m = &c[(i * hd) % self.kv_dim..][..hd];
                 buf.iter_mut().zip(x.iter().zip(m)).for_each(|(b, (x, m))| *b = x - m);
                 kv::encode(policy, &buf, rec);
+                stage(staged_k, &buf);
             }
         }
         for (rec, x) in self.v[layer][span].chunks_exact_mut(rw).zip(v.chunks_exact(hd)) {
             kv::encode(policy, x, rec);
+            stage(staged_v, x);
         }
     }
 
@@ -79,6 +106,14 @@ impl KvCache {
     pub fn copy_from(&mut self, src: &KvCache, pos0: usize, n: usize) -> Result<(), BackendError> {
         if (src.kv_dim, src.format, src.n_layer()) != (self.kv_dim, self.format, self.n_layer()) || pos0 + n > self.n_ctx.min(src.n_ctx) {
             return Err(BackendError::Shape { op: "copy_kv", detail: format!("positions {pos0}..+{n} between caches of other shapes") });
+        }
+        if let Some(r) = kv::Ring::of(self.format.policy, self.kv_dim) {
+            // The copy's next query reads the newest positions exactly, from the source's ring
+            // (which holds them unless it has gone on past them).
+            for ring in &src.ring {
+                r.check_copy(ring, pos0 + n)?;
+            }
+            self.ring.clone_from(&src.ring);
         }
         let span = pos0 * self.row_words()..(pos0 + n) * self.row_words();
         for (dst, from) in self.k.iter_mut().chain(self.v.iter_mut()).zip(src.k.iter().chain(&src.v)) {
@@ -96,8 +131,8 @@ impl KvCache {
     pub fn shift(&mut self, n_keep: usize, n_discard: usize, len: usize, ropes: &[&crate::spec::RopeConfig]) -> Result<(), BackendError> {
         kv::check_shift(n_keep, n_discard, len, self.n_ctx, self.n_layer(), ropes.len())?;
         let rw = self.row_words();
-        for (((k, v), rope), center) in self.k.iter_mut().zip(self.v.iter_mut()).zip(ropes).zip(&self.center) {
-            kv::shift_layer(self.format, self.kv_dim, &mut k[..len * rw], &mut v[..len * rw], center, (n_keep, n_discard), rope);
+        for ((((k, v), rope), center), ring) in self.k.iter_mut().zip(self.v.iter_mut()).zip(ropes).zip(&self.center).zip(self.ring.iter_mut()) {
+            kv::shift_layer(self.format, self.kv_dim, &mut k[..len * rw], &mut v[..len * rw], center, ring, (n_keep, n_discard), rope);
         }
         Ok(())
     }
@@ -118,18 +153,42 @@ impl KvCache {
     }
 
     /// Attends `q` (`n` rows of `n_head * head_dim`) over positions `0..=pos0 + row` of the
-    /// layer's cache, which already holds this step's k and v.
-    pub fn attend(&self, layer: usize, q: &[f32], n: usize, pos0: usize, p: &AttnParams) -> Vec<f32> {
+    /// layer's cache, which already holds this step's k and v. Under int4 the rows go
+    /// `kv::Ring::STEP_ROWS` at a time, each group's exact vectors stored just before it
+    /// attends (the GPU's kv_write and attention dispatches alternate the same way).
+    pub fn attend(&mut self, layer: usize, q: &[f32], n: usize, pos0: usize, p: &AttnParams) -> Vec<f32> {
         let len = pos0 + n;
         let (k, v) = (self.rows(&self.k[layer], len), self.rows(&self.v[layer], len));
-        if !self.format.policy.hadamard() {
-            return attend(q, n, pos0, &k, &v, self.kv_dim, p);
-        }
         // Rotate q once per head, and the rotated weighted sum of values back once per head.
-        let mut qr = q.to_vec();
-        qr.chunks_exact_mut(p.head_dim).for_each(kv::hadamard);
-        let mut out = attend(&qr, n, pos0, &k, &v, self.kv_dim, p);
-        out.chunks_exact_mut(p.head_dim).for_each(kv::hadamard);
+        let hadamard = self.format.policy.hadamard();
+        let mut qr = Cow::Borrowed(q);
+        if hadamard {
+            qr.to_mut().chunks_exact_mut(p.head_dim).for_each(kv::hadamard);
+        }
+        let Some(r) = kv::Ring::of(self.format.policy, self.kv_dim) else {
+            let mut out = attend(&qr, n, pos0, &k, &v, self.kv_dim, p);
+            if hadamard {
+                out.chunks_exact_mut(p.head_dim).for_each(kv::hadamard);
+            }
+            return out;
+        };
+        let (qd, kd) = (p.n_head * p.head_dim, self.kv_dim);
+        let (ring, (staged_pos0, sk, sv)) = (&mut self.ring[layer], &self.staged);
+        let store = |ring: &mut Vec<u32>, pos: usize| {
+            let i = pos - staged_pos0;
+            r.store(ring, pos, &sk[i * kd..][..kd], &sv[i * kd..][..kd]);
+        };
+        // Rows written but not attended here (a cache filled in one write, then queried) go first.
+        (*staged_pos0..pos0).for_each(|pos| store(ring, pos));
+        let mut out = Vec::with_capacity(n * qd);
+        for a in (0..n).step_by(kv::Ring::STEP_ROWS) {
+            let b = n.min(a + kv::Ring::STEP_ROWS);
+            (pos0 + a..pos0 + b).for_each(|pos| store(ring, pos));
+            out.extend(attend_exact(&qr[a * qd..b * qd], b - a, pos0 + a, &k, &v, self.kv_dim, p, Some((r, ring))));
+        }
+        if hadamard {
+            out.chunks_exact_mut(p.head_dim).for_each(kv::hadamard);
+        }
         out
     }
 }
@@ -141,6 +200,12 @@ fn policy_words(f: KvFormat) -> usize {
 /// Attends `q` (`n` rows of `n_head * head_dim`) over positions `0..=pos0 + row` of f32 `k`
 /// and `v` rows of `kv_dim`. Returns `n` rows of `n_head * head_dim`.
 pub fn attend(q: &[f32], n: usize, pos0: usize, k: &[f32], v: &[f32], kv_dim: usize, p: &AttnParams) -> Vec<f32> {
+    attend_exact(q, n, pos0, k, v, kv_dim, p, None)
+}
+
+/// [`attend`], reading the positions in each row's exact window from `exact`'s ring.
+#[allow(clippy::too_many_arguments)]
+fn attend_exact(q: &[f32], n: usize, pos0: usize, k: &[f32], v: &[f32], kv_dim: usize, p: &AttnParams, exact: Option<(kv::Ring, &[u32])>) -> Vec<f32> {
     let hd = p.head_dim;
     let group = p.n_head / p.n_head_kv;
     let mut out = vec![0.0f32; n * p.n_head * hd];
@@ -153,8 +218,12 @@ pub fn attend(q: &[f32], n: usize, pos0: usize, k: &[f32], v: &[f32], kv_dim: us
         let qh = &q[t * p.n_head * hd + h * hd..][..hd];
         let koff = (h / group) * hd;
         scores.clear();
+        let rows = |j: usize| match exact.and_then(|(r, ring)| r.exact(ring, pos, j)) {
+            Some((ke, ve)) => (&ke[koff..][..hd], &ve[koff..][..hd]),
+            None => (&k[j * kv_dim + koff..][..hd], &v[j * kv_dim + koff..][..hd]),
+        };
         for j in start..=pos {
-            let kj = &k[j * kv_dim + koff..][..hd];
+            let kj = rows(j).0;
             let mut s = qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * p.scale;
             if let Some(cap) = p.softcap {
                 s = cap * (s / cap).tanh();
@@ -163,7 +232,7 @@ pub fn attend(q: &[f32], n: usize, pos0: usize, k: &[f32], v: &[f32], kv_dim: us
         }
         super::ops::softmax(scores);
         for (j, &w) in (start..=pos).zip(scores.iter()) {
-            let vj = &v[j * kv_dim + koff..][..hd];
+            let vj = rows(j).1;
             o.iter_mut().zip(vj).for_each(|(acc, &x)| *acc += w * x);
         }
     });
@@ -216,6 +285,9 @@ mod tests {
             let mut cache = KvCache::new(1, kv_dim, 64, KvFormat { policy, head_dim: hd }).expect("cache");
             let keys: Vec<f32> = (0..len).flat_map(|p| rotated_at(p, p)).collect();
             cache.write(0, 0, &keys, &raw, policy.centers(None));
+            // Attending the last position fills int4's ring of exact vectors, which moves too.
+            let p = AttnParams { n_head: n_head_kv, n_head_kv, head_dim: hd, scale: 0.125, softcap: None, window: None };
+            cache.attend(0, &raw[(len - 1) * kv_dim..len * kv_dim], 1, len - 1, &p);
             cache.shift(keep, discard, len, &[&rope]).expect("shift");
             let (k, v) = (cache.rows(&cache.k[0], len - discard).into_owned(), cache.rows(&cache.v[0], len - discard).into_owned());
             let mut want_k: Vec<f32> = (0..keep).flat_map(|p| rotated_at(p, p)).collect();
@@ -241,9 +313,19 @@ mod tests {
                     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max)
                 }
             };
-            let (ek, ev) = (err(&k, &space(want_k)), err(&v, &space(want_v)));
+            let (want_k, want_v) = (space(want_k), space(want_v));
+            let (ek, ev) = (err(&k, &want_k), err(&v, &want_v));
             eprintln!("{policy:?}: key error {ek}, value error {ev}");
             assert!(ek <= tol && ev <= tol, "{policy:?}: key error {ek}, value error {ev} (tolerance {tol})");
+            // The ring's exact vectors are off by one more rotation's rounding only.
+            if let Some(r) = kv::Ring::of(policy, kv_dim) {
+                for j in 0..len - discard {
+                    let (rk, rv) = r.exact(&cache.ring[0], j, j).expect("every kept position is in the ring");
+                    let e = rk.iter().chain(rv).zip(want_k[j * kv_dim..].iter().take(kv_dim).chain(&want_v[j * kv_dim..][..kv_dim]));
+                    let e = e.map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                    assert!(e <= 1e-4, "{policy:?}: position {j}'s exact vectors are off by {e}");
+                }
+            }
         }
     }
 }

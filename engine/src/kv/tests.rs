@@ -87,7 +87,9 @@ fn allocated_cache_sizes_match_the_bytes_per_token_formula() {
             let c = KvCache::new(n_layer, n_head_kv * hd, n_ctx, KvFormat { policy: p, head_dim: hd }).expect("cache");
             let per_seq = kv_bytes_per_sequence(p, n_layer, n_head_kv * hd);
             assert_eq!(c.bytes(), n_ctx * kv_bytes_per_token(p, n_layer, n_head_kv, hd) + per_seq, "{p} {hd}");
-            assert_eq!(per_seq, if p.centers(None) { 4 * n_layer * n_head_kv * hd } else { 0 });
+            let kv_dim = n_head_kv * hd;
+            let ring = if matches!(p, KvPolicy::Int4Plain | KvPolicy::Int4Hadamard) { INT4_RING * (2 * kv_dim + 1) } else { 0 };
+            assert_eq!(per_seq, 4 * n_layer * (if p.centers(None) { kv_dim } else { 0 } + ring), "{p} {hd}");
         }
     }
     // The formula itself, from the record layout: q8 is 34 bytes per 32 values, like Q8_0.
@@ -194,8 +196,9 @@ fn cached_attention_under_each_policy_stays_close_to_f32_and_centering_cuts_key_
     let exact = attend(&q, n, len - n, &k, &v, kv_dim, &p);
     // NMSE of the output against f32. These keys' outlier channels make the logits sharp (std
     // about 9), which magnifies key error; measured with key centering f16 6.6e-7, q8 1.4e-4,
-    // int4-plain 4.2e-2, int4h 2.2e-2 (uncentered: q8 1.5e-3, int4-plain 0.50, int4h 7.7e-2).
-    // Bounds leave about 3x margin; the int4 pair must keep its order.
+    // int4-plain 1.1e-2, int4h 2.9e-3 (uncentered: q8 1.5e-3, int4-plain 8.0e-2, int4h
+    // 2.1e-2); before int4's exact window, int4-plain 4.2e-2 and int4h 2.2e-2. Bounds leave
+    // at least 3x margin; the int4 pair must keep its order.
     let uncentered = |policy| {
         let mut c = KvCache::new(1, kv_dim, len, KvFormat { policy, head_dim: hd }).expect("cache");
         c.write(0, 0, &k, &v, false);
@@ -215,4 +218,88 @@ fn cached_attention_under_each_policy_stays_close_to_f32_and_centering_cuts_key_
         errs.push(e);
     }
     assert!(errs[4] < errs[3], "int4h {:.3e} vs int4-plain {:.3e}", errs[4], errs[3]);
+}
+
+/// A cache of `policy` for `len` positions of the given k and v, written and attended by the
+/// queries `q` in the chunks `chunks`; returns every query row's output.
+fn attend_in_chunks(policy: KvPolicy, p: &AttnParams, (q, k, v): (&[f32], &[f32], &[f32]), chunks: &[usize]) -> Vec<f32> {
+    let kv_dim = p.n_head_kv * p.head_dim;
+    let qd = p.n_head * p.head_dim;
+    let len = k.len() / kv_dim;
+    let mut c = KvCache::new(1, kv_dim, len, KvFormat { policy, head_dim: p.head_dim }).expect("cache");
+    let (mut pos, mut out) = (0, Vec::new());
+    for &n in chunks.iter().chain(std::iter::repeat(&1)) {
+        if pos == len {
+            break;
+        }
+        let n = n.min(len - pos);
+        c.write(0, pos, &k[pos * kv_dim..(pos + n) * kv_dim], &v[pos * kv_dim..(pos + n) * kv_dim], policy.centers(None));
+        out.extend(c.attend(0, &q[pos * qd..(pos + n) * qd], n, pos, p));
+        pos += n;
+    }
+    out
+}
+
+#[test]
+fn int4_attention_gives_the_same_rows_however_the_prompt_is_chunked() {
+    let (n_head, n_head_kv, hd, len) = (4, 2, 64, 100);
+    let p = AttnParams { n_head, n_head_kv, head_dim: hd, scale: 1.0 / 8.0, softcap: None, window: None };
+    let (q, k, v) = (normals(21, len * n_head * hd), outlier_heavy(22, len * n_head_kv, hd), normals(23, len * n_head_kv * hd));
+    for policy in [KvPolicy::Int4Plain, KvPolicy::Int4Hadamard] {
+        // The first write sets the key center, so every split starts with the same chunk.
+        let whole = attend_in_chunks(policy, &p, (&q, &k, &v), &[7, len - 7]);
+        for chunks in [&[7usize, 1][..], &[7, 40, 3, 50], &[7, 33, 33], &[7, 64]] {
+            assert!(attend_in_chunks(policy, &p, (&q, &k, &v), chunks) == whole, "{policy}: chunks {chunks:?} change the output");
+        }
+    }
+}
+
+#[test]
+fn int4_reads_the_newest_positions_exactly() {
+    let (n_head, n_head_kv, hd) = (4, 2, 64);
+    let p = AttnParams { n_head, n_head_kv, head_dim: hd, scale: 1.0 / 8.0, softcap: None, window: None };
+    let kv_dim = n_head_kv * hd;
+    // A context no longer than the window is all exact: f32's output up to rounding (keys
+    // centered, values rotated and back). One position more and the oldest reads its int4
+    // record, a thousand times further off.
+    for len in [INT4_WINDOW, INT4_WINDOW + 1] {
+        let (k, v) = (outlier_heavy(31, len * n_head_kv, hd), normals(32, len * kv_dim));
+        let q = normals(33, n_head * hd);
+        let exact = attend(&q, 1, len - 1, &k, &v, kv_dim, &p);
+        for policy in [KvPolicy::Int4Plain, KvPolicy::Int4Hadamard] {
+            let got = crate::cpu::attend_policy(&q, 1, len - 1, &k, &v, kv_dim, &p, policy).expect("policy");
+            let e = nmse(&got, &exact);
+            eprintln!("{policy}, {len} positions: NMSE {e:.3e}");
+            if len <= INT4_WINDOW {
+                assert!(e < 1e-10, "{policy}: NMSE {e:.3e} with every position in the window");
+            } else {
+                assert!(e > 1e-7, "{policy}: NMSE {e:.3e}: the oldest position should read its int4 record");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_prefix_copy_is_refused_once_the_source_no_longer_holds_its_exact_window() {
+    let (n_head, n_head_kv, hd, len) = (2, 1, 64, 100);
+    let p = AttnParams { n_head, n_head_kv, head_dim: hd, scale: 1.0 / 8.0, softcap: None, window: None };
+    let (kv_dim, qd) = (n_head_kv * hd, n_head * hd);
+    let (q, k, v) = (normals(41, (len + 1) * qd), normals(42, (len + 1) * kv_dim), normals(43, (len + 1) * kv_dim));
+    let format = KvFormat { policy: KvPolicy::Int4Hadamard, head_dim: hd };
+    let mut src = KvCache::new(1, kv_dim, len + 1, format).expect("cache");
+    for pos in 0..len {
+        src.write(0, pos, &k[pos * kv_dim..][..kv_dim], &v[pos * kv_dim..][..kv_dim], true);
+        src.attend(0, &q[pos * qd..][..qd], 1, pos, &p);
+    }
+    // The source's ring holds positions 36..100: a copy of 0..60 would need 29..60.
+    let mut dst = KvCache::new(1, kv_dim, len + 1, format).expect("cache");
+    let err = dst.copy_from(&src, 0, 60).expect_err("a copy whose window is gone");
+    assert!(err.to_string().contains("exact"), "{err}");
+    // A copy of all 100 holds its window, and the next position attends as on the source.
+    dst.copy_from(&src, 0, len).expect("copy");
+    let next = |c: &mut KvCache| {
+        c.write(0, len, &k[len * kv_dim..], &v[len * kv_dim..], true);
+        c.attend(0, &q[len * qd..], 1, len, &p)
+    };
+    assert!(next(&mut dst) == next(&mut src), "attention over the copy differs");
 }

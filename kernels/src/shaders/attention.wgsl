@@ -7,7 +7,8 @@
 // as it is loaded, so the rope of q needs no dispatch of its own. Sliding window and logit
 // soft-capping as in the CPU twin (`cpu::attend`). The quantized KV policies (KVQ) decode each
 // vec4 of a record as it is loaded (kv_common.wgsl); for int4h, q is rotated once after it is
-// loaded and the output rotated back once, as `cpu::KvCache::attend` does.
+// loaded and the output rotated back once, as `cpu::KvCache::attend` does. int4 reads the
+// positions in the query's window exactly, from the ring kv_write.wgsl keeps (kv_read).
 struct Params {
     q_off: u32, out_off: u32, n: u32, n_head: u32,
     n_head_kv: u32, head_dim: u32, pos0: u32, n_ctx: u32,
@@ -48,6 +49,26 @@ fn store_fresh(rec: u32, vrec: u32, d: u32) {
 }
 //#endif
 
+// The query's position and KV head, for the int4 exact window.
+var<private> q_pos: u32;
+var<private> q_kvh: u32;
+
+//#if KV_WINDOW
+// Vector d of position j's k or v record at b, read exactly from the ring (kv_common.wgsl)
+// where j is in the query's window, as `cpu::KvCache::attend` does.
+fn kv_read(b: u32, d: u32, j: u32, is_v: bool) -> vec4<f32> {
+    if (q_pos - j < KV_WINDOW && ring_holds(j)) {
+        let r = ring_at(j, q_kvh, is_v) + 4u * d;
+        return bitcast<vec4<f32>>(vec4<u32>(kvw[r], kvw[r + 1u], kvw[r + 2u], kvw[r + 3u]));
+    }
+    return kv_load(b, d, P.head_dim);
+}
+//#else
+fn kv_read(b: u32, d: u32, j: u32, is_v: bool) -> vec4<f32> {
+    return kv_load(b, d, P.head_dim);
+}
+//#endif
+
 //#if KV_HADAMARD
 // Normalized Walsh–Hadamard transform of the head vector in qs, by the whole workgroup.
 fn kv_rotate_q(lid: u32) {
@@ -84,14 +105,14 @@ fn key4(kb: u32, d: u32, j: u32) -> vec4<f32> {
     if (j == fresh_pos) {
         return kf[d];
     }
-    return kv_load(kb, d, P.head_dim);
+    return kv_read(kb, d, j, false);
 }
 
 fn val4(vb: u32, d: u32, j: u32) -> vec4<f32> {
     if (j == fresh_pos) {
         return vf[d];
     }
-    return kv_load(vb, d, P.head_dim);
+    return kv_read(vb, d, j, true);
 }
 
 fn wg_reduce(v: f32, lid: u32, is_max: bool) -> f32 {
@@ -142,6 +163,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let tile0 = c * per;
     let tile1 = min(tiles, tile0 + per);
     let kvh = h / (P.n_head / P.n_head_kv);
+    q_pos = pos;
+    q_kvh = kvh;
     let qb = P.q_off + (t * P.n_head + h) * hd;
     for (var d = lid; d < hd4; d += WG) {
         qs[d] = vec4<f32>(q_elem(qb, pos, 4u * d), q_elem(qb, pos, 4u * d + 1u), q_elem(qb, pos, 4u * d + 2u), q_elem(qb, pos, 4u * d + 3u));

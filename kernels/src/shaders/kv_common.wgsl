@@ -173,3 +173,38 @@ fn kv_rotate(hd: u32) {}
 // attention.wgsl's rotation of q (a workgroup operation it defines for KV_HADAMARD).
 fn kv_rotate_q(lid: u32) {}
 //#endif
+
+//#if KV_WINDOW
+// The int4 policies' exact window (kv::Ring): after a layer's records and its centering
+// vector, KV_RING position tags (position + 1; zero is empty), then KV_RING rows of kv_dim k
+// values (f32 bits), then as many v rows. Position j lives in slot j % KV_RING.
+fn ring_base() -> u32 {
+    return 2u * P.n_ctx * (P.kv_dim / P.head_dim) * rec_words(P.head_dim) + P.kv_dim;
+}
+
+// First word of position j's exact head vector kvh (k, or v with is_v).
+fn ring_at(j: u32, kvh: u32, is_v: bool) -> u32 {
+    return ring_base() + KV_RING + (select(0u, KV_RING, is_v) + j % KV_RING) * P.kv_dim + kvh * P.head_dim;
+}
+
+fn ring_holds(j: u32) -> bool {
+    return kvw[ring_base() + j % KV_RING] == j + 1u;
+}
+
+// Keeps hv, the head vector kv_encode has just coded (in the storage space it left hv in), as
+// position j's exact copy.
+fn ring_store(j: u32, kvh: u32, is_v: bool) {
+    let b = ring_at(j, kvh, is_v);
+    for (var i = 0u; i < P.head_dim; i++) {
+        kvw[b + i] = bitcast<u32>(hv[i]);
+    }
+}
+
+fn ring_tag(j: u32) {
+    kvw[ring_base() + j % KV_RING] = j + 1u;
+}
+//#else
+fn ring_store(j: u32, kvh: u32, is_v: bool) {}
+
+fn ring_tag(j: u32) {}
+//#endif

@@ -7,6 +7,9 @@
 // Key centering (engine/src/kv.rs): with `center` set, the quantized writer subtracts the
 // layer's centering vector, stored as f32 bits after the v records; the KV_CENTER entry point
 // (one invocation per channel, `total` = rows) sets it from the sequence's first write.
+// Under int4 each written vector is also kept exact in the layer's ring (kv_common.wgsl), for
+// the attention steps that follow; the backend dispatches at most kv::Ring::STEP_ROWS rows
+// per write, each followed by their attention.
 struct Params {
     k_off: u32, v_off: u32, total: u32, kv_dim: u32,
     pos0: u32, n_ctx: u32, rope: u32, head_dim: u32,
@@ -68,10 +71,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
     kv_encode(rec, hd);
+    ring_store(P.pos0 + t, idx % nkv, false);
     for (var i = 0u; i < hd; i++) {
         hv[i] = act[P.v_off + src + i];
     }
     kv_encode(P.n_ctx * nkv * rec_words(hd) + rec, hd);
+    ring_store(P.pos0 + t, idx % nkv, true);
+    if (idx % nkv == 0u) {
+        ring_tag(P.pos0 + t);
+    }
 }
 //#endif
 //#if KV_STORE_F32
