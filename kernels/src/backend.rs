@@ -675,7 +675,14 @@ impl Backend for GpuBackend {
             let (da, dq) = (u(a * kv_dim, "kv rows")?, u(a * qa.cols, "attention rows")?);
             if !fresh {
                 (wp[0], wp[1], wp[2], wp[4]) = (ka.off + da, va.off + da, u(rows * per_row, "kv rows")?, u(pos0 + a, "kv rows")?);
-                let wg = self.threads(rows * per_row)?;
+                // int4 codes each k and v head vector in a workgroup of its own (kv_write.wgsl),
+                // the others a head vector per invocation.
+                let wg = if ring.is_some() {
+                    let (x, y) = grid(&self.gpu, u(2 * rows * per_row, "kv rows")?);
+                    [x, y, 1]
+                } else {
+                    self.threads(rows * per_row)?
+                };
                 self.rec.dispatch(Op::KvWrite(format.policy), None, &wp, wg, Binds { kv: Some(kv.clone()), ..Default::default() });
             }
             (ap[0], ap[1], ap[2], ap[6]) = (qa.off + dq, off + dq, rows as u32, u(pos0 + a, "attention rows")?);

@@ -155,6 +155,7 @@ pub fn shader_source(op: Op, ty: Option<GgmlType>, subgroups: bool) -> String {
     defines.push(match op {
         Op::KvCenter(_) => "KV_CENTER",
         Op::KvWrite(KvPolicy::F32) => "KV_STORE_F32",
+        Op::KvWrite(KvPolicy::Int4Plain | KvPolicy::Int4Hadamard | KvPolicy::Int4) => "KV_STORE_Q4",
         _ => "KV_STORE_Q",
     });
     let mut s = String::new();

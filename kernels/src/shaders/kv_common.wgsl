@@ -147,6 +147,7 @@ fn kv_encode(base: u32, hd: u32) {
 //#if KV_HADAMARD
 // Rotated vectors are near-Gaussian, where the int4 step search pays (kv::int4_step).
 const INT4_SEARCH: bool = true;
+const KV_ROTATED: bool = true;
 
 // The normalized fast Walsh–Hadamard transform of hv (kv::hadamard).
 fn kv_rotate(hd: u32) {
@@ -167,6 +168,7 @@ fn kv_rotate(hd: u32) {
 }
 //#else
 const INT4_SEARCH: bool = false;
+const KV_ROTATED: bool = false;
 
 fn kv_rotate(hd: u32) {}
 
