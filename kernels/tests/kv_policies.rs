@@ -1,7 +1,8 @@
 //! Every KV-cache policy on the GPU against its CPU twin (`CpuBackend` with the same policy):
 //! keys and values are quantized on write by kv_write.wgsl and decoded inside attention.wgsl,
 //! and the attention output must match the CPU's, which uses the same record layout.
-//! A prefill of 70 tokens (more than one 64-position tile), then two decode steps that split
+//! A prefill of 40 tokens and one of 100 (more than one 64-position tile, and more rows than
+//! int4 attends at a time, going past the end of its ring), then two decode steps that split
 //! the context into slices (attn_combine.wgsl), with RoPE folded into the k write and q load.
 //! Keys carry per-channel offsets, as real models' do, so the integer policies' key centering
 //! (set by the first write, subtracted by every write) must agree between the two sides too.
@@ -20,7 +21,7 @@ use hangar_kernels::GpuBackend;
 fn attention_case(policy: KvPolicy, n_head: usize, n_head_kv: usize, head_dim: usize) -> f64 {
     let mut rng = Rng::new(policy as u64 * 31 + n_head as u64);
     let (qd, kvd) = (n_head * head_dim, n_head_kv * head_dim);
-    let total = 72;
+    let total = 144;
     let mut k = matrix(&mut rng, "k", GgmlType::F32, total, kvd);
     let mut kf: Vec<f32> = bytemuck::cast_slice(&k.data).to_vec();
     for row in kf.chunks_exact_mut(kvd) {
@@ -35,7 +36,7 @@ fn attention_case(policy: KvPolicy, n_head: usize, n_head_kv: usize, head_dim: u
     let go = |be: &mut dyn Backend| -> Vec<f32> {
         let ids: Vec<_> = ["q", "k", "v"].iter().map(|n| be.load_weight(&f, n).expect("load")).collect();
         let fmt = KvFormat { policy, head_dim };
-        let seq = be.new_sequence(2, kvd, 96, fmt).expect("seq");
+        let seq = be.new_sequence(2, kvd, 160, fmt).expect("seq");
         // Rows `rows` of q, k and v attended at positions pos0.. of both of `seq`'s layers (a
         // prefix copy needs every layer's int4 window); layer 1's output.
         let step = |be: &mut dyn Backend, seq, pos0: usize, rows: std::ops::Range<u32>| -> Vec<f32> {
@@ -51,17 +52,17 @@ fn attention_case(policy: KvPolicy, n_head: usize, n_head_kv: usize, head_dim: u
             be.read(a).expect("read")
         };
         let mut out = Vec::new();
-        for (pos0, n) in [(0usize, 70usize), (70, 1), (71, 1)] {
+        for (pos0, n) in [(0usize, 40usize), (40, 100), (140, 1), (141, 1)] {
             out.extend(step(be, seq, pos0, pos0 as u32..(pos0 + n) as u32));
         }
-        // Context shift: keep 4, drop 30 of the 72, and go on at position 42.
-        be.shift_kv(seq, 4, 30, 72, &[&rope, &rope]).expect("shift");
-        out.extend(step(be, seq, 42, 71..72));
-        // Prefix reuse: the 43 positions copied to a fresh cache attend exactly as the original.
-        let copy = be.new_sequence(2, kvd, 64, fmt).expect("seq");
-        be.copy_kv(seq, copy, 0, 43).expect("copy");
-        let from_copy = step(be, copy, 43, 70..71);
-        let from_seq = step(be, seq, 43, 70..71);
+        // Context shift: keep 4, drop 30 of the 142, and go on at position 112.
+        be.shift_kv(seq, 4, 30, 142, &[&rope, &rope]).expect("shift");
+        out.extend(step(be, seq, 112, 141..142));
+        // Prefix reuse: the 113 positions copied to a fresh cache attend exactly as the original.
+        let copy = be.new_sequence(2, kvd, 128, fmt).expect("seq");
+        be.copy_kv(seq, copy, 0, 113).expect("copy");
+        let from_copy = step(be, copy, 113, 140..141);
+        let from_seq = step(be, seq, 113, 140..141);
         assert_eq!(from_copy, from_seq, "{policy}: attention over a copied cache differs");
         out.extend(from_copy);
         out
@@ -108,4 +109,36 @@ fn kv_int4_plain_attention_matches_reference() {
 #[test]
 fn kv_int4h_attention_matches_reference() {
     check(KvPolicy::Int4Hadamard, 1e-3);
+}
+
+/// int4 reads each row's window exactly however its prompt is chunked: a chunk of 100 rows
+/// (attended in groups of `Ring::STEP_ROWS`, past the end of the ring) gives bit-identical
+/// rows to the same prompt in chunks of 50, on the device alone (the twin comparison above
+/// cannot see a few positions read from their int4 records instead, within its tolerance).
+#[test]
+fn int4_rows_do_not_depend_on_how_the_prompt_is_chunked() {
+    let (n_head, n_head_kv, hd) = (6, 2, 64);
+    let (qd, kvd) = (n_head * hd, n_head_kv * hd);
+    let mut rng = Rng::new(77);
+    let f = file(vec![matrix(&mut rng, "q", GgmlType::F32, 140, qd), matrix(&mut rng, "k", GgmlType::F32, 140, kvd), matrix(&mut rng, "v", GgmlType::F32, 140, kvd)]);
+    let p = AttnParams { n_head, n_head_kv, head_dim: hd, scale: 1.0 / 8.0, softcap: None, window: None };
+    for policy in [KvPolicy::Int4Plain, KvPolicy::Int4Hadamard] {
+        let mut be = GpuBackend::new(gpu());
+        let ids: Vec<_> = ["q", "k", "v"].iter().map(|n| be.load_weight(&f, n).expect("load")).collect();
+        let mut run = |chunks: &[(usize, usize)]| -> Vec<f32> {
+            let seq = be.new_sequence(1, kvd, 160, KvFormat { policy, head_dim: hd }).expect("seq");
+            let mut out = Vec::new();
+            for &(pos0, n) in chunks {
+                be.begin_step();
+                let toks: Vec<u32> = (pos0 as u32..(pos0 + n) as u32).collect();
+                let (q, k, v) = (be.embed(ids[0], &toks).expect("q"), be.embed(ids[1], &toks).expect("k"), be.embed(ids[2], &toks).expect("v"));
+                let a = be.attention(seq, 0, pos0, q, k, v, &p).expect("attention");
+                out.extend(be.read(a).expect("read"));
+            }
+            out
+        };
+        let whole = run(&[(0, 40), (40, 100)]);
+        let halves = run(&[(0, 40), (40, 50), (90, 50)]);
+        assert!(whole == halves, "{policy}: a chunk of 100 attends differently from two of 50");
+    }
 }

@@ -242,13 +242,14 @@ fn attend_in_chunks(policy: KvPolicy, p: &AttnParams, (q, k, v): (&[f32], &[f32]
 
 #[test]
 fn int4_attention_gives_the_same_rows_however_the_prompt_is_chunked() {
-    let (n_head, n_head_kv, hd, len) = (4, 2, 64, 100);
+    let (n_head, n_head_kv, hd, len) = (4, 2, 64, 220);
     let p = AttnParams { n_head, n_head_kv, head_dim: hd, scale: 1.0 / 8.0, softcap: None, window: None };
     let (q, k, v) = (normals(21, len * n_head * hd), outlier_heavy(22, len * n_head_kv, hd), normals(23, len * n_head_kv * hd));
     for policy in [KvPolicy::Int4Plain, KvPolicy::Int4Hadamard] {
-        // The first write sets the key center, so every split starts with the same chunk.
+        // The first write sets the key center, so every split starts with the same chunk. The
+        // second chunk of 213 goes in three groups of at most `Ring::STEP_ROWS`.
         let whole = attend_in_chunks(policy, &p, (&q, &k, &v), &[7, len - 7]);
-        for chunks in [&[7usize, 1][..], &[7, 40, 3, 50], &[7, 33, 33], &[7, 64]] {
+        for chunks in [&[7usize, 1][..], &[7, 40, 3, 50, 120], &[7, 97, 116], &[7, 96, 96, 21]] {
             assert!(attend_in_chunks(policy, &p, (&q, &k, &v), chunks) == whole, "{policy}: chunks {chunks:?} change the output");
         }
     }
@@ -281,7 +282,7 @@ fn int4_reads_the_newest_positions_exactly() {
 
 #[test]
 fn a_prefix_copy_is_refused_once_the_source_no_longer_holds_its_exact_window() {
-    let (n_head, n_head_kv, hd, len) = (2, 1, 64, 100);
+    let (n_head, n_head_kv, hd, len) = (2, 1, 64, 200);
     let p = AttnParams { n_head, n_head_kv, head_dim: hd, scale: 1.0 / 8.0, softcap: None, window: None };
     let (kv_dim, qd) = (n_head_kv * hd, n_head * hd);
     let (q, k, v) = (normals(41, (len + 1) * qd), normals(42, (len + 1) * kv_dim), normals(43, (len + 1) * kv_dim));
@@ -291,11 +292,11 @@ fn a_prefix_copy_is_refused_once_the_source_no_longer_holds_its_exact_window() {
         src.write(0, pos, &k[pos * kv_dim..][..kv_dim], &v[pos * kv_dim..][..kv_dim], true);
         src.attend(0, &q[pos * qd..][..qd], 1, pos, &p);
     }
-    // The source's ring holds positions 36..100: a copy of 0..60 would need 29..60.
+    // The source's ring holds positions 72..200: a copy of 0..60 would need 29..60.
     let mut dst = KvCache::new(1, kv_dim, len + 1, format).expect("cache");
     let err = dst.copy_from(&src, 0, 60).expect_err("a copy whose window is gone");
     assert!(err.to_string().contains("exact"), "{err}");
-    // A copy of all 100 holds its window, and the next position attends as on the source.
+    // A copy of all 200 holds its window, and the next position attends as on the source.
     dst.copy_from(&src, 0, len).expect("copy");
     let next = |c: &mut KvCache| {
         c.write(0, len, &k[len * kv_dim..], &v[len * kv_dim..], true);
