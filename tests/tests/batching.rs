@@ -113,6 +113,20 @@ fn thirty_two_seeded_sequences_batched_on_the_gpu_match_each_alone() {
     assert_batch_invariant(load(&path, gpu()), load(&path, gpu()), 32, 12, 128);
 }
 
+/// Under int4 the newest positions are read from their exact copies (`kv::Ring`), which a
+/// batched step must not disturb: 40 tokens each, so the contexts outgrow the 32-position window.
+#[test]
+fn int4_sequences_batched_match_each_alone_on_cpu_and_gpu() {
+    let path = hangar_tests::families::fixture_dir().join("tiny-llama-k-v256.Q4_K_M.gguf");
+    let int4 = |backend: Box<dyn Backend>| {
+        let mut m = load(&path, backend);
+        m.set_kv_policy(hangar_engine::kv::KvPolicy::Int4Hadamard).expect("int4h");
+        m
+    };
+    assert_batch_invariant(int4(Box::new(CpuBackend::new())), int4(Box::new(CpuBackend::new())), 32, 40, 128);
+    assert_batch_invariant(int4(gpu()), int4(gpu()), 32, 40, 128);
+}
+
 /// The real models on a real GPU (lavapipe would take hours): 32 seeded sequences of 32 tokens
 /// each, batched through the scheduler, against each alone.
 /// `cargo test --release -p hangar-tests --test batching -- --ignored real_models`
