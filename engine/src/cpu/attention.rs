@@ -174,9 +174,11 @@ impl KvCache {
         };
         let (qd, kd) = (p.n_head * p.head_dim, self.kv_dim);
         let (ring, (staged_pos0, sk, sv)) = (&mut self.ring[layer], &self.staged);
+        // Positions the last write did not stage (no write before this query) stay as they are.
         let store = |ring: &mut Vec<u32>, pos: usize| {
-            let i = pos - staged_pos0;
-            r.store(ring, pos, &sk[i * kd..][..kd], &sv[i * kd..][..kd]);
+            if let Some((k, v)) = pos.checked_sub(*staged_pos0).and_then(|i| Some((sk.get(i * kd..(i + 1) * kd)?, sv.get(i * kd..(i + 1) * kd)?))) {
+                r.store(ring, pos, k, v);
+            }
         };
         // Rows written but not attended here (a cache filled in one write, then queried) go first.
         (*staged_pos0..pos0).for_each(|pos| store(ring, pos));
