@@ -600,7 +600,8 @@ impl Backend for GpuBackend {
         }
         let kv = self.kv_layer(seq, layer)?;
         // f32 writes one element per invocation, the quantized policies one head vector.
-        let total = if format.policy == KvPolicy::F32 { n * kv_dim } else { n * p.n_head_kv };
+        let per_row = if format.policy == KvPolicy::F32 { kv_dim } else { p.n_head_kv };
+        let total = n * per_row;
         let kr = k_rope.unwrap_or(LazyRope { src: k, head_dim: hd, pos0, n_rot: 0, neox: false, freq_off: 0, freq_scale: 1.0 });
         let center = format.policy.centers(p.softcap);
         let mut wp = [
@@ -669,7 +670,6 @@ impl Backend for GpuBackend {
         // every earlier row's window (kv::Ring); the other policies take the step at once.
         let ring = kv::Ring::of(format.policy, kv_dim);
         let group = if ring.is_some() { kv::Ring::STEP_ROWS } else { n };
-        let per_row = total / n;
         for a in (0..n).step_by(group.max(1)) {
             let rows = group.min(n - a);
             let (da, dq) = (u(a * kv_dim, "kv rows")?, u(a * qa.cols, "attention rows")?);
