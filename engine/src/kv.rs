@@ -236,9 +236,11 @@ impl Ring {
     }
 
     /// Checks that a copy of positions up to `end` leaves the copy every exact vector its next
-    /// query reads: `ring` must hold positions `end - WINDOW + 1 .. end`.
-    pub fn check_copy(self, ring: &[u32], end: usize) -> Result<(), crate::backend::BackendError> {
-        match (end.saturating_sub(Self::WINDOW - 1)..end).find(|&j| !self.holds(ring, j)) {
+    /// query reads: every layer's ring (or its tags) must hold positions `end - WINDOW + 1 ..
+    /// end`.
+    pub fn check_copy<'a>(self, rings: impl IntoIterator<Item = &'a Vec<u32>>, end: usize) -> Result<(), crate::backend::BackendError> {
+        let missing = rings.into_iter().find_map(|ring| (end.saturating_sub(Self::WINDOW - 1)..end).find(|&j| !self.holds(ring, j)));
+        match missing {
             None => Ok(()),
             Some(j) => Err(crate::backend::BackendError::Shape {
                 op: "copy_kv",
@@ -389,7 +391,7 @@ fn int4_err(x: &[f32], d: f32) -> f32 {
 /// error (on 20,480 tokens, H100: SmolLM2 int4h +5.68% -> +5.00%, Qwen2.5-0.5B int4h +18.5% ->
 /// +13.4%). Unrotated vectors keep `amax / 7`: their largest values are outlier channels that
 /// dominate q·k, and clipping them cost more than it saved (int4-plain: SmolLM2 +15.4% ->
-/// +18.0%, Qwen +2.05% -> +3.00%). `kv_common.wgsl`'s `int4_step` is the GPU twin.
+/// +18.0%, Qwen +2.05% -> +3.00%). `kv_write.wgsl`'s int4 writer (`wg_encode`) is the GPU twin.
 pub fn int4_step(x: &[f32], search: bool) -> f32 {
     let d0 = x.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 7.0;
     if d0 <= 0.0 || !search {
@@ -417,6 +419,18 @@ pub fn int4_step(x: &[f32], search: bool) -> f32 {
 
 /// Writes the record of head vector `x` into `out` (`record_words(x.len())` words).
 pub fn encode(policy: KvPolicy, x: &[f32], out: &mut [u32]) {
+    if policy.hadamard() {
+        let mut buf = x.to_vec();
+        hadamard(&mut buf);
+        encode_stored(policy, &buf, out);
+    } else {
+        encode_stored(policy, x, out);
+    }
+}
+
+/// [`encode`] of a vector already in the storage space its record decodes to (rotated under
+/// `int4h`), as the exact window keeps it.
+pub fn encode_stored(policy: KvPolicy, x: &[f32], out: &mut [u32]) {
     let hd = x.len();
     let policy = policy.storage();
     match policy {
@@ -443,14 +457,10 @@ pub fn encode(policy: KvPolicy, x: &[f32], out: &mut [u32]) {
             }
         }
         KvPolicy::Int4Plain | KvPolicy::Int4Hadamard | KvPolicy::Int4 => {
-            let mut buf = x.to_vec();
-            if policy.hadamard() {
-                hadamard(&mut buf);
-            }
-            let d = int4_step(&buf, policy.hadamard());
+            let d = int4_step(x, policy.hadamard());
             let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
             out.fill(0);
-            for (e, &v) in buf.iter().enumerate() {
+            for (e, &v) in x.iter().enumerate() {
                 let q = ((v * inv).round().clamp(-7.0, 7.0) + 8.0) as u32;
                 out[e / 8] |= q << (4 * (e % 8));
             }

@@ -20,9 +20,7 @@ impl GpuBackend {
         // The copy's next query reads the newest positions exactly, from the source's ring
         // (which holds them unless it has gone on past them).
         if let Some(r) = a.ring() {
-            for tags in &a.ring_tags {
-                r.check_copy(tags, pos0 + n)?;
-            }
+            r.check_copy(&a.ring_tags, pos0 + n)?;
         }
         // Earlier steps' KV writes are submitted before the copy.
         self.submit()?;

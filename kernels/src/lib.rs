@@ -12,6 +12,7 @@ mod backend;
 pub mod bench;
 mod device;
 mod fuse;
+mod kv_cache;
 mod kv_ops;
 pub mod layout;
 pub mod parity;

@@ -73,31 +73,31 @@ impl KvCache {
         *staged_pos0 = pos0;
         staged_k.clear();
         staged_v.clear();
-        // The storage space: rotated under int4h.
-        let stage = |out: &mut Vec<f32>, x: &[f32]| {
+        // Under int4 the vector goes into the storage space (rotated under int4h) once, for its
+        // record and its exact copy both.
+        let put = |x: &mut [f32], rec: &mut [u32], staged: &mut Vec<f32>| {
             if ring {
-                let at = out.len();
-                out.extend_from_slice(x);
                 if policy.hadamard() {
-                    kv::hadamard(&mut out[at..]);
+                    kv::hadamard(x);
                 }
+                kv::encode_stored(policy, x, rec);
+                staged.extend_from_slice(x);
+            } else {
+                kv::encode(policy, x, rec);
             }
         };
-        let mut buf = vec![0.0f32; if c.is_empty() { 0 } else { hd }];
+        let mut buf = vec![0.0f32; hd];
         for (i, (rec, x)) in self.k[layer][span.clone()].chunks_exact_mut(rw).zip(k.chunks_exact(hd)).enumerate() {
-            if c.is_empty() {
-                kv::encode(policy, x, rec);
-                stage(staged_k, x);
-            } else {
+            buf.copy_from_slice(x);
+            if !c.is_empty() {
                 let m = &c[(i * hd) % self.kv_dim..][..hd];
-                buf.iter_mut().zip(x.iter().zip(m)).for_each(|(b, (x, m))| *b = x - m);
-                kv::encode(policy, &buf, rec);
-                stage(staged_k, &buf);
+                buf.iter_mut().zip(m).for_each(|(b, m)| *b -= m);
             }
+            put(&mut buf, rec, staged_k);
         }
         for (rec, x) in self.v[layer][span].chunks_exact_mut(rw).zip(v.chunks_exact(hd)) {
-            kv::encode(policy, x, rec);
-            stage(staged_v, x);
+            buf.copy_from_slice(x);
+            put(&mut buf, rec, staged_v);
         }
     }
 
@@ -110,9 +110,7 @@ impl KvCache {
         if let Some(r) = kv::Ring::of(self.format.policy, self.kv_dim) {
             // The copy's next query reads the newest positions exactly, from the source's ring
             // (which holds them unless it has gone on past them).
-            for ring in &src.ring {
-                r.check_copy(ring, pos0 + n)?;
-            }
+            r.check_copy(&src.ring, pos0 + n)?;
             self.ring.clone_from(&src.ring);
         }
         let span = pos0 * self.row_words()..(pos0 + n) * self.row_words();

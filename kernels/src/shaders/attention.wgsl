@@ -54,17 +54,26 @@ var<private> q_pos: u32;
 var<private> q_kvh: u32;
 
 //#if KV_WINDOW
-// Vector d of position j's k or v record at b, read exactly from the ring (kv_common.wgsl)
-// where j is in the query's window, as `cpu::KvCache::attend` does.
-fn kv_read(b: u32, d: u32, j: u32, is_v: bool) -> vec4<f32> {
-    if (q_pos - j < KV_WINDOW && ring_holds(j)) {
+// Whether the query reads position j exactly, from the ring (kv_common.wgsl), as
+// `cpu::KvCache::attend` does.
+fn exact_of(j: u32) -> bool {
+    return q_pos - j < KV_WINDOW && ring_holds(j);
+}
+
+// Vector d of position j's k or v: its exact copy with `exact`, else its record at b.
+fn kv_read(b: u32, d: u32, j: u32, is_v: bool, exact: bool) -> vec4<f32> {
+    if (exact) {
         let r = ring_at(j, q_kvh, is_v) + 4u * d;
         return bitcast<vec4<f32>>(vec4<u32>(kvw[r], kvw[r + 1u], kvw[r + 2u], kvw[r + 3u]));
     }
     return kv_load(b, d, P.head_dim);
 }
 //#else
-fn kv_read(b: u32, d: u32, j: u32, is_v: bool) -> vec4<f32> {
+fn exact_of(j: u32) -> bool {
+    return false;
+}
+
+fn kv_read(b: u32, d: u32, j: u32, is_v: bool, exact: bool) -> vec4<f32> {
     return kv_load(b, d, P.head_dim);
 }
 //#endif
@@ -100,19 +109,20 @@ var<workgroup> kf: array<vec4<f32>, 64>; // this step's k (rotated) and v, with 
 var<workgroup> vf: array<vec4<f32>, 64>;
 var<private> fresh_pos: u32; // the position kf/vf stand for, or none
 
-// Vector d of position j's k (record at kb) or v, from this step's rows where j is the new one.
-fn key4(kb: u32, d: u32, j: u32) -> vec4<f32> {
+// Vector d of position j's k (record at kb; `exact` from exact_of, resolved once per
+// position) or v, from this step's rows where j is the new one.
+fn key4(kb: u32, d: u32, j: u32, exact: bool) -> vec4<f32> {
     if (j == fresh_pos) {
         return kf[d];
     }
-    return kv_read(kb, d, j, false);
+    return kv_read(kb, d, j, false, exact);
 }
 
 fn val4(vb: u32, d: u32, j: u32) -> vec4<f32> {
     if (j == fresh_pos) {
         return vf[d];
     }
-    return kv_read(vb, d, j, true);
+    return kv_read(vb, d, j, true, exact_of(j));
 }
 
 fn wg_reduce(v: f32, lid: u32, is_max: bool) -> f32 {
@@ -205,24 +215,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var s = -3.0e38;
         if (j <= pos) {
             let kb = kv_rec(j, kvh);
+            let ex = exact_of(j);
             // Eight loads in flight per iteration.
             var da = vec4<f32>(0.0);
             var db = vec4<f32>(0.0);
             var d = 0u;
             for (; d + 7u < hd4; d += 8u) {
-                let k0 = key4(kb, d, j);
-                let k1 = key4(kb, d + 1u, j);
-                let k2 = key4(kb, d + 2u, j);
-                let k3 = key4(kb, d + 3u, j);
-                let k4 = key4(kb, d + 4u, j);
-                let k5 = key4(kb, d + 5u, j);
-                let k6 = key4(kb, d + 6u, j);
-                let k7 = key4(kb, d + 7u, j);
+                let k0 = key4(kb, d, j, ex);
+                let k1 = key4(kb, d + 1u, j, ex);
+                let k2 = key4(kb, d + 2u, j, ex);
+                let k3 = key4(kb, d + 3u, j, ex);
+                let k4 = key4(kb, d + 4u, j, ex);
+                let k5 = key4(kb, d + 5u, j, ex);
+                let k6 = key4(kb, d + 6u, j, ex);
+                let k7 = key4(kb, d + 7u, j, ex);
                 da += (qs[d] * k0 + qs[d + 1u] * k1) + (qs[d + 2u] * k2 + qs[d + 3u] * k3);
                 db += (qs[d + 4u] * k4 + qs[d + 5u] * k5) + (qs[d + 6u] * k6 + qs[d + 7u] * k7);
             }
             for (; d < hd4; d++) {
-                da += qs[d] * key4(kb, d, j);
+                da += qs[d] * key4(kb, d, j, ex);
             }
             let d4 = da + db;
             s = (d4.x + d4.y + d4.z + d4.w) * P.scale;

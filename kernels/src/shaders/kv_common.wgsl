@@ -89,88 +89,14 @@ const INT4_SHRINK = array<f32, 9>(1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.
 fn int4_code(v: f32, inv: f32) -> f32 {
     return clamp(round_away(v * inv), -7.0, 7.0);
 }
-
-fn int4_err(d: f32, hd: u32) -> f32 {
-    let inv = 1.0 / d;
-    var e = 0.0;
-    for (var i = 0u; i < hd; i++) {
-        let r = hv[i] - d * int4_code(hv[i], inv);
-        e += r * r;
-    }
-    return e;
-}
-
-// kv::int4_step: the least-error step of a few at and below amax / 7, refit by least squares
-// (rotated vectors; the plain variant keeps amax / 7).
-fn int4_step(hd: u32) -> f32 {
-    let d0 = amax_of(0u, hd) / 7.0;
-    if (d0 <= 0.0 || !INT4_SEARCH) {
-        return d0;
-    }
-    var best = d0;
-    var best_e = int4_err(d0, hd);
-    for (var s = 1u; s < 9u; s++) {
-        let d = d0 * INT4_SHRINK[s];
-        let e = int4_err(d, hd);
-        if (e < best_e) {
-            best = d;
-            best_e = e;
-        }
-    }
-    let inv = 1.0 / best;
-    var num = 0.0;
-    var den = 0.0;
-    for (var i = 0u; i < hd; i++) {
-        let q = int4_code(hv[i], inv);
-        num += hv[i] * q;
-        den += q * q;
-    }
-    return select(best, num / den, den > 0.0);
-}
-
-fn kv_encode(base: u32, hd: u32) {
-    kv_rotate(hd);
-    let d = int4_step(hd);
-    let inv = select(0.0, 1.0 / d, d > 0.0);
-    for (var w = 0u; w < hd / 8u; w++) {
-        var word = 0u;
-        for (var j = 0u; j < 8u; j++) {
-            let q = u32(clamp(round_away(hv[8u * w + j] * inv), -7.0, 7.0) + 8.0);
-            word |= q << (4u * j);
-        }
-        kvw[base + w] = word;
-    }
-    kvw[base + hd / 8u] = bitcast<u32>(d);
-}
 //#endif
 
 //#if KV_HADAMARD
-// Rotated vectors are near-Gaussian, where the int4 step search pays (kv::int4_step).
-const INT4_SEARCH: bool = true;
+// int4h codes the rotated vector, and searches its step: rotated vectors are near-Gaussian,
+// where the search pays (kv::int4_step). kv_write.wgsl's int4 writer reads this.
 const KV_ROTATED: bool = true;
-
-// The normalized fast Walsh–Hadamard transform of hv (kv::hadamard).
-fn kv_rotate(hd: u32) {
-    for (var h = 1u; h < hd; h <<= 1u) {
-        for (var i = 0u; i < hd; i += 2u * h) {
-            for (var j = i; j < i + h; j++) {
-                let a = hv[j];
-                let b = hv[j + h];
-                hv[j] = a + b;
-                hv[j + h] = a - b;
-            }
-        }
-    }
-    let s = 1.0 / sqrt(f32(hd));
-    for (var i = 0u; i < hd; i++) {
-        hv[i] *= s;
-    }
-}
 //#else
-const INT4_SEARCH: bool = false;
 const KV_ROTATED: bool = false;
-
-fn kv_rotate(hd: u32) {}
 
 // attention.wgsl's rotation of q (a workgroup operation it defines for KV_HADAMARD).
 fn kv_rotate_q(lid: u32) {}
@@ -193,20 +119,7 @@ fn ring_holds(j: u32) -> bool {
     return kvw[ring_base() + j % KV_RING] == j + 1u;
 }
 
-// Keeps hv, the head vector kv_encode has just coded (in the storage space it left hv in), as
-// position j's exact copy.
-fn ring_store(j: u32, kvh: u32, is_v: bool) {
-    let b = ring_at(j, kvh, is_v);
-    for (var i = 0u; i < P.head_dim; i++) {
-        kvw[b + i] = bitcast<u32>(hv[i]);
-    }
-}
-
 fn ring_tag(j: u32) {
     kvw[ring_base() + j % KV_RING] = j + 1u;
 }
-//#else
-fn ring_store(j: u32, kvh: u32, is_v: bool) {}
-
-fn ring_tag(j: u32) {}
 //#endif

@@ -1,9 +1,9 @@
 // Appends this step's k and v rows at positions pos0.. of the bound layer's cache
 // (k records at 0, v records after n_ctx rows of them). k can be rotated (RoPE) on the way in,
 // so the rope of k needs no dispatch of its own; the formula is rope_common.wgsl's.
-// The f32 policy writes one element per invocation; the quantized policies (KVQ) encode one
-// head vector per invocation, in the record layout of engine/src/kv.rs (kv_common.wgsl), and
-// `total` counts head vectors instead of elements.
+// The f32 policy writes one element per invocation; f16 and q8 (KVQ) encode one head vector
+// per invocation and int4 one per workgroup, in the record layout of engine/src/kv.rs
+// (kv_common.wgsl), and `total` counts head vectors instead of elements.
 // Key centering (engine/src/kv.rs): with `center` set, the quantized writer subtracts the
 // layer's centering vector, stored as f32 bits after the v records; the KV_CENTER entry point
 // (one invocation per channel, `total` = rows) sets it from the sequence's first write.
@@ -71,23 +71,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
     kv_encode(rec, hd);
-    ring_store(P.pos0 + t, idx % nkv, false);
     for (var i = 0u; i < hd; i++) {
         hv[i] = act[P.v_off + src + i];
     }
     kv_encode(P.n_ctx * nkv * rec_words(hd) + rec, hd);
-    ring_store(P.pos0 + t, idx % nkv, true);
-    if (idx % nkv == 0u) {
-        ring_tag(P.pos0 + t);
-    }
 }
 //#endif
 //#if KV_STORE_Q4
 // int4 encodes one head vector per workgroup, its invocations sharing the rotation, the step
 // search and the codes: one invocation doing all of it alone took ~200 µs a vector on an H100,
-// which made the write, not the attention, the cost of an int4 decode step. The same
-// arithmetic as kv_common.wgsl's kv_encode (and kv::encode), except that the search's sums
-// are reduced in a tree.
+// which made the write, not the attention, the cost of an int4 decode step. The arithmetic of
+// kv::encode and kv::int4_step, except that the search's sums are reduced in a tree.
 var<workgroup> wv: array<f32, 256>;
 var<workgroup> wred: array<f32, 64>;
 // The step search's nine squared errors, reduced together.
@@ -132,7 +126,7 @@ fn wg_errs(d0: f32, hd: u32, lid: u32) {
     }
 }
 
-// Codes wv (rotated in place for int4h, as kv_rotate does to hv) into the record at `base`,
+// Codes wv (rotated in place for int4h: kv::hadamard) into the record at `base`,
 // and keeps it as position j's exact copy of head kvh.
 fn wg_encode(base: u32, hd: u32, lid: u32, j: u32, kvh: u32, is_v: bool) {
     if (KV_ROTATED) {
@@ -158,7 +152,7 @@ fn wg_encode(base: u32, hd: u32, lid: u32, j: u32, kvh: u32, is_v: bool) {
     }
     let d0 = wg_max(m, lid) / 7.0;
     var d = d0;
-    if (d0 > 0.0 && INT4_SEARCH) {
+    if (d0 > 0.0 && KV_ROTATED) {
         wg_errs(d0, hd, lid);
         var best_e = wred9[0][0];
         for (var s = 1u; s < 9u; s++) {
