@@ -15,7 +15,7 @@ use std::ffi::CStr;
 use ash::vk;
 use hangar_engine::kv::KvPolicy;
 use hangar_engine::quant::GgmlType;
-use hangar_kernels::pipelines::{shader_source, Op};
+use hangar_kernels::pipelines::{shader_source, Op, LAYOUT};
 
 fn spirv(src: &str) -> Result<Vec<u32>, String> {
     let module = naga::front::wgsl::parse_str(src).map_err(|e| e.emit_to_string(src))?;
@@ -85,19 +85,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .push_next(&mut f13);
         let device = instance.create_device(pd, &dci, None)?;
         let pexe = ash::khr::pipeline_executable_properties::Device::new(&instance, &device);
-        // The backend's one pipeline layout (shaders/common.wgsl).
-        let b = |i: u32, ty: vk::DescriptorType| {
-            vk::DescriptorSetLayoutBinding::default().binding(i).descriptor_type(ty).descriptor_count(1).stage_flags(vk::ShaderStageFlags::COMPUTE)
-        };
-        let sets = [
-            vec![b(0, vk::DescriptorType::UNIFORM_BUFFER_DYNAMIC), b(1, vk::DescriptorType::STORAGE_BUFFER), b(2, vk::DescriptorType::STORAGE_BUFFER)],
-            vec![b(0, vk::DescriptorType::STORAGE_BUFFER), b(1, vk::DescriptorType::STORAGE_BUFFER)],
-            vec![b(0, vk::DescriptorType::STORAGE_BUFFER)],
-            vec![b(0, vk::DescriptorType::STORAGE_BUFFER_DYNAMIC)],
-        ];
+        // The backend's one pipeline layout.
         let mut layouts = Vec::new();
-        for s in &sets {
-            layouts.push(device.create_descriptor_set_layout(&vk::DescriptorSetLayoutCreateInfo::default().bindings(s), None)?);
+        for group in LAYOUT {
+            let bindings: Vec<_> = group
+                .iter()
+                .map(|s| {
+                    let ty = match (s.uniform, s.dynamic) {
+                        (true, true) => vk::DescriptorType::UNIFORM_BUFFER_DYNAMIC,
+                        (true, false) => vk::DescriptorType::UNIFORM_BUFFER,
+                        (false, true) => vk::DescriptorType::STORAGE_BUFFER_DYNAMIC,
+                        (false, false) => vk::DescriptorType::STORAGE_BUFFER,
+                    };
+                    vk::DescriptorSetLayoutBinding::default().binding(s.binding).descriptor_type(ty).descriptor_count(1).stage_flags(vk::ShaderStageFlags::COMPUTE)
+                })
+                .collect();
+            layouts.push(device.create_descriptor_set_layout(&vk::DescriptorSetLayoutCreateInfo::default().bindings(&bindings), None)?);
         }
         let layout = device.create_pipeline_layout(&vk::PipelineLayoutCreateInfo::default().set_layouts(&layouts), None)?;
         println!("{name}");

@@ -189,14 +189,42 @@ pub(crate) struct Pipelines {
     cache: Mutex<HashMap<(Op, Option<GgmlType>), wgpu::ComputePipeline>>,
 }
 
-fn storage(binding: u32, read_only: bool, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
+/// One buffer binding of the layout every kernel shares (see `shaders/common.wgsl`).
+#[derive(Clone, Copy, Debug)]
+pub struct Slot {
+    pub binding: u32,
+    /// The params ring (a uniform buffer); every other slot is a storage buffer.
+    pub uniform: bool,
+    pub read_only: bool,
+    pub dynamic: bool,
+}
+
+const fn slot(binding: u32, uniform: bool, read_only: bool, dynamic: bool) -> Slot {
+    Slot { binding, uniform, read_only, dynamic }
+}
+
+/// Group 0: the step's params slot and the activation scratch (as f32 and as vec4).
+const SCRATCH: [Slot; 3] = [slot(0, true, true, true), slot(1, false, false, false), slot(2, false, false, false)];
+/// Groups 1 and 2: a weight arena (as u32 words and as vec4<u32>).
+const ARENA: [Slot; 2] = [slot(0, false, true, false), slot(1, false, true, false)];
+/// Group 3: one layer's KV cache, at a dynamic offset.
+const KV: [Slot; 1] = [slot(0, false, false, true)];
+/// The pipeline layout, group by group: the one definition the backend and its diagnostics
+/// (`examples/kernel_stats.rs`) build theirs from.
+pub const LAYOUT: [&[Slot]; 4] = [&SCRATCH, &ARENA, &ARENA, &KV];
+
+fn entry(s: &Slot) -> wgpu::BindGroupLayoutEntry {
+    let ty = match s.uniform {
+        true => wgpu::BufferBindingType::Uniform,
+        false => wgpu::BufferBindingType::Storage { read_only: s.read_only },
+    };
     wgpu::BindGroupLayoutEntry {
-        binding,
+        binding: s.binding,
         visibility: wgpu::ShaderStages::COMPUTE,
         ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only },
-            has_dynamic_offset: dynamic,
-            min_binding_size: None,
+            ty,
+            has_dynamic_offset: s.dynamic,
+            min_binding_size: if s.uniform { NonZeroU64::new(PARAM_BYTES) } else { None },
         },
         count: None,
     }
@@ -204,31 +232,13 @@ fn storage(binding: u32, read_only: bool, dynamic: bool) -> wgpu::BindGroupLayou
 
 impl Pipelines {
     pub fn new(device: &wgpu::Device, subgroup_size: Option<u32>) -> Pipelines {
-        let scratch_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("params+scratch"),
-            entries: &[
-                wgpu::BindGroupLayoutEntry {
-                    binding: 0,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: true,
-                        min_binding_size: NonZeroU64::new(PARAM_BYTES),
-                    },
-                    count: None,
-                },
-                storage(1, false, false),
-                storage(2, false, false),
-            ],
-        });
-        let arena_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("arena"),
-            entries: &[storage(0, true, false), storage(1, true, false)],
-        });
-        let kv_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("kv"),
-            entries: &[storage(0, false, true)],
-        });
+        let make = |label: &str, slots: &[Slot]| {
+            let entries: Vec<_> = slots.iter().map(entry).collect();
+            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries: &entries })
+        };
+        let scratch_layout = make("params+scratch", &SCRATCH);
+        let arena_layout = make("arena", &ARENA);
+        let kv_layout = make("kv", &KV);
         let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("hangar"),
             bind_group_layouts: &[Some(&scratch_layout), Some(&arena_layout), Some(&arena_layout), Some(&kv_layout)],
