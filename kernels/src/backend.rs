@@ -53,6 +53,9 @@ pub struct BackendOptions {
     pub reuse_bytes: Option<u64>,
     /// Dispatch every op on its own instead of fusing decode ops (tests compare the two).
     pub no_fusion: bool,
+    /// Decode matvecs of fewer wide-layout workgroups than this take the lean layout (default:
+    /// `fuse::MV_LEAN_BELOW` on a GPU, never on a CPU driver; tests force it either way).
+    pub mv_lean_below: Option<usize>,
 }
 
 pub struct GpuBackend {
@@ -78,6 +81,8 @@ pub struct GpuBackend {
     pub(crate) mv_groups: Option<MvGroups>,
     /// Matvec rows from this width on walk two blocks a step (HANGAR_MV_PAIRS, for tuning).
     pub(crate) mv_pair_cols: usize,
+    /// Matvecs of fewer wide-layout workgroups than this take the lean layout (HANGAR_MV_LEAN).
+    pub(crate) mv_lean_below: usize,
     reuse_bytes: u64,
     /// Rope frequency tables uploaded in this step, by their bits (one per layer otherwise).
     freq_cache: HashMap<Vec<u32>, u32>,
@@ -114,6 +119,12 @@ impl GpuBackend {
             mv_threads: std::env::var("HANGAR_MV_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).map(|t| t.next_power_of_two()),
             mv_groups: MvGroups::from_env(),
             mv_pair_cols: std::env::var("HANGAR_MV_PAIRS").ok().and_then(|v| v.parse().ok()).unwrap_or(crate::fuse::MV_PAIR_COLS),
+            mv_lean_below: std::env::var("HANGAR_MV_LEAN").ok().and_then(|v| v.parse().ok()).or(opts.mv_lean_below).unwrap_or(
+                match gpu.adapter_info.device_type {
+                    wgpu::DeviceType::Cpu => 0,
+                    _ => crate::fuse::MV_LEAN_BELOW,
+                },
+            ),
             freq_cache: HashMap::new(),
             reuse_bytes: opts.reuse_bytes.unwrap_or(REUSE_BYTES),
             gpu,

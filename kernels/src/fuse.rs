@@ -17,7 +17,7 @@ use hangar_engine::quant::GgmlType;
 use hangar_engine::spec::{Activation, NormKind};
 
 use crate::backend::{shape, u, ActInfo, GpuBackend, St};
-use crate::pipelines::Op;
+use crate::pipelines::{MvInput, Op};
 use crate::recorder::{grid, Binds};
 
 /// About how many workgroups a decode matvec is spread over (see `flush_group`), on a GPU and
@@ -49,6 +49,12 @@ const NO_BIAS: u32 = u32::MAX;
 /// together; narrower rows do better with one (fewer registers live). H100, Q4_0 tg128 against
 /// pairs everywhere: 1.5B-like 450 -> 495 tok/s, 135M 852 -> 861, 8B unchanged at 256.
 pub(crate) const MV_PAIR_COLS: usize = 4096;
+
+/// Matvecs that would spread over fewer workgroups than this in the wide layout take the lean
+/// one (HANGAR_MV_LEAN overrides it). H100 tg128 against the wide layout everywhere: 135M Q4_0
+/// 890 -> 949 tok/s, 1.5B-like Q4_0 502 -> 511-520; lean for every matvec lost on big ones
+/// (8B Q4_0 262 -> 215: fewer bytes in flight per invocation), and a bound of 256 gained less.
+pub(crate) const MV_LEAN_BELOW: usize = 128;
 
 /// Most bytes of attention partials the workgroups of one matvec may re-read between them to
 /// merge the partials themselves instead of waiting on a merge dispatch.
@@ -245,9 +251,22 @@ impl GpuBackend {
         if norm.is_some() && t > 32.max(ss) && rows as usize / (256 / t) > 4096 {
             t /= 2;
         }
+        // Matvecs too small to fill the GPU in the wide layout (two rows, two blocks per
+        // invocation) take the lean one, twice the workgroups of fewer registers each.
+        let wide_wgs = rows.div_ceil(256 / t as u32 * if g.gated.is_some() { 1 } else { 2 });
+        let lean = self.gpu.pipelines.subgroup_size.is_some() && (wide_wgs as usize) < self.mv_lean_below;
+        if lean && g.gated.is_some() {
+            t = t.min(128);
+        }
         let r_per_wg = 256 / t;
-        // Without a gate each invocation computes two rows.
-        let per_wg = if g.gated.is_some() { r_per_wg } else { 2 * r_per_wg } as u32;
+        // Without a gate each invocation computes two rows; lean: one row per slot, and a
+        // gated pair takes two slots.
+        let per_wg = match (lean, g.gated.is_some()) {
+            (false, true) => r_per_wg,
+            (false, false) => 2 * r_per_wg,
+            (true, true) => r_per_wg / 2,
+            (true, false) => r_per_wg,
+        } as u32;
         let n_wg = rows.div_ceil(per_wg) as usize;
         let combine = if norm.is_none() { self.foldable_combine(&xi, n_wg) } else { None };
         let x = match norm {
@@ -313,11 +332,12 @@ impl GpuBackend {
         .clamp(1, 64) as u32;
         p[7] |= groups << 8;
         let (gx, gy) = grid(&self.gpu, rows.div_ceil(per_wg * groups) * p[31]);
-        let op = match (norm, combine) {
-            (Some(_), _) => Op::MvNorm,
-            (None, Some(_)) => Op::MvCombine,
-            (None, None) => Op::Mv,
+        let input = match (norm, combine) {
+            (Some(_), _) => MvInput::Norm,
+            (None, Some(_)) => MvInput::Combine,
+            (None, None) => MvInput::Plain,
         };
+        let op = Op::Mv { input, lean };
         self.rec.dispatch(op, Some(g.ty), &p, [gx, gy, 1], Binds { arena_w: Some(g.arena_w), arena_v, kv: None });
         for part in &g.parts {
             self.set_ready(part.out);

@@ -19,12 +19,9 @@ pub(crate) const COMMON: &str = include_str!("shaders/common.wgsl");
 /// The op kernels, one file each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
-    /// Decode matvec (one token), optionally fused QKV / gate-up / residual.
-    Mv,
-    /// `Mv` with the input's RMS/Layer norm computed in its prologue.
-    MvNorm,
-    /// `Mv` whose input is attention's split-context partials, merged as they are staged.
-    MvCombine,
+    /// Decode matvec (one token), optionally fused QKV / gate-up / residual; its input as it
+    /// arrives, and whether it is the lean row layout (see mv.wgsl's `lean_body`).
+    Mv { input: MvInput, lean: bool },
     /// Prefill matmul, tiled through workgroup memory.
     Matmul,
     Embed,
@@ -43,10 +40,21 @@ pub enum Op {
     Mask,
 }
 
+/// How a decode matvec's input arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MvInput {
+    /// As it is in the scratch.
+    Plain,
+    /// RMS/Layer-normed in the matvec's prologue.
+    Norm,
+    /// Attention's split-context partials, merged as they are staged.
+    Combine,
+}
+
 impl Op {
     fn source(self) -> &'static str {
         match self {
-            Op::Mv | Op::MvNorm | Op::MvCombine => include_str!("shaders/mv.wgsl"),
+            Op::Mv { .. } => include_str!("shaders/mv.wgsl"),
             Op::Matmul => include_str!("shaders/matmul.wgsl"),
             Op::Embed => include_str!("shaders/embed.wgsl"),
             Op::Norm => include_str!("shaders/norm.wgsl"),
@@ -132,7 +140,7 @@ fn kv_defines(p: KvPolicy) -> &'static [&'static str] {
 /// subgroup or fallback variant).
 pub fn shader_source(op: Op, ty: Option<GgmlType>, subgroups: bool) -> String {
     let unit = match op {
-        Op::Mv | Op::MvNorm | Op::MvCombine => ty.and_then(mv_unit_source),
+        Op::Mv { .. } => ty.and_then(mv_unit_source),
         _ => None,
     };
     let mut defines = Vec::new();
@@ -140,8 +148,8 @@ pub fn shader_source(op: Op, ty: Option<GgmlType>, subgroups: bool) -> String {
         defines.push("subgroups");
     }
     defines.push(match op {
-        Op::MvNorm => "NORM",
-        Op::MvCombine => "COMBINE",
+        Op::Mv { input: MvInput::Norm, .. } => "NORM",
+        Op::Mv { input: MvInput::Combine, .. } => "COMBINE",
         _ => "PLAIN_X",
     });
     if unit.is_some() {
@@ -171,6 +179,10 @@ pub fn shader_source(op: Op, ty: Option<GgmlType>, subgroups: bool) -> String {
         s.push_str(&select_variant(include_str!("shaders/kv_common.wgsl"), &defines));
         // The exact window's shape, from the engine's one definition (kv::Ring).
         s.push_str(&format!("const KV_RING: u32 = {}u;\nconst KV_WINDOW: u32 = {}u;\n", kv::Ring::SLOTS, kv::Ring::WINDOW));
+    }
+    if let Op::Mv { lean, .. } = op {
+        // The lean layout reduces a row with subgroup operations only.
+        s.push_str(&format!("const LEAN: bool = {};\n", subgroups && lean));
     }
     if let Some(src) = unit.or_else(|| ty.and_then(dequant_source)) {
         s.push('\n');

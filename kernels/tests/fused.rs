@@ -110,8 +110,13 @@ fn fused_decode_block_matches_unfused_and_cpu() {
         let got = block(&mut fused, &f, c);
         let mut plain = GpuBackend::with_options(gpu(), BackendOptions { no_fusion: true, ..Default::default() });
         let unfused = block(&mut plain, &f, c);
-        let (e_cpu, e_gpu) = (nmse(&got, &want), nmse(&got, &unfused));
+        // The lean matvec layout, which a GPU gives its small matvecs (lavapipe only when forced).
+        let mut lean = GpuBackend::with_options(gpu(), BackendOptions { mv_lean_below: Some(usize::MAX), ..Default::default() });
+        let got_lean = block(&mut lean, &f, c);
+        let (e_cpu, e_gpu, e_lean) = (nmse(&got, &want), nmse(&got, &unfused), nmse(&got_lean, &want));
         assert!(e_cpu < 1e-6, "{:?}/{:?}/{:?}: fused vs CPU NMSE {e_cpu:e}", c.ty, c.norm, c.act);
+        assert!(e_lean < 1e-6, "{:?}/{:?}/{:?}: lean fused vs CPU NMSE {e_lean:e}", c.ty, c.norm, c.act);
+        assert_eq!(lean.dispatches(), fused.dispatches(), "the lean layout fuses as the wide one does");
         assert!(e_gpu < 1e-9, "{:?}/{:?}/{:?}: fused vs unfused NMSE {e_gpu:e}", c.ty, c.norm, c.act);
         // Decode steps: embed, QKV (norm fused), attention (appending this step's k and v),
         // O (merging attention's partials) + residual, gate/up (norm fused), down + residual =

@@ -90,6 +90,21 @@ fn matvec_matches_reference_for_rows_wide_enough_to_walk_two_blocks_at_a_time() 
     }
 }
 
+/// The lean matvec layout (one row per invocation), which a GPU gives its small matvecs and a
+/// CPU driver only when forced.
+fn lean() -> BackendOptions {
+    BackendOptions { mv_lean_below: Some(usize::MAX), ..Default::default() }
+}
+
+#[test]
+fn matvec_matches_reference_in_the_lean_layout_for_every_type() {
+    for ty in ALL_TYPES {
+        linear_case(ty, 37, 512, 1, lean());
+        linear_case(ty, 37, 4352, 1, lean());
+        batched_rows_case(ty, 37, 512, 3, lean());
+    }
+}
+
 #[test]
 fn matmul_matches_reference_for_every_type() {
     // 6 tokens: one full tile of 4 and a partial one.

@@ -6,8 +6,10 @@
 // partials, merged as they are staged (the O projection). Optional epilogue: + bias, and
 // + residual written to a second output (residual add fused).
 //
-// R row slots per workgroup of 256 invocations, T = 256 / R invocations per slot (a slot is
-// a gate/up pair, or two rows r and r + R without a gate). The input is
+// R row slots per workgroup of 256 invocations, T = 256 / R invocations per slot. The wide
+// layout (`body`): a slot is a gate/up pair, or two rows r and r + R without a gate, and long
+// rows walk two blocks a step. The lean layout (`lean_body`), for matvecs too small to fill
+// the GPU in the wide one: a slot is one row (a gated pair takes two slots), one block a step. The input is
 // staged through workgroup memory 128 blocks (4096 values) at a time, padded so that
 // invocations reading different blocks hit different banks; each invocation then walks its
 // row's blocks of the chunk: one or two 16-byte loads a block for the planar types with a
@@ -301,10 +303,10 @@ fn stride(p: u32) -> u32 {
     return select(P.p_rows[p], P.p_rows[1], P.n_parts == 1u);
 }
 
-fn body(wg: u32, lid: u32, sl: u32, ss: u32) {
-    let n_tok = max(P.n_tok, 1u);
-    tk = wg % n_tok;
-    let wl = wg / n_tok;
+// Sets the token this workgroup serves, and its input's norm statistics or merge weights;
+// returns the chunk already staged (the deferred RMS stages the input), or none.
+fn prologue(wg: u32, lid: u32, sl: u32, ss: u32) -> u32 {
+    tk = wg % max(P.n_tok, 1u);
     xo = P.x_off + tk * P.k;
     var staged = 0xFFFFFFFFu;
     n_defer = false;
@@ -318,6 +320,12 @@ fn body(wg: u32, lid: u32, sl: u32, ss: u32) {
 //#if COMBINE
     combine_weights(lid);
 //#endif
+    return staged;
+}
+
+fn body(wg: u32, lid: u32, sl: u32, ss: u32) {
+    var staged = prologue(wg, lid, sl, ss);
+    let wl = wg / max(P.n_tok, 1u);
     let T = WG / P.r_per_wg;
     let rl = lid / T;
     let t = lid % T;
@@ -361,24 +369,7 @@ fn body(wg: u32, lid: u32, sl: u32, ss: u32) {
         for (c0 = 0u; c0 < units; c0 += CB) {
             let c1 = min(units, c0 + CB);
             if (staged != c0) {
-                // Nobody still reads the previous chunk.
-                workgroupBarrier();
-                // A chunk is 4 * WG vectors: each invocation's four are loaded before any is
-                // stored, so that their loads are in flight together.
-                let nj = (c1 - c0) * 8u;
-                if (nj <= WG) {
-                    stage_put(lid, nj, stage_at(lid, nj, n4));
-                } else {
-                    let v0 = stage_at(lid, nj, n4);
-                    let v1 = stage_at(lid + WG, nj, n4);
-                    let v2 = stage_at(lid + 2u * WG, nj, n4);
-                    let v3 = stage_at(lid + 3u * WG, nj, n4);
-                    stage_put(lid, nj, v0);
-                    stage_put(lid + WG, nj, v1);
-                    stage_put(lid + 2u * WG, nj, v2);
-                    stage_put(lid + 3u * WG, nj, v3);
-                }
-                workgroupBarrier();
+                stage_chunk(c1, n4, lid);
                 staged = c0;
             }
             var u = c0 + t;
@@ -451,6 +442,113 @@ fn body(wg: u32, lid: u32, sl: u32, ss: u32) {
     }
 }
 
+// Lean variant (LEAN, subgroups only): every invocation computes one row, one block a step, so
+// the kernel's registers stay low enough for more workgroups per SM (the two-row, two-block
+// body needs about 126). A gated slot pair is (gate, up): even slots the gate, odd the up.
+fn lean_body(wg: u32, lid: u32, sl: u32, ss: u32) {
+    var staged = prologue(wg, lid, sl, ss);
+    let wl = wg / max(P.n_tok, 1u);
+    let T = WG / P.r_per_wg;
+    let rl = lid / T;
+    let t = lid % T;
+    let gated = (P.flags & F_GATED) != 0u;
+    let per_wg = select(P.r_per_wg, P.r_per_wg / 2u, gated);
+    let units = (P.k + 31u) / 32u;
+    let n4 = P.k >> 2u;
+    let groups = max(P.act >> 8u, 1u);
+    for (var g = 0u; g < groups; g++) {
+        let gr = (wl * groups + g) * per_wg + select(rl, rl >> 1u, gated);
+        let valid = gr < P.rows;
+        var p = 0u;
+        var lr = min(gr, P.rows - 1u);
+        if (gated) {
+            p = rl & 1u;
+        } else {
+            while (p + 1u < P.n_parts && lr >= P.p_rows[p]) {
+                lr -= P.p_rows[p];
+                p++;
+            }
+        }
+        let row = P.w_off[p] + lr * P.row_words;
+        var a = 0.0;
+        for (c0 = 0u; c0 < units; c0 += CB) {
+            let c1 = min(units, c0 + CB);
+            if (staged != c0) {
+                stage_chunk(c1, n4, lid);
+                staged = c0;
+            }
+            for (var u = c0 + t; u < c1; u += T) {
+                a += udot(row, u);
+            }
+        }
+        var dot = lean_sum(a, lid, t, T, sl, ss);
+        let sc = select(1.0, n_scale, n_defer);
+        if (gated) {
+            if (t == 0u) {
+                red2[rl] = dot * sc + bias(p, lr);
+            }
+            workgroupBarrier();
+            if (t == 0u && p == 1u && valid) {
+                let gv = red2[rl - 1u];
+                let uv = red2[rl];
+                let o = tk * P.p_rows[0] + lr;
+                act[P.out_off[0] + o] = gv;
+                act[P.out_off[1] + o] = uv;
+                act[P.sum_off + o] = activate(gv) * uv;
+            }
+            workgroupBarrier();
+        } else if (t == 0u && valid) {
+            store(p, lr, dot * sc);
+        }
+    }
+}
+
+//#if subgroups
+// The sum of `a` over a row's T invocations (T a power of two, a multiple of ss).
+fn lean_sum(a: f32, lid: u32, t: u32, T: u32, sl: u32, ss: u32) -> f32 {
+    var dot = subgroupAdd(a);
+    if (T != ss) {
+        if (sl == 0u) {
+            red[lid / ss] = dot;
+        }
+        workgroupBarrier();
+        dot = 0.0;
+        if (t == 0u) {
+            for (var i = lid / ss; i < (lid + T) / ss; i++) {
+                dot += red[i];
+            }
+        }
+        workgroupBarrier();
+    }
+    return dot;
+}
+//#else
+fn lean_sum(a: f32, lid: u32, t: u32, T: u32, sl: u32, ss: u32) -> f32 {
+    return a;
+}
+//#endif
+
+// Stages blocks c0..c1 of the input. A chunk is 4 * WG vectors: each invocation's four are
+// loaded before any is stored, so that their loads are in flight together.
+fn stage_chunk(c1: u32, n4: u32, lid: u32) {
+    // Nobody still reads the previous chunk.
+    workgroupBarrier();
+    let nj = (c1 - c0) * 8u;
+    if (nj <= WG) {
+        stage_put(lid, nj, stage_at(lid, nj, n4));
+    } else {
+        let v0 = stage_at(lid, nj, n4);
+        let v1 = stage_at(lid + WG, nj, n4);
+        let v2 = stage_at(lid + 2u * WG, nj, n4);
+        let v3 = stage_at(lid + 3u * WG, nj, n4);
+        stage_put(lid, nj, v0);
+        stage_put(lid + WG, nj, v1);
+        stage_put(lid + 2u * WG, nj, v2);
+        stage_put(lid + 3u * WG, nj, v3);
+    }
+    workgroupBarrier();
+}
+
 // Vector j of the chunk being staged (of nj), zeros past the input's n4: the load's index is
 // clamped rather than branched around.
 fn stage_at(j: u32, nj: u32, n4: u32) -> vec4<f32> {
@@ -478,7 +576,11 @@ fn store(p: u32, lr: u32, dot: f32) {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sl: u32,
         @builtin(subgroup_size) ss: u32) {
-    body(wid.y * nwg.x + wid.x, lid, sl, ss);
+    if (LEAN) {
+        lean_body(wid.y * nwg.x + wid.x, lid, sl, ss);
+    } else {
+        body(wid.y * nwg.x + wid.x, lid, sl, ss);
+    }
 }
 //#else
 @compute @workgroup_size(256)

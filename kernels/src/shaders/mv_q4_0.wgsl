@@ -4,6 +4,20 @@ fn udot(row: u32, b: u32) -> f32 {
     let q = wq4[(row >> 2u) + b];
     let dw = unpack2x16float(wq[row + (P.k >> 3u) + (b >> 1u)]);
     let d = select(dw.x, dw.y, (b & 1u) != 0u);
+    if (LEAN) {
+        return d * q4_dot8(q, b);
+    }
     let s = q4_sums(q, b);
     return d * (s.x - 8.0 * s.y);
+}
+
+// Σ (q - 8) x over a Q4_0 block: no running sum of x, one register set fewer (LEAN).
+fn nib8(w: u32, s: u32) -> vec4<f32> {
+    return nib(w, s) - vec4<f32>(8.0);
+}
+
+fn q4_dot8(q: vec4<u32>, b: u32) -> f32 {
+    let lo = dot(nib8(q.x, 0u), x4(b, 0u)) + dot(nib8(q.y, 0u), x4(b, 1u)) + dot(nib8(q.z, 0u), x4(b, 2u)) + dot(nib8(q.w, 0u), x4(b, 3u));
+    let hi = dot(nib8(q.x, 4u), x4(b, 4u)) + dot(nib8(q.y, 4u), x4(b, 5u)) + dot(nib8(q.z, 4u), x4(b, 6u)) + dot(nib8(q.w, 4u), x4(b, 7u));
+    return lo + hi;
 }
