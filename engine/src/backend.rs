@@ -69,13 +69,50 @@ pub struct AttnParams {
     pub window: Option<usize>,
 }
 
-/// The part of the sampler chain a device can run: temperature, then top-k, then top-p.
-/// `temperature <= 0` is greedy; `top_k == 0` and `top_p >= 1` disable those filters.
+/// The sampler chain a device runs (`sample.wgsl`; CPU twin `cpu::ops::sample`): the host
+/// [`Sampler`](crate::sampling::Sampler)'s order after its logit bias and penalties (which
+/// reach the device as [`LogitEdit`]s). NaN logits
+/// count as -inf and a +inf logit wins outright (the first, by id); then top-k (exactly k: ties
+/// at the k-th value are broken by lower id), top-p over the untempered probabilities of the
+/// top-k survivors (normalised over them), min-p against the best of them, and a draw with the
+/// uniform `u` from softmax(logit / temperature) over what is left, walking the kept tokens in
+/// id order. `temperature <= 0` (or NaN) is greedy; `top_k == 0`, `top_p >= 1` and
+/// `min_p <= 0` turn those filters off.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DeviceSampling {
     pub temperature: f32,
     pub top_k: usize,
     pub top_p: f32,
+    pub min_p: f32,
+}
+
+impl DeviceSampling {
+    /// The argmax.
+    pub const GREEDY: DeviceSampling = DeviceSampling { temperature: 0.0, top_k: 0, top_p: 1.0, min_p: 0.0 };
+
+    pub fn is_greedy(&self) -> bool {
+        self.temperature.is_nan() || self.temperature <= 0.0
+    }
+
+    /// What the draw multiplies `logit - max` by. Capped at `f32::MAX`: a subnormal temperature
+    /// would give +inf, and the best token's `0 * inf` would be NaN.
+    pub fn inv_temperature(&self) -> f32 {
+        (1.0 / self.temperature).min(f32::MAX)
+    }
+}
+
+/// A sparse edit of one logit, made before the device sampler's chain: the logit bias and
+/// penalties of the host sampler's order, which come from the request and its history rather
+/// than from the logits. `l + add`, then `l * rep` where that is `<= 0` and `l * inv_rep`
+/// elsewhere, then `l - sub`; the CPU twin is `cpu::ops::edit_logits`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LogitEdit {
+    /// The logit's element of the activation: `row * cols + token`.
+    pub index: u32,
+    pub add: f32,
+    pub rep: f32,
+    pub inv_rep: f32,
+    pub sub: f32,
 }
 
 pub trait Backend: Send {
@@ -186,6 +223,11 @@ pub trait Backend: Send {
     /// bitset bans nothing and may return `x` itself (unhooked greedy decoding).
     fn mask_logits(&mut self, x: Act, banned: &[u32]) -> Result<Act, BackendError>;
 
+    /// A copy of `x` with `edits` applied, each element at most once (see [`LogitEdit`]). A GPU
+    /// backend edits on the device, so a request with a logit bias or penalties still reads
+    /// back only its token id.
+    fn edit_logits(&mut self, x: Act, edits: &[LogitEdit]) -> Result<Act, BackendError>;
+
     /// Each row `i` of `x` masked with its own bitset `banned[i]` (one per row), as
     /// [`mask_logits`](Self::mask_logits) masks with one: a batched step whose sequences carry
     /// different policies or output constraints. Rows with an empty bitset are kept. The
@@ -214,5 +256,26 @@ pub trait Backend: Send {
     fn sample(&mut self, x: Act, p: &DeviceSampling, u: f32) -> Result<u32, BackendError> {
         let v = self.read(x)?;
         Ok(crate::cpu::ops::sample(&v, p, u))
+    }
+
+    /// [`sample`](Self::sample) from the one-row logits `x` with the `banned` bitset masked out,
+    /// then `edits` applied: the host sampler's order (hooks, then bias and penalties).
+    fn sample_masked(&mut self, x: Act, banned: &[u32], edits: &[LogitEdit], p: &DeviceSampling, u: f32) -> Result<u32, BackendError> {
+        let mut x = self.mask_logits(x, banned)?;
+        if !edits.is_empty() {
+            x = self.edit_logits(x, edits)?;
+        }
+        self.sample(x, p, u)
+    }
+
+    /// One token per `cols`-wide row of `x`, row `i` drawn as `picks[i]` (settings, uniform)
+    /// says; greedy rows get [`argmax`](Self::argmax)'s pick. The default reads `x` once and
+    /// runs the CPU twin on each row; a GPU backend samples every row in one submission.
+    fn sample_rows(&mut self, x: Act, cols: usize, picks: &[(DeviceSampling, f32)]) -> Result<Vec<u32>, BackendError> {
+        let v = self.read(x)?;
+        if cols == 0 || v.len() != cols * picks.len() {
+            return Err(BackendError::Shape { op: "sample_rows", detail: format!("{} logits for {} rows of {cols}", v.len(), picks.len()) });
+        }
+        Ok(v.chunks_exact(cols).zip(picks).map(|(row, (p, u))| crate::cpu::ops::sample(row, p, *u)).collect())
     }
 }

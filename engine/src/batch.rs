@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::backend::{Act, Backend, BackendError, SeqId};
+use crate::backend::{Act, Backend, BackendError, DeviceSampling, LogitEdit, SeqId};
 use crate::budget::{MemoryBudget, Reservation};
 use crate::constraint::Hooks;
 use crate::error::EngineError;
@@ -86,12 +86,29 @@ enum Out {
     Token(u32),
 }
 
+/// How a one-token decode picks its answer where the logits are: `banned` masked out,
+/// `edits` (indices are token ids) applied, then the device sampler's draw with `u` (greedy
+/// settings: the argmax).
+struct Pick {
+    banned: Vec<u32>,
+    edits: Vec<LogitEdit>,
+    sampling: DeviceSampling,
+    u: f32,
+}
+
+impl Pick {
+    /// Whether the CPU twins give exactly what the device gives: the argmax of masked logits.
+    fn exact_on_host(&self) -> bool {
+        self.sampling.is_greedy() && self.edits.is_empty()
+    }
+}
+
 enum Msg {
     Open { n_ctx: usize, charge: Option<Reservation>, reply: Sender<Result<SeqId, EngineError>> },
     /// `need_logits` false: an inner prompt chunk, whose logits the caller drops (so it may be
-    /// copied rather than computed; the reply is then empty). `banned`: a one-token decode
-    /// answered with the greedy pick after masking, computed where the logits are.
-    Eval { seq: SeqId, tokens: Vec<u32>, pos0: usize, which: Logits, need_logits: bool, banned: Option<Vec<u32>>, reply: Sender<Result<Out, EngineError>> },
+    /// copied rather than computed; the reply is then empty). `pick`: a one-token decode
+    /// answered with a token chosen where the logits are.
+    Eval { seq: SeqId, tokens: Vec<u32>, pos0: usize, which: Logits, need_logits: bool, pick: Option<Pick>, reply: Sender<Result<Out, EngineError>> },
     Free(SeqId),
     /// Free the caches kept only for reuse: a sequence is waiting for memory.
     Evict,
@@ -232,19 +249,16 @@ impl BatchSession {
         }
     }
 
-    fn ask_for(&self, tokens: Vec<u32>, pos0: usize, which: Logits, need_logits: bool, banned: Option<Vec<u32>>) -> Result<Out, EngineError> {
+    fn ask_for(&self, tokens: Vec<u32>, pos0: usize, which: Logits, need_logits: bool, pick: Option<Pick>) -> Result<Out, EngineError> {
         let (reply, rx) = channel();
-        self.sched.tx.send(Msg::Eval { seq: self.seq, tokens, pos0, which, need_logits, banned, reply }).map_err(|_| stopped())?;
+        self.sched.tx.send(Msg::Eval { seq: self.seq, tokens, pos0, which, need_logits, pick, reply }).map_err(|_| stopped())?;
         rx.recv().map_err(|_| stopped())?
     }
 
-    /// Sends the deferred token (checked as `eval` checks one) and appends it.
-    fn send_deferred(&mut self, banned: Option<Vec<u32>>) -> Result<Out, EngineError> {
+    /// Sends the deferred token (already in the history) for evaluation.
+    fn send_deferred(&mut self, pick: Option<Pick>) -> Result<Out, EngineError> {
         let tok = self.deferred.take().ok_or_else(generate::nothing_deferred)?;
-        generate::check_append(self.history.len(), self.n_ctx, self.sched.info.n_vocab, &[tok])?;
-        let out = self.ask_for(vec![tok], self.history.len(), Logits::Last, true, banned)?;
-        self.history.push(tok);
-        Ok(out)
+        self.ask_for(vec![tok], self.history.len() - 1, Logits::Last, true, pick)
     }
 }
 
@@ -262,13 +276,17 @@ impl Exec for BatchSession {
         self.n_ctx
     }
 
+    /// Checks `tok` as `eval` checks one and appends it to the history at once, as a `Session`
+    /// does: the penalties of the pick that follows count it.
     fn defer(&mut self, tok: u32) -> Result<(), EngineError> {
+        generate::check_append(self.history.len(), self.n_ctx, self.sched.info.n_vocab, &[tok])?;
+        self.history.push(tok);
         self.deferred = Some(tok);
         Ok(())
     }
 
-    fn pick_masked(&mut self, banned: &[u32]) -> Result<u32, EngineError> {
-        match self.send_deferred(Some(banned.to_vec()))? {
+    fn sample_deferred(&mut self, p: &DeviceSampling, u: f32, banned: &[u32], edits: &[LogitEdit]) -> Result<u32, EngineError> {
+        match self.send_deferred(Some(Pick { banned: banned.to_vec(), edits: edits.to_vec(), sampling: *p, u }))? {
             Out::Token(t) => Ok(t),
             Out::Logits(_) => Err(BackendError::Device("the scheduler answered logits for a pick".into()).into()),
         }
@@ -303,7 +321,7 @@ struct Pending {
     pos0: usize,
     which: Logits,
     need_logits: bool,
-    banned: Option<Vec<u32>>,
+    pick: Option<Pick>,
     reply: Sender<Result<Out, EngineError>>,
 }
 
@@ -447,8 +465,8 @@ fn take(m: Msg, model: &mut Model, seqs: &mut Seqs, open: &mut usize, prefills: 
             seqs.known.remove(&seq);
             let _ = reply.send(model.shift_kv(seq, n_keep, n_discard, len));
         }
-        Msg::Eval { seq, tokens, pos0, which, need_logits, banned, reply } => {
-            let p = Pending { seq, tokens, pos0, which, need_logits, banned, reply };
+        Msg::Eval { seq, tokens, pos0, which, need_logits, pick, reply } => {
+            let p = Pending { seq, tokens, pos0, which, need_logits, pick, reply };
             if p.is_decode() {
                 decodes.push(p);
             } else {
@@ -505,8 +523,11 @@ fn step(model: &mut Model, seqs: &mut Seqs, prefills: &mut VecDeque<Pending>, de
 
 /// One decode row per pending request: batched on a backend that batches rows, otherwise row
 /// by row with masked picks on the device, so a GPU reads back only their ids. A batch of
-/// greedy rows (each with its mask) picks on the device too; a batch where some row wants its
-/// logits reads them all back and picks the greedy rows with the CPU twins of the device ops.
+/// picking rows (each with its mask, edits and draw) picks on the device too. A batch where
+/// some row wants its logits reads them all back; its picking rows are then chosen on the
+/// device first when any of them samples or edits (the CPU twins of those are only exact up to
+/// rounding, and a row must get what it would alone), and by the exact CPU twins of mask and
+/// argmax otherwise.
 fn decode(model: &mut Model, batch: &[Pending]) -> Vec<Result<Out, EngineError>> {
     let m = &mut *model;
     let n_vocab = m.spec.hparams.n_vocab;
@@ -514,22 +535,29 @@ fn decode(model: &mut Model, batch: &[Pending]) -> Vec<Result<Out, EngineError>>
         let rows: Vec<(SeqId, u32, usize)> = batch.iter().map(|p| (p.seq, p.tokens[0], p.pos0)).collect();
         let be = m.backend.as_mut();
         let result = forward_decode_batch_act(&m.spec, &m.weights, be, &rows).and_then(|act| {
-            if batch.iter().all(|p| p.banned.is_some()) {
-                return pick_rows(be, act, batch, n_vocab).map(|ids| ids.into_iter().map(|t| Ok(Out::Token(t))).collect());
+            let all_pick = batch.iter().all(|p| p.pick.is_some());
+            let inexact = batch.iter().any(|p| p.pick.as_ref().is_some_and(|k| !k.exact_on_host()));
+            let ids = match all_pick || inexact {
+                true => Some(pick_rows(be, act, batch, n_vocab)?),
+                false => None,
+            };
+            if let (true, Some(ids)) = (all_pick, &ids) {
+                return Ok(ids.iter().map(|&t| Ok(Out::Token(t))).collect());
             }
             let all = be.read(act)?;
             let cols = all.len() / batch.len();
-            let row_out = |(p, row): (&Pending, &[f32])| {
-                let mut l = row.to_vec();
-                Ok(match &p.banned {
-                    Some(bits) => {
-                        crate::cpu::ops::mask_logits(&mut l, cols, bits);
+            let row_out = |(i, (p, row)): (usize, (&Pending, &[f32]))| {
+                Ok(match (&p.pick, &ids) {
+                    (Some(_), Some(ids)) => Out::Token(ids[i]),
+                    (Some(k), None) => {
+                        let mut l = row.to_vec();
+                        crate::cpu::ops::mask_logits(&mut l, cols, &k.banned);
                         Out::Token(crate::cpu::ops::argmax(&l))
                     }
-                    None => Out::Logits(l),
+                    (None, _) => Out::Logits(row.to_vec()),
                 })
             };
-            Ok(batch.iter().zip(all.chunks_exact(cols.max(1))).map(row_out).collect())
+            Ok(batch.iter().zip(all.chunks_exact(cols.max(1))).enumerate().map(row_out).collect())
         });
         return match result {
             Ok(outs) => outs,
@@ -541,18 +569,31 @@ fn decode(model: &mut Model, batch: &[Pending]) -> Vec<Result<Out, EngineError>>
         .map(|p| {
             let be = m.backend.as_mut();
             let act = forward_act(&m.spec, &m.weights, be, p.seq, &p.tokens, p.pos0, Logits::Last)?;
-            Ok(match &p.banned {
-                Some(bits) => Out::Token(be.pick_masked(act, bits, n_vocab)?),
+            Ok(match &p.pick {
+                Some(k) => Out::Token(be.sample_masked(act, &k.banned, &k.edits, &k.sampling, k.u)?),
                 None => Out::Logits(be.read(act)?),
             })
         })
         .collect()
 }
 
-/// Each row's greedy pick from the batch's logits `act` with that row's banned bitset masked
-/// out, on the device: only the ids come back.
+/// Each row's pick from the batch's logits `act` with that row's banned bitset masked out, its
+/// edits applied and its draw, on the device: only the ids come back. Rows that want logits
+/// get a greedy pick, which the caller drops.
 fn pick_rows(be: &mut dyn Backend, act: Act, batch: &[Pending], n_vocab: usize) -> Result<Vec<u32>, BackendError> {
-    let banned: Vec<&[u32]> = batch.iter().map(|p| p.banned.as_deref().unwrap_or(&[])).collect();
-    let all = be.mask_logits_rows(act, &banned)?;
-    be.argmax(all, n_vocab)
+    let banned: Vec<&[u32]> = batch.iter().map(|p| p.pick.as_ref().map_or(&[][..], |k| &k.banned)).collect();
+    let mut all = be.mask_logits_rows(act, &banned)?;
+    let mut edits = Vec::new();
+    for (r, k) in batch.iter().enumerate().filter_map(|(r, p)| Some((r, p.pick.as_ref()?))) {
+        let base = u32::try_from(r * n_vocab).map_err(|_| BackendError::Shape { op: "edit_logits", detail: format!("row {r} of {n_vocab} logits") })?;
+        edits.extend(k.edits.iter().map(|e| LogitEdit { index: base + e.index, ..*e }));
+    }
+    if !edits.is_empty() {
+        all = be.edit_logits(all, &edits)?;
+    }
+    let draws: Vec<(DeviceSampling, f32)> = batch.iter().map(|p| p.pick.as_ref().map_or((DeviceSampling::GREEDY, 0.0), |k| (k.sampling, k.u))).collect();
+    if draws.iter().all(|d| d.0.is_greedy()) {
+        return be.argmax(all, n_vocab);
+    }
+    be.sample_rows(all, n_vocab, &draws)
 }

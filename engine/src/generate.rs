@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::backend::SeqId;
+use crate::backend::{DeviceSampling, LogitEdit, SeqId};
 use crate::constraint::{FilterVerdict, Hooks};
 use crate::error::EngineError;
 use crate::graph::{forward, Logits};
@@ -31,6 +31,11 @@ pub struct GenerateParams {
     /// the tokens after the first `n_keep` (re-rotating the cached keys rather than
     /// recomputing); `None` stops with `Length` there.
     pub context_shift: Option<usize>,
+    /// Sampled draws (temperature > 0) on the device too, reading back only token ids. Off by
+    /// default: sample.wgsl's one workgroup walks the whole vocabulary about 64 times, which on
+    /// the H100 made sampled decoding slower than reading the logits back (8B Q4_0 tok/s:
+    /// 164 -> 76; bench/RESULTS.md). Greedy picks are always made on the device.
+    pub sample_on_device: bool,
 }
 
 impl Default for GenerateParams {
@@ -44,6 +49,7 @@ impl Default for GenerateParams {
             prefill_chunk: 256,
             logprobs: None,
             context_shift: None,
+            sample_on_device: false,
         }
     }
 }
@@ -148,11 +154,12 @@ pub(crate) trait Exec {
     /// Drops positions `n_keep..n_keep + n_discard` from the cache and the history.
     fn shift(&mut self, n_keep: usize, n_discard: usize) -> Result<(), EngineError>;
     /// Appends `tok` with its logits left where they are computed (the device), for
-    /// [`pick_masked`](Self::pick_masked) or [`read_deferred`](Self::read_deferred) next.
+    /// [`sample_deferred`](Self::sample_deferred) or [`read_deferred`](Self::read_deferred) next.
     fn defer(&mut self, tok: u32) -> Result<(), EngineError>;
-    /// The greedy pick from the deferred logits with the `banned` bitset masked out, computed
-    /// where the logits are: a GPU reads back only the token id.
-    fn pick_masked(&mut self, banned: &[u32]) -> Result<u32, EngineError>;
+    /// The token the device sampler draws from the deferred logits with the `banned` bitset
+    /// masked out and `edits` (logit bias, penalties) applied (greedy settings: the argmax; `u`
+    /// uniform in [0, 1)), computed where the logits are: a GPU reads back only the token id.
+    fn sample_deferred(&mut self, p: &DeviceSampling, u: f32, banned: &[u32], edits: &[LogitEdit]) -> Result<u32, EngineError>;
     /// The deferred logits, read back.
     fn read_deferred(&mut self) -> Result<Vec<f32>, EngineError>;
 }
@@ -289,9 +296,9 @@ impl Exec for Session<'_> {
         self.deferred = Some(Session::decode_act(self, tok)?);
         Ok(())
     }
-    fn pick_masked(&mut self, banned: &[u32]) -> Result<u32, EngineError> {
+    fn sample_deferred(&mut self, p: &DeviceSampling, u: f32, banned: &[u32], edits: &[LogitEdit]) -> Result<u32, EngineError> {
         let act = self.deferred.take().ok_or_else(nothing_deferred)?;
-        Ok(self.model.backend.pick_masked(act, banned, self.model.spec.hparams.n_vocab)?)
+        Ok(self.model.backend.sample_masked(act, banned, edits, p, u)?)
     }
     fn read_deferred(&mut self) -> Result<Vec<f32>, EngineError> {
         let act = self.deferred.take().ok_or_else(nothing_deferred)?;
@@ -336,15 +343,17 @@ pub(crate) fn run<E: Exec + ?Sized>(
     let mut timings = Timings { prompt_tokens: prompt.len(), ..Timings::default() };
     let t0 = Instant::now();
     let mut logits = exec.eval(prompt, params.prefill_chunk, Logits::Last)?;
-    // Greedy decoding masks (logits hooks) and picks on the backend, so the GPU reads back
-    // only the token id; anything the device cannot reproduce stays on the host.
-    let p = &params.sampling;
+    // Every token is chosen by the device sampler's chain, after the logits hooks' masks and
+    // the request's logit bias and penalties (sparse edits from its history): on the backend,
+    // where a GPU reads back only the id, or by its CPU twins wherever the logits are on the
+    // host (the prompt's, sampled draws, log-probabilities, a hook without a device mask), so
+    // asking for log-probabilities never changes the tokens. The sampler's RNG gives each draw
+    // its uniform.
+    let device = params.sampling.device();
+    let defer = params.logprobs.is_none() && (device.is_greedy() || params.sample_on_device);
     let n_vocab = exec.n_vocab();
-    let on_device = (p.temperature.is_nan() || p.temperature <= 0.0)
-        && p.logit_bias.is_empty()
-        && !p.penalties_active()
-        && params.logprobs.is_none();
     let mut deferred = false;
+    let mut edits = Vec::new();
     timings.prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
 
     let t1 = Instant::now();
@@ -363,18 +372,20 @@ pub(crate) fn run<E: Exec + ?Sized>(
             raw_logits.clone_from(&logits);
             (norm, top_alternatives(&logits, norm, n))
         });
-        let tok = match std::mem::take(&mut deferred) {
-            true => match hooks.device_mask(n_vocab)? {
-                Some(bits) => exec.pick_masked(&bits)?,
-                None => {
+        // One uniform per sampled token, drawn whatever happens next: the seed fixes it.
+        let u = if device.is_greedy() { 0.0 } else { sampler.next_uniform() };
+        sampler.edits(exec.history(), n_vocab, &mut edits);
+        let was_deferred = std::mem::take(&mut deferred);
+        let bits = if was_deferred { hooks.device_mask(n_vocab)? } else { None };
+        let tok = match bits {
+            Some(bits) => exec.sample_deferred(&device, u, &bits, &edits)?,
+            None => {
+                if was_deferred {
                     logits = exec.read_deferred()?;
-                    hooks.mask(&mut logits)?;
-                    sampler.sample(&mut logits, exec.history())
                 }
-            },
-            false => {
                 hooks.mask(&mut logits)?;
-                sampler.sample(&mut logits, exec.history())
+                crate::cpu::ops::edit_logits(&mut logits, &edits);
+                crate::cpu::ops::sample(&logits, &device, u)
             }
         };
         hooks.accept(tok)?;
@@ -419,7 +430,7 @@ pub(crate) fn run<E: Exec + ?Sized>(
                 _ => break StopReason::Length,
             }
         }
-        if on_device {
+        if defer {
             exec.defer(tok)?;
             deferred = true;
         } else {
@@ -482,23 +493,4 @@ fn safe_prefix_len(text: &str, stops: &[String]) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn partial_stop_strings_are_held_back() {
-        let stops = vec!["</s>".to_string(), "STOP".to_string()];
-        assert_eq!(safe_prefix_len("hello </", &stops), 6);
-        assert_eq!(safe_prefix_len("hello ST", &stops), 6);
-        assert_eq!(safe_prefix_len("hello", &stops), 5);
-        assert_eq!(find_stop("a STOP b", &stops, 0), Some((2, "STOP")));
-        assert_eq!(find_stop("a ST", &stops, 0), None);
-    }
-
-    #[test]
-    fn stop_search_finds_matches_straddling_shown_text() {
-        let stops = vec!["abc".to_string()];
-        assert_eq!(find_stop("xxabc", &stops, 3), Some((2, "abc")));
-        assert_eq!(find_stop("é abc", &stops, 4), Some((3, "abc")));
-    }
-}
+mod tests;

@@ -9,12 +9,21 @@
 //! platform. Before any cumulative walk the candidates are put in an order that depends on the
 //! logits alone (never on a sort algorithm's tie handling), and probabilities use the
 //! platform-independent `exp` of [`rng`].
+//!
+//! Generation draws with the device sampler instead ([`DeviceSampling`]: `sample.wgsl` on a GPU,
+//! its CPU twin `cpu::ops::sample` elsewhere), the same chain in f32 with this chain's bias and
+//! penalties as per-step edits ([`Sampler::edits`]) and this sampler's seeded stream as its
+//! uniforms ([`Sampler::next_uniform`]): so only token ids leave the GPU. [`Sampler::sample`]
+//! is the reference it is tested against (they keep the same tokens away from rounding
+//! boundaries).
 
 mod rng;
 
 use std::cmp::Ordering;
 
 use rng::Xoshiro256;
+
+use crate::backend::{DeviceSampling, LogitEdit};
 
 /// Sampling settings of one request.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,6 +77,12 @@ impl SamplingParams {
             temperature: 0.0,
             ..Self::default()
         }
+    }
+
+    /// The device sampler's part of these settings; the logit bias and penalties reach it as
+    /// each step's [`Sampler::edits`].
+    pub fn device(&self) -> DeviceSampling {
+        DeviceSampling { temperature: self.temperature, top_k: self.top_k, top_p: self.top_p, min_p: self.min_p }
     }
 
     pub(crate) fn penalties_active(&self) -> bool {
@@ -124,6 +139,48 @@ impl Sampler {
 
     pub fn params(&self) -> &SamplingParams {
         &self.params
+    }
+
+    /// The next uniform in [0, 1) of this sampler's stream, for a draw made elsewhere (the
+    /// device sampler): the seed still fixes every token. 24 bits, so the f32 never rounds up
+    /// to 1.
+    pub fn next_uniform(&mut self) -> f32 {
+        (self.rng.next_u64() >> 40) as f32 * (1.0 / (1u32 << 24) as f32)
+    }
+
+    /// The logit bias and penalties for the token after `history` as sparse edits of a row of
+    /// `n_vocab` logits (indices are token ids), for the device sampler: one per token, in id
+    /// order, ids outside the vocabulary left out. Each edit changes its logit as
+    /// [`sample`](Self::sample) does before it filters, except that biases on one token are
+    /// summed first and the repetition penalty divides by multiplying with its inverse (so a
+    /// GPU and the CPU twin compute the same thing).
+    pub fn edits(&mut self, history: &[u32], n_vocab: usize, out: &mut Vec<LogitEdit>) {
+        out.clear();
+        let p = &self.params;
+        let edit = |index, add| LogitEdit { index, add, rep: 1.0, inv_rep: 1.0, sub: 0.0 };
+        out.extend(p.logit_bias.iter().filter(|b| (b.0 as usize) < n_vocab).map(|&(tok, bias)| edit(tok, bias)));
+        if p.penalties_active() {
+            let start = history.len().saturating_sub(p.penalty_last_n);
+            self.window.clear();
+            self.window.extend(history[start..].iter().filter(|&&t| (t as usize) < n_vocab));
+            self.window.sort_unstable();
+            for run in self.window.chunk_by(|a, b| a == b) {
+                let sub = run.len() as f32 * p.frequency_penalty + p.presence_penalty;
+                out.push(LogitEdit { index: run[0], add: 0.0, rep: p.repetition_penalty, inv_rep: 1.0 / p.repetition_penalty, sub });
+            }
+        }
+        // Stable, so a token's biases are summed in the order given, before its penalty.
+        out.sort_by_key(|e| e.index);
+        out.dedup_by(|later, first| {
+            let same = later.index == first.index;
+            if same {
+                first.add += later.add;
+                if later.rep != 1.0 || later.sub != 0.0 {
+                    (first.rep, first.inv_rep, first.sub) = (later.rep, later.inv_rep, later.sub);
+                }
+            }
+            same
+        });
     }
 
     /// Picks the next token. `logits` is modified in place (bias and penalties are applied to
@@ -322,6 +379,12 @@ fn bucket(l: f32, max: f32) -> usize {
     let d = (f64::from(max) - f64::from(l)) * (HIST_BUCKETS as f64 / HIST_SPAN);
     // `as` saturates, and d >= 0 because l <= max.
     (d as usize).min(HIST_BUCKETS - 1)
+}
+
+/// `e^x` in f32 through the platform-independent f64 `exp`: the device sampler's CPU twin uses
+/// it so a seeded run on the CPU backend draws the same tokens on every machine.
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    rng::exp(f64::from(x)) as f32
 }
 
 /// Index of the largest logit, the lowest index among ties; NaN counts as -inf. 0 for an

@@ -591,4 +591,12 @@ impl Backend for GpuBackend {
     fn sample(&mut self, x: Act, p: &DeviceSampling, u01: f32) -> Result<u32, BackendError> {
         self.sample_one(x, p, u01)
     }
+
+    fn sample_rows(&mut self, x: Act, cols: usize, picks: &[(DeviceSampling, f32)]) -> Result<Vec<u32>, BackendError> {
+        self.draw_rows(x, cols, picks)
+    }
+
+    fn edit_logits(&mut self, x: Act, edits: &[hangar_engine::backend::LogitEdit]) -> Result<Act, BackendError> {
+        self.edit(x, edits)
+    }
 }

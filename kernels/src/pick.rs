@@ -1,8 +1,9 @@
 //! Token choice on the device: argmax (kept on the device for the next step's embedding, or
-//! read back), the logits mask of banned tokens, and temperature / top-k / top-p sampling.
-//! Only token ids come back to the host.
+//! read back), the logits mask of banned tokens, the sparse edits of logit bias and penalties,
+//! and the device sampler's chain (top-k, top-p, min-p, temperature) for one row or every row
+//! of a batched step. Only token ids come back to the host.
 
-use hangar_engine::backend::{Act, BackendError, DeviceSampling};
+use hangar_engine::backend::{Act, BackendError, DeviceSampling, LogitEdit};
 
 use crate::backend::{shape, u, ActInfo, GpuBackend};
 use crate::pipelines::Op;
@@ -85,6 +86,29 @@ impl GpuBackend {
         self.dispatch_mask(x, &words, stride, stride)
     }
 
+    /// A copy of `x` with sparse edits (`Backend::edit_logits`): mask.wgsl copies it (a
+    /// bitset that bans nothing), then rewrites the edited elements in its edit mode.
+    pub(crate) fn edit(&mut self, x: Act, edits: &[LogitEdit]) -> Result<Act, BackendError> {
+        let a = self.ready(x)?;
+        let total = a.rows * a.cols;
+        if let Some(e) = edits.iter().find(|e| e.index as usize >= total) {
+            return Err(shape("edit_logits", format!("element {} of {}x{} logits", e.index, a.rows, a.cols)));
+        }
+        let out = self.dispatch_mask(x, &[0], 1, 0)?;
+        if edits.is_empty() {
+            return Ok(out);
+        }
+        let out_off = self.ready(out)?.off;
+        let words: Vec<u32> = edits.iter().flat_map(|e| [e.index, e.add.to_bits(), e.rep.to_bits(), e.inv_rep.to_bits(), e.sub.to_bits()]).collect();
+        // Raw words in the f32 scratch, as the mask's bitset travels.
+        let edits_off = self.rec.upload(bytemuck::cast_slice(&words))?;
+        let n = u(edits.len(), "edits")?;
+        let p = [a.off, a.cols as u32, edits_off, n, out_off, u(total, "logits")?, 0, 1];
+        let wg = self.threads(edits.len())?;
+        self.rec.dispatch(Op::Mask, None, &p, wg, Binds::default());
+        Ok(out)
+    }
+
     /// mask.wgsl over `x` with the bitset words `words` (`len` words a bitset; `row_words` apart
     /// per row, or 0 for one bitset for every row).
     fn dispatch_mask(&mut self, x: Act, words: &[u32], len: usize, row_words: usize) -> Result<Act, BackendError> {
@@ -106,13 +130,39 @@ impl GpuBackend {
         if a.rows != 1 || a.cols == 0 {
             return Err(shape("sample", format!("{}x{} logits; one row expected", a.rows, a.cols)));
         }
-        if p.temperature <= 0.0 {
-            return Ok(self.argmax_rows(x, a.cols)?[0]);
+        Ok(self.draw_rows(x, a.cols, &[(*p, u01)])?[0])
+    }
+
+    /// A token per row of `x`, drawn as `picks` say (`Backend::sample_rows`), in one submission
+    /// that reads back only the ids: argmax.wgsl answers the greedy rows (exactly as
+    /// `argmax` would alone), then sample.wgsl the others, one workgroup a row.
+    pub(crate) fn draw_rows(&mut self, x: Act, cols: usize, picks: &[(DeviceSampling, f32)]) -> Result<Vec<u32>, BackendError> {
+        let a = self.ready(x)?;
+        if a.rows != picks.len() || a.cols != cols || cols == 0 {
+            return Err(shape("sample_rows", format!("{} draws of {cols} columns from {}x{} logits", picks.len(), a.rows, a.cols)));
         }
-        let (_, off) = self.new_act(1, 1)?;
-        let params = [a.off, a.cols as u32, off, p.temperature.to_bits(), p.top_k.min(u32::MAX as usize) as u32, p.top_p.to_bits(), u01.to_bits()];
-        self.rec.dispatch(Op::Sample, None, &params, [1, 1, 1], Binds::default());
-        let id = self.flush(Some((off, 1)))?.unwrap_or_default();
-        Ok(id.first().map_or(0, |&v| v as u32))
+        if picks.iter().all(|(p, _)| p.is_greedy()) {
+            return self.argmax_rows(x, cols);
+        }
+        let (_, off) = self.new_act(a.rows, 1)?;
+        if picks.iter().any(|(p, _)| p.is_greedy()) {
+            self.dispatch_argmax(a, off)?;
+        }
+        // sample.wgsl's row settings, as bit patterns (the scratch is f32; the shader
+        // reinterprets them). A greedy row's 1/temperature of 0 leaves its argmax in place.
+        let mut words = Vec::with_capacity(picks.len() * SAMPLE_ROW_WORDS);
+        for (p, u01) in picks {
+            let inv_t = if p.is_greedy() { 0.0 } else { p.inv_temperature() };
+            let top_k = p.top_k.min(u32::MAX as usize) as u32;
+            words.extend([inv_t.to_bits(), top_k, p.top_p.to_bits(), p.min_p.to_bits(), u01.to_bits(), 0, 0, 0]);
+        }
+        let set_off = self.rec.upload(bytemuck::cast_slice(&words))?;
+        let params = [a.off, u(cols, "columns")?, off, set_off];
+        self.rec.dispatch(Op::Sample, None, &params, [u(a.rows, "rows")?, 1, 1], Binds::default());
+        let ids = self.flush(Some((off, a.rows)))?.unwrap_or_default();
+        Ok(ids.into_iter().map(|v| v as u32).collect())
     }
 }
+
+/// Words of one row's settings in sample.wgsl (`ROW_WORDS` there).
+const SAMPLE_ROW_WORDS: usize = 8;

@@ -21,7 +21,10 @@ fn load(path: &Path, backend: Box<dyn Backend>) -> Model {
 }
 
 /// Request `i`: its own prompt length, seed and sampling settings, so rows of one step sit at
-/// different positions and sample differently. Every fourth is greedy.
+/// different positions and sample differently. Every fourth is greedy; every fifth has a
+/// repetition penalty (edits of its logits from its own history); every other one asks for
+/// log-probabilities (its logits are read back), the rest are picked on the device, so steps
+/// mix them all.
 fn request(i: usize, n_vocab: usize, max_tokens: usize) -> (Vec<u32>, GenerateParams) {
     let len = 3 + (i * 5) % 17;
     let prompt = (0..len).map(|j| (1 + i * 7 + j * 13) as u32 % (n_vocab as u32 - 1) + 1).collect();
@@ -34,13 +37,15 @@ fn request(i: usize, n_vocab: usize, max_tokens: usize) -> (Vec<u32>, GeneratePa
         ..SamplingParams::default()
     };
     // End-of-generation tokens are ignored so every sequence runs its full length.
-    let params = GenerateParams { sampling, max_tokens, min_tokens: max_tokens, prefill_chunk: 8, logprobs: Some(4), ..GenerateParams::default() };
+    let logprobs = (i % 2 == 0).then_some(4);
+    let params = GenerateParams { sampling, max_tokens, min_tokens: max_tokens, prefill_chunk: 8, logprobs, sample_on_device: true, ..GenerateParams::default() };
     (prompt, params)
 }
 
 /// Runs `n` requests alone on `alone`, then all at once through a scheduler over `batched`,
-/// and asserts identical tokens and bit-identical log-probabilities (tokens alone would rarely
-/// notice a rounding difference; the log-probabilities of the top alternatives do). Returns the largest batch the scheduler decoded.
+/// and asserts identical tokens and, where asked for, bit-identical log-probabilities (tokens
+/// alone would rarely notice a rounding difference; the log-probabilities of the top
+/// alternatives do). Returns the largest batch the scheduler decoded.
 fn assert_batch_invariant(mut alone: Model, batched: Model, n: usize, max_tokens: usize, n_ctx: usize) -> u64 {
     let n_vocab = alone.spec.hparams.n_vocab.min(alone.tokenizer.n_vocab());
     let want: Vec<GenerateOutput> = (0..n)
@@ -242,13 +247,13 @@ impl hangar_engine::constraint::LogitsHook for BanEvery {
     }
 }
 
-/// Greedy generations with a masking hook, alone and batched: same tokens, and every token
-/// respects the mask of its step.
+/// Greedy and sampled generations with a masking hook, alone and batched: same tokens, and
+/// every token respects the mask of its step.
 fn assert_masked_batch_invariant(mut alone: Model, batched: Model, n: usize) {
     let n_vocab = alone.spec.hparams.n_vocab.min(alone.tokenizer.n_vocab());
     let run = |i: usize, gen: &mut dyn FnMut(&[u32], &GenerateParams, Hooks<'_>) -> GenerateOutput| {
         let (prompt, mut params) = request(i, n_vocab, 10);
-        params.sampling = SamplingParams { temperature: 0.0, ..SamplingParams::default() };
+        params.sampling = SamplingParams { temperature: if i % 2 == 0 { 0.0 } else { 0.9 }, seed: Some(i as u64), ..SamplingParams::default() };
         params.logprobs = None;
         let mut ban = BanEvery { step: 0, every: 2 + i as u32 % 3 };
         let mut hooks = Hooks::default();
@@ -274,11 +279,11 @@ fn assert_masked_batch_invariant(mut alone: Model, batched: Model, n: usize) {
     });
     drop(sched);
     thread.join();
-    assert_eq!(got, want, "masked greedy generations differ batched");
+    assert_eq!(got, want, "masked generations differ batched");
 }
 
 #[test]
-fn masked_greedy_sequences_batched_match_alone_on_cpu_and_gpu() {
+fn masked_greedy_and_sampled_sequences_batched_match_alone_on_cpu_and_gpu() {
     let path = hangar_tests::families::fixture_dir().join("tiny-llama-k-v256.Q4_K_M.gguf");
     assert_masked_batch_invariant(load(&path, Box::new(CpuBackend::new())), load(&path, Box::new(CpuBackend::new())), 8);
     assert_masked_batch_invariant(load(&path, gpu()), load(&path, gpu()), 8);

@@ -4,6 +4,7 @@
 
 mod attention;
 pub mod ops;
+pub(crate) mod sample;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -158,6 +159,10 @@ impl Backend for CpuBackend {
         }
         let cols = self.act(x)?.cols;
         self.map(x, |d| ops::mask_logits(d, cols, banned))
+    }
+
+    fn edit_logits(&mut self, x: Act, edits: &[crate::backend::LogitEdit]) -> Result<Act, BackendError> {
+        self.map(x, |d| ops::edit_logits(d, edits))
     }
 
     fn embed(&mut self, table: WeightId, tokens: &[u32]) -> Result<Act, BackendError> {

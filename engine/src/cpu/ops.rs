@@ -123,44 +123,20 @@ pub fn mask_logits(x: &mut [f32], cols: usize, banned: &[u32]) {
     }
 }
 
-/// The CPU twin of the GPU sampler: logits / temperature, keep the values at or above the
-/// k-th largest, then the most probable ones whose mass reaches `top_p`, then pick by `u`
-/// walking the kept tokens in index order.
-pub fn sample(logits: &[f32], p: &crate::backend::DeviceSampling, u: f32) -> u32 {
-    if p.temperature <= 0.0 || logits.is_empty() {
-        return argmax(logits);
-    }
-    let z: Vec<f32> = logits.iter().map(|&l| l / p.temperature).collect();
-    let mut sorted = z.clone();
-    sorted.sort_unstable_by(|a, b| b.total_cmp(a));
-    let max = sorted[0];
-    let kth = if p.top_k > 0 && p.top_k < sorted.len() { sorted[p.top_k - 1] } else { f32::NEG_INFINITY };
-    let prob = |v: f32| if v >= kth { (v - max).exp() } else { 0.0 };
-    let total: f32 = z.iter().map(|&v| prob(v)).sum();
-    let mut min_p = 0.0f32;
-    if p.top_p < 1.0 {
-        let (mut acc, target) = (0.0f32, p.top_p * total);
-        for &v in sorted.iter().filter(|&&v| v >= kth) {
-            acc += prob(v);
-            min_p = prob(v);
-            if acc >= target {
-                break;
-            }
+/// The CPU twin of mask.wgsl's edit mode (`Backend::edit_logits`): each edit's element of `x`
+/// becomes `l + add`, scaled by `rep` where that is `<= 0` and by `inv_rep` elsewhere, less
+/// `sub`. Edits past the end of `x` are ignored.
+pub fn edit_logits(x: &mut [f32], edits: &[crate::backend::LogitEdit]) {
+    for e in edits {
+        if let Some(v) = x.get_mut(e.index as usize) {
+            let l = *v + e.add;
+            let l = if l <= 0.0 { l * e.rep } else { l * e.inv_rep };
+            *v = l - e.sub;
         }
     }
-    let keep = |v: f32| prob(v) > 0.0 && prob(v) >= min_p;
-    let kept: f32 = z.iter().filter(|&&v| keep(v)).map(|&v| prob(v)).sum();
-    let target = u.clamp(0.0, 1.0) * kept;
-    let (mut acc, mut last) = (0.0f32, 0u32);
-    for (i, &v) in z.iter().enumerate().filter(|(_, &v)| keep(v)) {
-        acc += prob(v);
-        last = i as u32;
-        if acc > target {
-            return last;
-        }
-    }
-    last
 }
+
+pub use super::sample::sample;
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::cpu::sample::{survivors, Survivors};
 
 fn params(temperature: f32, top_k: usize, top_p: f32, min_p: f32) -> SamplingParams {
     SamplingParams {
@@ -17,6 +18,12 @@ fn params(temperature: f32, top_k: usize, top_p: f32, min_p: f32) -> SamplingPar
 /// cumulative probability p, drop below min_p of the best. Returns the surviving ids, sorted,
 /// or `None` when a probability lies within rounding of a threshold (no well-defined answer).
 fn reference_set(logits: &[f32], p: &SamplingParams) -> Option<Vec<u32>> {
+    reference_set_within(logits, p, 1e-9)
+}
+
+/// [`reference_set`], `None` when a cumulative or relative probability lies within `tol` of
+/// its threshold.
+fn reference_set_within(logits: &[f32], p: &SamplingParams, tol: f64) -> Option<Vec<u32>> {
     let mut c: Vec<(u32, f64)> = logits
         .iter()
         .enumerate()
@@ -33,7 +40,7 @@ fn reference_set(logits: &[f32], p: &SamplingParams) -> Option<Vec<u32>> {
         let mut cum = 0.0;
         for i in 0..c.len() {
             cum += (c[i].1 - max).exp() / z;
-            if (cum - f64::from(p.top_p)).abs() < 1e-9 {
+            if (cum - f64::from(p.top_p)).abs() < tol {
                 return None;
             }
             if cum >= f64::from(p.top_p) {
@@ -44,7 +51,7 @@ fn reference_set(logits: &[f32], p: &SamplingParams) -> Option<Vec<u32>> {
     }
     if p.min_p > 0.0 {
         if c.iter()
-            .any(|x| ((x.1 - max).exp() - f64::from(p.min_p)).abs() < 1e-9)
+            .any(|x| ((x.1 - max).exp() - f64::from(p.min_p)).abs() < tol)
         {
             return None;
         }
@@ -426,4 +433,165 @@ proptest! {
             prop_assert!(kept.contains(&t), "{} not in {:?}", t, kept);
         }
     }
+}
+
+/// The device sampler's CPU twin (`cpu::ops::sample`, the kernel's reference) against this
+/// sampler. Tolerance: the twin works in f32 with sums in the kernel's order, so cases where a
+/// cumulative or relative probability lies within 1e-5 of a top-p or min-p threshold have no
+/// shared answer and are skipped; on every other case the kept sets are equal.
+const TWIN_TOL: f64 = 1e-5;
+
+/// The twin's kept ids, in id order.
+fn twin_kept(logits: &[f32], p: &SamplingParams) -> Vec<u32> {
+    match survivors(logits, &p.device()) {
+        Survivors::Token(t) => vec![t],
+        Survivors::Weighted(w) => w.iter().map(|&(i, _)| i as u32).collect(),
+    }
+}
+
+/// Logits of a seeded generator, uniform in [-scale, scale).
+fn random_logits(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    let mut r = Xoshiro256::seed_from_u64(seed);
+    (0..n).map(|_| (r.next_f64() as f32 * 2.0 - 1.0) * scale).collect()
+}
+
+#[test]
+fn device_twin_keeps_what_the_host_sampler_keeps_over_large_vocabularies() {
+    let settings = [(40, 1.0, 0.0), (0, 0.9, 0.0), (0, 1.0, 0.05), (40, 0.95, 0.05), (100, 0.5, 0.2), (0, 0.3, 0.0)];
+    let mut compared = 0;
+    for seed in 0..4 {
+        let l = random_logits(seed, 3000 + 500 * seed as usize, 6.0);
+        for &(top_k, top_p, min_p) in &settings {
+            let p = params(0.8, top_k, top_p, min_p);
+            let Some(want) = reference_set_within(&l, &p, TWIN_TOL) else { continue };
+            assert_eq!(filtered_set(&l, &p), want, "host, seed {seed} {top_k} {top_p} {min_p}");
+            assert_eq!(twin_kept(&l, &p), want, "twin, seed {seed} {top_k} {top_p} {min_p}");
+            for j in 0..8 {
+                let t = crate::cpu::ops::sample(&l, &p.device(), (j as f32 + 0.5) / 8.0);
+                assert!(want.binary_search(&t).is_ok(), "drew {t} outside the kept set");
+            }
+            compared += 1;
+        }
+    }
+    assert!(compared >= 20, "only {compared} cases were clear of the thresholds");
+}
+
+#[test]
+fn device_twin_draws_follow_the_tempered_distribution_over_the_kept_set() {
+    // u on an even grid walks the inverse CDF, so each token's share of the grid is its
+    // probability to within one step (plus f32 rounding).
+    let l = random_logits(7, 2000, 4.0);
+    let p = params(0.8, 40, 0.95, 0.05);
+    let kept = reference_set_within(&l, &p, TWIN_TOL).expect("clear of the thresholds");
+    assert!(kept.len() > 5, "the case keeps {} tokens", kept.len());
+    let max = kept.iter().map(|&i| l[i as usize]).fold(f32::NEG_INFINITY, f32::max);
+    let w: Vec<f64> = kept.iter().map(|&i| ((f64::from(l[i as usize]) - f64::from(max)) / 0.8).exp()).collect();
+    let z: f64 = w.iter().sum();
+    let n = 10_000;
+    let mut counts = std::collections::HashMap::new();
+    let d = p.device();
+    for j in 0..n {
+        *counts.entry(crate::cpu::ops::sample(&l, &d, (j as f32 + 0.5) / n as f32)).or_insert(0usize) += 1;
+    }
+    assert!(counts.keys().all(|t| kept.binary_search(t).is_ok()), "a draw left the kept set");
+    for (&t, &wt) in kept.iter().zip(&w) {
+        let want = wt / z * n as f64;
+        let got = counts.get(&t).copied().unwrap_or(0) as f64;
+        assert!((got - want).abs() <= 2.0, "token {t}: {got} draws, expected {want:.1}");
+    }
+}
+
+#[test]
+fn device_twin_follows_the_host_sampler_at_the_edges() {
+    let twin = |l: &[f32], p: &SamplingParams, u: f32| crate::cpu::ops::sample(l, &p.device(), u);
+    let host = |l: &[f32], p: &SamplingParams| Sampler::new(p.clone()).sample(&mut l.to_vec(), &[]);
+    let open = params(1.0, 0, 1.0, 0.0);
+    for u in [0.0, 0.3, 0.99] {
+        assert_eq!(twin(&[f32::NAN, 0.5, f32::NAN], &open, u), 1, "NaN counts as -inf");
+        assert_eq!(twin(&[0.0, f32::INFINITY, 9.0, f32::INFINITY], &open, u), 1, "the first +inf wins");
+        assert_eq!(twin(&[f32::NEG_INFINITY, f32::NAN], &open, u), 0, "nothing finite gives token 0");
+    }
+    assert_eq!(host(&[0.0, f32::INFINITY, 9.0, f32::INFINITY], &open), 1);
+    assert_eq!(host(&[f32::NEG_INFINITY, f32::NAN], &open), 0);
+    // Ties at the k-th value are cut by id, as the host's order does.
+    let tied = [1.0, 2.0, 2.0, 2.0, 0.0];
+    assert_eq!(twin_kept(&tied, &params(1.0, 2, 1.0, 0.0)), vec![1, 2]);
+    assert_eq!(filtered_set(&tied, &params(1.0, 2, 1.0, 0.0)), vec![1, 2]);
+    // Ties at the top-p threshold are cut by id too: probabilities 1/2, 1/4, 1/8, 1/8.
+    let halves = [0.5f32.ln(), 0.25f32.ln(), 0.125f32.ln(), 0.125f32.ln()];
+    assert_eq!(twin_kept(&halves, &params(1.0, 0, 0.8, 0.0)), vec![0, 1, 2]);
+    assert_eq!(filtered_set(&halves, &params(1.0, 0, 0.8, 0.0)), vec![0, 1, 2]);
+    // min-p above 1 keeps nothing: token 0 on both sides.
+    assert_eq!(twin(&[1.0, 3.0], &params(1.0, 0, 1.0, 2.0), 0.5), 0);
+    assert_eq!(host(&[1.0, 3.0], &params(1.0, 0, 1.0, 2.0)), 0);
+    // Greedy settings and top-k 1 are the argmax.
+    assert_eq!(twin(&[0.1, 3.0, -2.0, 3.0], &SamplingParams::greedy(), 0.7), 1);
+    assert_eq!(twin(&[0.1, 3.0, -2.0, 3.5], &params(2.0, 1, 1.0, 0.0), 0.99), 3);
+}
+
+#[test]
+fn next_uniform_is_seeded_and_stays_below_one() {
+    let draws = |seed| {
+        let mut s = Sampler::new(SamplingParams { seed: Some(seed), ..params(1.0, 0, 1.0, 0.0) });
+        (0..10_000).map(|_| s.next_uniform()).collect::<Vec<f32>>()
+    };
+    let a = draws(5);
+    assert_eq!(a, draws(5));
+    assert_ne!(a, draws(6));
+    assert!(a.iter().all(|&u| (0.0..1.0).contains(&u)));
+    let mean = a.iter().map(|&u| f64::from(u)).sum::<f64>() / a.len() as f64;
+    assert!((mean - 0.5).abs() < 0.02, "mean {mean}");
+}
+
+proptest! {
+    #[test]
+    fn device_twin_keeps_what_the_host_sampler_keeps(
+        l in logits_strategy(),
+        top_k in 0usize..12,
+        top_p in prop_oneof![Just(1.0f32), 0.01f32..1.0],
+        min_p in prop_oneof![Just(0.0f32), 0.001f32..0.9],
+        temperature in 0.1f32..2.0,
+    ) {
+        let p = params(temperature, top_k, top_p, min_p);
+        let want = reference_set_within(&l, &p, TWIN_TOL);
+        prop_assume!(want.is_some());
+        prop_assert_eq!(Some(twin_kept(&l, &p)), want);
+    }
+}
+
+/// Tolerance: a few ulps. The edits sum a token's biases before adding them and multiply by
+/// the repetition penalty's inverse where the host divides; everything else is the same f32
+/// arithmetic in the same order.
+#[test]
+fn edits_change_the_logits_as_the_host_sampler_does() {
+    let n = 300;
+    let logits = random_logits(3, n, 5.0);
+    let history: Vec<u32> = (0..200u32).map(|i| (i * 37 + i * i) % 90).chain([u32::MAX, 7, 7, 7]).collect();
+    let p = SamplingParams {
+        logit_bias: vec![(5, 1.5), (7, -0.25), (5, 0.75), (299, f32::NEG_INFINITY), (300, 9.0), (11, f32::INFINITY)],
+        repetition_penalty: 1.3,
+        frequency_penalty: 0.2,
+        presence_penalty: 0.4,
+        penalty_last_n: 64,
+        ..params(1.0, 0, 1.0, 0.0)
+    };
+    let mut s = Sampler::new(p);
+    let mut want = logits.clone();
+    s.prepare(&mut want, &history);
+    let mut edits = Vec::new();
+    s.edits(&history, n, &mut edits);
+    assert!(edits.windows(2).all(|w| w[0].index < w[1].index), "one edit per token, in id order");
+    assert!(edits.iter().all(|e| (e.index as usize) < n), "ids past the vocabulary are left out");
+    let mut got = logits.clone();
+    crate::cpu::ops::edit_logits(&mut got, &edits);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let w = if w.is_nan() { f32::NEG_INFINITY } else { *w };
+        let close = g == &w || (g - w).abs() <= 4.0 * f32::EPSILON * w.abs().max(1.0);
+        assert!(close, "token {i}: edited {g}, the host makes {w}");
+    }
+    assert_eq!((got[299], got[11]), (f32::NEG_INFINITY, f32::INFINITY));
+    assert!(edits.len() >= 10, "the window's tokens are penalised: {} edits", edits.len());
+    // Without bias or penalties there is nothing to edit.
+    Sampler::new(params(1.0, 0, 1.0, 0.0)).edits(&history, n, &mut edits);
+    assert!(edits.is_empty());
 }
