@@ -251,22 +251,25 @@ impl GpuBackend {
         if norm.is_some() && t > 32.max(ss) && rows as usize / (256 / t) > 4096 {
             t /= 2;
         }
+        let gated = g.gated.is_some();
+        // Rows per workgroup of `t` invocations a slot: wide, an invocation takes two rows (a
+        // gated pair counts as one); lean, one row a slot, and a gated pair takes two slots.
+        let per_wg_of = |t: usize, lean: bool| {
+            let slots = (256 / t) as u32;
+            match (lean, gated) {
+                (false, false) => 2 * slots,
+                (true, true) => slots / 2,
+                _ => slots,
+            }
+        };
         // Matvecs too small to fill the GPU in the wide layout (two rows, two blocks per
         // invocation) take the lean one, twice the workgroups of fewer registers each.
-        let wide_wgs = rows.div_ceil(256 / t as u32 * if g.gated.is_some() { 1 } else { 2 });
-        let lean = self.gpu.pipelines.subgroup_size.is_some() && (wide_wgs as usize) < self.mv_lean_below;
-        if lean && g.gated.is_some() {
+        let lean = self.gpu.pipelines.subgroup_size.is_some() && (rows.div_ceil(per_wg_of(t, false)) as usize) < self.mv_lean_below;
+        if lean && gated {
             t = t.min(128);
         }
         let r_per_wg = 256 / t;
-        // Without a gate each invocation computes two rows; lean: one row per slot, and a
-        // gated pair takes two slots.
-        let per_wg = match (lean, g.gated.is_some()) {
-            (false, true) => r_per_wg,
-            (false, false) => 2 * r_per_wg,
-            (true, true) => r_per_wg / 2,
-            (true, false) => r_per_wg,
-        } as u32;
+        let per_wg = per_wg_of(t, lean);
         let n_wg = rows.div_ceil(per_wg) as usize;
         let combine = if norm.is_none() { self.foldable_combine(&xi, n_wg) } else { None };
         let x = match norm {
