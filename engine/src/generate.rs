@@ -422,6 +422,10 @@ pub(crate) fn run<E: Exec + ?Sized>(
         if let Some(reason) = policy_stop(verdict) {
             break reason;
         }
+        // The last token is never fed back: its forward pass would be wasted work.
+        if tokens.len() >= params.max_tokens {
+            break StopReason::Length;
+        }
         if exec.history().len() >= exec.n_ctx() {
             // llama.cpp's shift: keep the first n_keep, drop half of the rest.
             let (len, keep) = (exec.history().len(), params.context_shift.map(|k| k.min(exec.n_ctx() / 2)));

@@ -22,20 +22,28 @@ fn argmax_matches_reference_per_row_and_prefers_the_first_maximum() {
     // second pass reduces, with tied maxima in different slices.
     for (vocab, far) in [(3000, 2000), (20_000, 15_000)] {
         let mut rng = Rng::new(5);
-        let n = 5;
+        let n = 8;
         let mut x = rng.vec(n * vocab, 4.0);
         x[vocab + 17] = 9.0;
         x[vocab + far] = 9.0;
         x[2 * vocab + 3] = f32::NAN;
         x[3 * vocab + far] = 11.0;
         x[4 * vocab + vocab - 1] = 10.0;
+        // Rows with nothing finite (a mask can ban every token): all -inf, and NaN then -inf;
+        // and one whose only finite value is the most negative f32.
+        x[5 * vocab..6 * vocab].fill(f32::NEG_INFINITY);
+        x[6 * vocab..7 * vocab].fill(f32::NEG_INFINITY);
+        x[6 * vocab] = f32::NAN;
+        x[7 * vocab..].fill(f32::NEG_INFINITY);
+        x[7 * vocab + far] = f32::MIN;
         let f = logits_file(&x, vocab, n);
         let want: Vec<u32> = x.chunks(vocab).map(ops::argmax).collect();
         assert_eq!((want[1], want[3], want[4]), (17, far as u32, vocab as u32 - 1));
+        assert_eq!((want[5], want[6], want[7]), (0, 1, far as u32));
         let mut be = GpuBackend::new(gpu());
         let id = be.load_weight(&f, "x").expect("load");
         be.begin_step();
-        let a = be.embed(id, &[0, 1, 2, 3, 4]).expect("embed");
+        let a = be.embed(id, &[0, 1, 2, 3, 4, 5, 6, 7]).expect("embed");
         assert_eq!(be.argmax(a, vocab).expect("argmax"), want, "{vocab} columns");
     }
 }
@@ -214,7 +222,7 @@ fn sample_rows_draws_each_row_as_alone_in_one_submission() {
         .collect();
     be.begin_step();
     let before = be.submissions();
-    let a = be.embed(id, &[0, 1, 2, 3, 4]).expect("embed");
+    let a = be.embed(id, &[0, 1, 2, 3, 4, 5, 6, 7]).expect("embed");
     let got = be.sample_rows(a, vocab, &picks).expect("sample rows");
     assert_eq!(be.submissions() - before, 1);
     assert_eq!(got, alone);

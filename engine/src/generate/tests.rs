@@ -139,11 +139,22 @@ fn sampled_decoding_reads_back_only_token_ids_and_is_fixed_by_its_seed() {
 fn sampled_draws_stay_on_the_host_unless_asked_and_give_the_same_tokens() {
     let (dev, _) = generate(&sampled(Some(11)), Hooks::default());
     let (host, exec) = generate(&GenerateParams { sample_on_device: false, ..sampled(Some(11)) }, Hooks::default());
-    // The prompt's logits and one read-back per generated token.
-    assert_eq!((exec.reads, exec.device_picks), (1 + N, 0));
+    // The prompt's logits and one read-back per generated token but the last.
+    assert_eq!((exec.reads, exec.device_picks), (N, 0));
     assert_eq!(host.tokens, dev.tokens, "the CPU twin draws as the device does");
     let greedy = GenerateParams { sampling: SamplingParams::greedy(), sample_on_device: false, ..sampled(Some(1)) };
     assert_eq!(generate(&greedy, Hooks::default()).1.device_picks, N - 1, "greedy picks are always on the device");
+}
+
+#[test]
+fn the_last_token_is_never_fed_back_whatever_picks_it() {
+    let greedy = GenerateParams { sampling: SamplingParams::greedy(), ..sampled(Some(1)) };
+    for params in [sampled(Some(3)), GenerateParams { sample_on_device: false, ..sampled(Some(3)) }, greedy] {
+        let (out, exec) = generate(&params, Hooks::default());
+        assert!(!exec.deferred, "a forward pass was left pending after the last token");
+        assert_eq!(exec.history.len(), PROMPT.len() + N - 1);
+        assert_eq!(&exec.history[PROMPT.len()..], &out.tokens[..N - 1]);
+    }
 }
 
 #[test]
@@ -156,8 +167,8 @@ fn an_unseeded_run_reports_the_seed_that_reproduces_it() {
 fn log_probabilities_read_logits_back_and_leave_the_tokens_unchanged() {
     let (plain, _) = generate(&sampled(Some(11)), Hooks::default());
     let (out, exec) = generate(&GenerateParams { logprobs: Some(3), ..sampled(Some(11)) }, Hooks::default());
-    // The prompt's, and one per generated token (each is appended before the length check).
-    assert_eq!((exec.reads, exec.device_picks), (1 + N, 0));
+    // The prompt's, and one per generated token but the last.
+    assert_eq!((exec.reads, exec.device_picks), (N, 0));
     assert_eq!(out.tokens, plain.tokens, "the device sampler's CPU twin draws on the host");
     assert_eq!(out.logprobs.len(), N);
     assert!(out.logprobs.iter().zip(&out.tokens).all(|(lp, &t)| lp.token == t && lp.logprob < 0.0 && lp.top.len() == 3));

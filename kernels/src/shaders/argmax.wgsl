@@ -20,7 +20,8 @@ fn beats(v: f32, i: u32, best: f32, besti: u32) -> bool {
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    var best = -3.4e38;
+    // -inf (no WGSL literal), so a row of -inf picks its first index as the CPU twin does.
+    var best = bitcast<f32>(0xff800000u);
     var besti = NONE;
     var row = wid.x;
     if (P.mode == 2u) {

@@ -125,6 +125,27 @@ fn val4(vb: u32, d: u32, j: u32) -> vec4<f32> {
     return kv_read(vb, d, j, true, exact_of(j));
 }
 
+// Value vector dl of tile row jj (from j0), or zeros past the tile's cnt rows.
+fn vpre(on: bool, vb: u32, rs: u32, dl: u32, j0: u32, jj: u32, cnt: u32) -> vec4<f32> {
+    if (!on || jj >= cnt) {
+        return vec4<f32>(0.0);
+    }
+    return val4(vb + jj * rs, dl, j0 + jj);
+}
+
+// o plus rows jj, jj + rstep, .. + 3 rstep weighted by their probabilities, as the value
+// loop sums them: four at once while all four are in the tile, else one at a time.
+fn vquad(o: vec4<f32>, jj: u32, rstep: u32, cnt: u32, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) -> vec4<f32> {
+    if (jj + 3u * rstep < cnt) {
+        return o + ((pr[jj] * a + pr[jj + rstep] * b) + (pr[jj + 2u * rstep] * c + pr[jj + 3u * rstep] * d));
+    }
+    var r = o;
+    if (jj < cnt) { r += pr[jj] * a; }
+    if (jj + rstep < cnt) { r += pr[jj + rstep] * b; }
+    if (jj + 2u * rstep < cnt) { r += pr[jj + 2u * rstep] * c; }
+    return r;
+}
+
 fn wg_reduce(v: f32, lid: u32, is_max: bool) -> f32 {
     red[lid] = v;
     workgroupBarrier();
@@ -241,16 +262,42 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 s = P.softcap * tanh(clamp(s / P.softcap, -15.0, 15.0));
             }
         }
+        // This invocation's first 16 value vectors of the tile are loaded before the softmax's
+        // reductions, so their latency hides behind the reductions instead of following them
+        // (H100, SmolLM2-135M-shaped tg128 +2.7%; the 8B unchanged).
+        let cnt = min(WG, pos + 1u - j0);
+        let vb = vbase + kv_rec(j0, kvh);
+        let jb = lid / hd4;
+        let pf = lid < rstep * hd4;
+        let v0 = vpre(pf, vb, rs, dl, j0, jb, cnt);
+        let v1 = vpre(pf, vb, rs, dl, j0, jb + rstep, cnt);
+        let v2 = vpre(pf, vb, rs, dl, j0, jb + 2u * rstep, cnt);
+        let v3 = vpre(pf, vb, rs, dl, j0, jb + 3u * rstep, cnt);
+        let v4 = vpre(pf, vb, rs, dl, j0, jb + 4u * rstep, cnt);
+        let v5 = vpre(pf, vb, rs, dl, j0, jb + 5u * rstep, cnt);
+        let v6 = vpre(pf, vb, rs, dl, j0, jb + 6u * rstep, cnt);
+        let v7 = vpre(pf, vb, rs, dl, j0, jb + 7u * rstep, cnt);
+        let v8 = vpre(pf, vb, rs, dl, j0, jb + 8u * rstep, cnt);
+        let v9 = vpre(pf, vb, rs, dl, j0, jb + 9u * rstep, cnt);
+        let v10 = vpre(pf, vb, rs, dl, j0, jb + 10u * rstep, cnt);
+        let v11 = vpre(pf, vb, rs, dl, j0, jb + 11u * rstep, cnt);
+        let v12 = vpre(pf, vb, rs, dl, j0, jb + 12u * rstep, cnt);
+        let v13 = vpre(pf, vb, rs, dl, j0, jb + 13u * rstep, cnt);
+        let v14 = vpre(pf, vb, rs, dl, j0, jb + 14u * rstep, cnt);
+        let v15 = vpre(pf, vb, rs, dl, j0, jb + 15u * rstep, cnt);
         let mnew = max(m, wg_reduce(s, lid, true));
         let corr = exp(m - mnew);
         let p = select(0.0, exp(s - mnew), j <= pos);
         pr[lid] = p;
         l = l * corr + wg_reduce(p, lid, false);
-        let cnt = min(WG, pos + 1u - j0);
         o *= corr;
-        if (lid < rstep * hd4) {
-            let vb = vbase + kv_rec(j0, kvh);
-            var jj = lid / hd4;
+        if (pf) {
+            // The same sums, in the same order, as the loop below makes.
+            o = vquad(o, jb, rstep, cnt, v0, v1, v2, v3);
+            o = vquad(o, jb + 4u * rstep, rstep, cnt, v4, v5, v6, v7);
+            o = vquad(o, jb + 8u * rstep, rstep, cnt, v8, v9, v10, v11);
+            o = vquad(o, jb + 12u * rstep, rstep, cnt, v12, v13, v14, v15);
+            var jj = jb + 16u * rstep;
             for (; jj + 3u * rstep < cnt; jj += 4u * rstep) {
                 let v0 = val4(vb + jj * rs, dl, j0 + jj);
                 let v1 = val4(vb + (jj + rstep) * rs, dl, j0 + jj + rstep);
