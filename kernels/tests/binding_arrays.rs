@@ -238,13 +238,36 @@ fn every_variant() -> Vec<(Op, Option<GgmlType>)> {
     out
 }
 
+/// Binding-array indices in `module` whose value naga's uniformity analysis cannot prove the
+/// same for every invocation (naga itself checks this for texture arrays only).
+fn non_uniform_arena_indices(module: &naga::Module, info: &naga::valid::ModuleInfo) -> Vec<String> {
+    let is_array = |e: &naga::Expression| match *e {
+        naga::Expression::GlobalVariable(g) => matches!(module.types[module.global_variables[g].ty].inner, naga::TypeInner::BindingArray { .. }),
+        _ => false,
+    };
+    let mut bad = Vec::new();
+    let functions = module.functions.iter().map(|(h, f)| (f, &info[h]));
+    let entries = module.entry_points.iter().enumerate().map(|(i, e)| (&e.function, info.get_entry_point(i)));
+    for (f, fi) in functions.chain(entries) {
+        for (_, e) in f.expressions.iter() {
+            if let naga::Expression::Access { base, index } = *e {
+                if is_array(&f.expressions[base]) && fi[index].uniformity.non_uniform_result.is_some() {
+                    bad.push(format!("{:?}: {:?}", f.name, f.expressions[index]));
+                }
+            }
+        }
+    }
+    bad
+}
+
 #[test]
 fn binding_array_shaders_validate_with_dynamically_uniform_arena_indices() {
-    // Without the non-uniform indexing capabilities, naga refuses any binding-array index it
-    // cannot prove uniform: so each kernel's arena index is the same for all its invocations.
+    // Validated without the non-uniform indexing capabilities the device is not asked for, and
+    // every arena index checked uniform: the driver then picks each arena once per dispatch.
     let non_uniform = naga::valid::Capabilities::STORAGE_BUFFER_BINDING_ARRAY_NON_UNIFORM_INDEXING
         | naga::valid::Capabilities::BUFFER_BINDING_ARRAY_NON_UNIFORM_INDEXING;
     let caps = naga::valid::Capabilities::all() - non_uniform;
+    let mut indexed = 0;
     for subgroups in [false, true] {
         for (op, ty) in every_variant() {
             let what = format!("{op:?}/{ty:?} subgroups={subgroups}");
@@ -253,10 +276,14 @@ fn binding_array_shaders_validate_with_dynamically_uniform_arena_indices() {
             let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
                 .validate(&module)
                 .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+            let bad = non_uniform_arena_indices(&module, &info);
+            assert!(bad.is_empty(), "{what}: non-uniform arena indices {bad:?}");
+            indexed += src.matches("_arenas[SEL.").count();
             let opts = naga::back::spv::Options { lang_version: (1, 3), ..Default::default() };
             naga::back::spv::write_vec(&module, &info, &opts, None).unwrap_or_else(|e| panic!("{what}: SPIR-V: {e:?}"));
         }
     }
+    assert!(indexed > 0, "no kernel reads an arena through the binding arrays");
 }
 
 #[test]
