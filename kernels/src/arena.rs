@@ -1,6 +1,8 @@
 //! Weight arenas: a model's tensors packed into a few large storage buffers, each no bigger
 //! than one storage binding. A tensor is an (arena, word offset, type, shape) handle; one
-//! bigger than a binding is split by rows over several arenas. Loads are only planned when
+//! bigger than a binding is split by rows over several arenas. Each arena has its own bind
+//! group (the one-arena-per-dispatch path); with binding arrays the model also gets one bind
+//! group holding every arena, which kernels index. Loads are only planned when
 //! `load_weight` is called; the buffers are created and filled straight from the file mapping
 //! (repacking blocks, see `layout`) when the first step needs them, so the model is never
 //! copied on the host.
@@ -54,6 +56,11 @@ pub struct Arenas {
     pub arenas: Vec<Arena>,
     /// Planned arenas not yet created; their indices follow `arenas`.
     plans: Vec<Plan>,
+    /// Arenas per binding array while this model binds them that way; `None` binds one arena
+    /// per dispatch.
+    pub slots: Option<u32>,
+    /// Every arena in one bind group (binding arrays), made when the arenas are.
+    pub arrays: Option<wgpu::BindGroup>,
 }
 
 fn err(name: &str, e: impl std::fmt::Display) -> BackendError {
@@ -61,8 +68,9 @@ fn err(name: &str, e: impl std::fmt::Display) -> BackendError {
 }
 
 impl Arenas {
-    pub fn new(max_bytes: u64) -> Arenas {
-        Arenas { max_bytes: max_bytes.max(ALIGN) & !15, arenas: Vec::new(), plans: Vec::new() }
+    /// `slots`: bind the arenas as binding arrays of this length.
+    pub fn new(max_bytes: u64, slots: Option<u32>) -> Arenas {
+        Arenas { max_bytes: max_bytes.max(ALIGN) & !15, arenas: Vec::new(), plans: Vec::new(), slots, arrays: None }
     }
 
     pub fn has_pending(&self) -> bool {
@@ -189,6 +197,32 @@ impl Arenas {
             });
             self.arenas.push(Arena { buffer, bind_group });
         }
+        if let Some(slots) = self.slots {
+            if self.arenas.len() > slots as usize {
+                // Kept correct rather than refused: the per-dispatch bind groups exist anyway.
+                tracing::warn!(arenas = self.arenas.len(), slots, "more weight arenas than binding-array slots; binding one arena per dispatch");
+                self.slots = None;
+                self.arrays = None;
+            } else {
+                self.arrays = Some(arrays_bind_group(gpu, &self.arenas, slots)?);
+            }
+        }
         Ok(())
     }
+}
+
+/// Every arena in each view of group 1's binding arrays. Slots past the last arena repeat the
+/// first (a binding array must be full, and no dispatch selects them).
+fn arrays_bind_group(gpu: &Gpu, arenas: &[Arena], slots: u32) -> Result<wgpu::BindGroup, BackendError> {
+    let layout = gpu.pipelines.arrays.as_ref().ok_or_else(|| BackendError::Device("binding arrays without their layout".into()))?;
+    let Some(first) = arenas.first() else {
+        return Err(BackendError::Device("binding arrays of no arenas".into()));
+    };
+    let bindings: Vec<wgpu::BufferBinding> = (0..slots as usize)
+        .map(|i| arenas.get(i).unwrap_or(first).buffer.as_entire_buffer_binding())
+        .collect();
+    let entries: Vec<wgpu::BindGroupEntry> = (0..crate::device::ARENA_VIEWS)
+        .map(|binding| wgpu::BindGroupEntry { binding, resource: wgpu::BindingResource::BufferArray(&bindings) })
+        .collect();
+    Ok(gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some("weight arena arrays"), layout: &layout.arenas_layout, entries: &entries }))
 }

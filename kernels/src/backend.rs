@@ -56,6 +56,9 @@ pub struct BackendOptions {
     /// Decode matvecs of fewer wide-layout workgroups than this take the lean layout (default:
     /// `fuse::MV_LEAN_BELOW` on a GPU, never on a CPU driver; tests force it either way).
     pub mv_lean_below: Option<usize>,
+    /// Bind one weight arena per dispatch even where the device has binding arrays (tests and
+    /// benchmarks compare the two paths; HANGAR_BINDING_ARRAYS=0 does it for the whole device).
+    pub no_binding_arrays: bool,
 }
 
 pub struct GpuBackend {
@@ -103,13 +106,19 @@ impl GpuBackend {
 
     pub fn with_options(gpu: Arc<Gpu>, opts: BackendOptions) -> GpuBackend {
         let max = opts.max_arena_bytes.map_or(gpu.max_binding, |m| m.min(gpu.max_binding));
+        let slots = match gpu.weight_binding {
+            crate::device::WeightBinding::BindingArrays { slots } if !opts.no_binding_arrays => Some(slots),
+            _ => None,
+        };
+        let mut rec = Recorder::new(gpu.clone());
+        rec.set_binding_arrays(slots.is_some());
         GpuBackend {
-            arenas: Arenas::new(max),
+            arenas: Arenas::new(max, slots),
             weights: Vec::new(),
             seqs: HashMap::new(),
             next_seq: 0,
             acts: Vec::new(),
-            rec: Recorder::new(gpu.clone()),
+            rec,
             group: None,
             lazy_norms: Vec::new(),
             lazy_combines: Vec::new(),
@@ -138,6 +147,18 @@ impl GpuBackend {
     /// Weight arenas created so far, with their sizes in bytes.
     pub fn arena_sizes(&self) -> Vec<u64> {
         self.arenas.arenas.iter().map(|a| a.buffer.size()).collect()
+    }
+
+    /// Whether this model's kernels select their arenas in binding arrays (bound once per
+    /// submission) rather than binding one arena per dispatch.
+    pub fn binding_arrays(&self) -> bool {
+        self.rec.binding_arrays()
+    }
+
+    /// Weight arena bind groups set so far: one per submission with binding arrays, one per
+    /// change of arena between dispatches without.
+    pub fn weight_binds(&self) -> u64 {
+        self.rec.weight_binds
     }
 
     /// Bytes of weights planned or uploaded (quantized GPU layout plus f32 vectors).
@@ -283,7 +304,7 @@ impl GpuBackend {
     }
 
     pub(crate) fn flush(&mut self, read: Option<(u32, usize)>) -> Result<Option<Vec<f32>>, BackendError> {
-        self.rec.flush(&self.arenas.arenas, read)
+        self.rec.flush(&self.arenas, read)
     }
 
     /// Submits recorded work without waiting (the "end of step" hook).
@@ -332,6 +353,8 @@ impl Backend for GpuBackend {
             if let Err(e) = self.arenas.upload(&self.gpu) {
                 tracing::error!("uploading weights failed: {e}");
             }
+            // More arenas than binding-array slots turn the model to one arena per dispatch.
+            self.rec.set_binding_arrays(self.arenas.slots.is_some());
         }
         self.acts.clear();
         self.freq_cache.clear();

@@ -23,16 +23,75 @@ pub struct GpuOptions {
     pub allow_f16: bool,
     /// Use subgroup operations when the adapter has them.
     pub allow_subgroups: bool,
+    /// Bind weight arenas as binding arrays when the adapter has them (HANGAR_BINDING_ARRAYS=0
+    /// also switches them off, so benchmarks can compare both paths without a rebuild).
+    pub allow_binding_arrays: bool,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { adapter: None, allow_f16: true, allow_subgroups: true }
+        GpuOptions { adapter: None, allow_f16: true, allow_subgroups: true, allow_binding_arrays: true }
     }
+}
+
+/// The features binding arrays of storage buffers need. Non-uniform indexing is not among
+/// them: a dispatch's arena index comes from a uniform, so it is dynamically uniform.
+pub const BINDING_ARRAY_FEATURES: wgpu::Features =
+    wgpu::Features::BUFFER_BINDING_ARRAY.union(wgpu::Features::STORAGE_RESOURCE_BINDING_ARRAY);
+
+/// Arena slots of each binding array at most: 64 arenas of up to 2 GiB hold more than any
+/// adapter's memory, and unused slots cost descriptors in every model's bind group.
+pub const MAX_ARENA_SLOTS: u32 = 64;
+
+/// Views of the arenas each kernel declares as binding arrays (u32 words, vec4 words, f32).
+pub const ARENA_VIEWS: u32 = 3;
+
+/// How kernels reach a model's weight arenas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WeightBinding {
+    /// All of a model's arenas are bound once, as binding arrays of `slots` arenas; each
+    /// dispatch names its arenas by index in its params slot.
+    BindingArrays { slots: u32 },
+    /// One weight arena and one vector arena are bound per dispatch; `why` says why binding
+    /// arrays are not used.
+    PerDispatch { why: String },
+}
+
+impl std::fmt::Display for WeightBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WeightBinding::BindingArrays { slots } => write!(f, "binding arrays of {slots} arenas"),
+            WeightBinding::PerDispatch { why } => write!(f, "one arena per dispatch ({why})"),
+        }
+    }
+}
+
+/// Which weight-binding path a device with features `have` and limits `limits` takes.
+pub fn choose_weight_binding(have: wgpu::Features, limits: &wgpu::Limits, allow: bool) -> WeightBinding {
+    let per_dispatch = |why: String| WeightBinding::PerDispatch { why };
+    if !allow {
+        return per_dispatch("binding arrays switched off".into());
+    }
+    if !have.contains(BINDING_ARRAY_FEATURES) {
+        return per_dispatch(format!("the adapter lacks {:?}", BINDING_ARRAY_FEATURES.difference(have)));
+    }
+    let slots = (limits.max_binding_array_elements_per_shader_stage / ARENA_VIEWS).min(MAX_ARENA_SLOTS);
+    if slots == 0 {
+        let n = limits.max_binding_array_elements_per_shader_stage;
+        return per_dispatch(format!("max_binding_array_elements_per_shader_stage is {n}, under the {ARENA_VIEWS} arena views"));
+    }
+    WeightBinding::BindingArrays { slots }
+}
+
+/// The start-up line saying which weight-binding path the device took.
+pub(crate) fn log_weight_binding(adapter: &str, wb: &WeightBinding) {
+    tracing::info!(adapter, weight_binding = %wb, "weight arenas: {wb}");
 }
 
 pub struct Gpu {
     pub adapter_info: wgpu::AdapterInfo,
+    /// What the adapter offers (the device holds only what was requested of it).
+    pub adapter_features: wgpu::Features,
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub limits: wgpu::Limits,
@@ -44,6 +103,8 @@ pub struct Gpu {
     pub timestamps: bool,
     /// Largest storage binding, a multiple of 4.
     pub max_binding: u64,
+    /// How kernels reach weight arenas: binding arrays where granted, else one per dispatch.
+    pub weight_binding: WeightBinding,
     /// Serializes submit-and-wait so two models on two threads don't interleave polls.
     pub(crate) submit_lock: Mutex<()>,
     pub(crate) pipelines: crate::pipelines::Pipelines,
@@ -122,7 +183,16 @@ impl Gpu {
         if timestamps {
             features |= ts;
         }
+        // Every limit is requested at the adapter's own value, which includes
+        // max_binding_array_elements_per_shader_stage (0 unless requested).
         let limits = adapter.limits();
+        let mut weight_binding = choose_weight_binding(have, &limits, opts.allow_binding_arrays);
+        if std::env::var("HANGAR_BINDING_ARRAYS").as_deref() == Ok("0") {
+            weight_binding = WeightBinding::PerDispatch { why: "HANGAR_BINDING_ARRAYS=0".into() };
+        }
+        if matches!(weight_binding, WeightBinding::BindingArrays { .. }) {
+            features |= BINDING_ARRAY_FEATURES;
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("hangar"),
             required_features: features,
@@ -134,7 +204,11 @@ impl Gpu {
         // Subgroup kernels lay rows out as 64 / size per workgroup, so the size must be fixed.
         let (smin, smax) = (info.subgroup_min_size, info.subgroup_max_size);
         let sg = (subgroups && smin == smax && smin > 0 && smin <= 64 && 64 % smin == 0).then_some(smin);
-        let pipelines = crate::pipelines::Pipelines::new(&device, sg);
+        let slots = match weight_binding {
+            WeightBinding::BindingArrays { slots } => Some(slots),
+            WeightBinding::PerDispatch { .. } => None,
+        };
+        let pipelines = crate::pipelines::Pipelines::new(&device, sg, slots);
         tracing::info!(
             adapter = %info.name,
             kind = ?info.device_type,
@@ -145,7 +219,21 @@ impl Gpu {
             max_binding,
             "wgpu device"
         );
-        Ok(Gpu { adapter_info: info, device, queue, limits, f16, subgroups, timestamps, max_binding, submit_lock: Mutex::new(()), pipelines })
+        log_weight_binding(&info.name, &weight_binding);
+        Ok(Gpu {
+            adapter_info: info,
+            adapter_features: have,
+            device,
+            queue,
+            limits,
+            f16,
+            subgroups,
+            timestamps,
+            max_binding,
+            weight_binding,
+            submit_lock: Mutex::new(()),
+            pipelines,
+        })
     }
 
     /// Waits for submission `index`, maps the first `len` bytes of the MAP_READ buffer `buf`
@@ -180,5 +268,65 @@ impl Gpu {
             None => "no subgroups".to_string(),
         };
         format!("{} [{:?}], {sg}", self.adapter_info.name, self.adapter_info.device_type)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    fn limits(elements: u32) -> wgpu::Limits {
+        wgpu::Limits { max_binding_array_elements_per_shader_stage: elements, ..wgpu::Limits::default() }
+    }
+
+    /// What `f` logs, as the fmt subscriber writes it.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink(Arc::new(Mutex::new(Vec::new())));
+        let out = sink.clone();
+        let sub = tracing_subscriber::fmt().with_ansi(false).with_writer(move || sink.clone()).finish();
+        tracing::subscriber::with_default(sub, f);
+        let bytes = out.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn an_adapter_without_binding_arrays_binds_one_arena_per_dispatch_and_says_so() {
+        for have in [wgpu::Features::SUBGROUP, wgpu::Features::BUFFER_BINDING_ARRAY] {
+            let wb = choose_weight_binding(have, &limits(1 << 20), true);
+            let WeightBinding::PerDispatch { why } = &wb else { panic!("{have:?}: {wb}") };
+            assert!(why.contains("STORAGE_RESOURCE_BINDING_ARRAY"), "{why}");
+            let log = logged(|| log_weight_binding("llvmpipe", &wb));
+            assert!(log.contains("INFO") && log.contains("one arena per dispatch") && log.contains("lacks"), "{log}");
+        }
+    }
+
+    #[test]
+    fn binding_arrays_are_chosen_where_features_and_limits_allow() {
+        let wb = choose_weight_binding(BINDING_ARRAY_FEATURES | wgpu::Features::SUBGROUP, &limits(1 << 20), true);
+        assert_eq!(wb, WeightBinding::BindingArrays { slots: MAX_ARENA_SLOTS });
+        assert!(logged(|| log_weight_binding("H100", &wb)).contains("binding arrays of 64 arenas"));
+        // Slots follow the limit, each arena counting once per view.
+        assert_eq!(choose_weight_binding(BINDING_ARRAY_FEATURES, &limits(30), true), WeightBinding::BindingArrays { slots: 10 });
+    }
+
+    #[test]
+    fn binding_arrays_fall_back_when_the_limit_is_too_low_or_switched_off() {
+        let low = choose_weight_binding(BINDING_ARRAY_FEATURES, &limits(2), true);
+        assert!(matches!(&low, WeightBinding::PerDispatch { why } if why.contains("max_binding_array_elements_per_shader_stage")), "{low}");
+        let off = choose_weight_binding(BINDING_ARRAY_FEATURES, &limits(1 << 20), false);
+        assert!(matches!(&off, WeightBinding::PerDispatch { why } if why.contains("switched off")), "{off}");
     }
 }

@@ -22,7 +22,7 @@ impl GpuBackend {
             return Err(shape("argmax", format!("{}x{} logits; one row expected", a.rows, a.cols)));
         }
         self.dispatch_argmax(a, TOKEN_SLOT)?;
-        Ok(PendingToken(self.rec.flush_async(&self.arenas.arenas, TOKEN_SLOT)?))
+        Ok(PendingToken(self.rec.flush_async(&self.arenas, TOKEN_SLOT)?))
     }
 
     /// Each row's argmax of `a` as f32 at `out`: a row wider than one workgroup walks well is

@@ -1,9 +1,11 @@
 //! Shader sources and compiled pipelines. Every kernel uses the same pipeline layout (see
 //! `shaders/common.wgsl`), so bind groups are made once per model and stay bound across
-//! dispatches of different kernels.
+//! dispatches of different kernels. Where the device has binding arrays, a second layout binds
+//! all of a model's arenas at once, and each kernel's binding-array variant is made from the
+//! same source (`shader_source_for`).
 
 use std::collections::HashMap;
-use std::num::NonZeroU64;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::Mutex;
 
 use hangar_engine::kv::{self, KvPolicy};
@@ -13,6 +15,9 @@ use crate::layout;
 
 /// Bytes of one params slot the shader sees (the largest `Params` struct, rounded up).
 pub const PARAM_BYTES: u64 = 128;
+/// Bytes of a params slot with binding arrays: the kernel's params, then the dispatch's
+/// weight and vector arena indices (`ArenaSel` in common.wgsl) in one more 16-byte row.
+pub const SEL_BYTES: u64 = PARAM_BYTES + 16;
 
 pub(crate) const COMMON: &str = include_str!("shaders/common.wgsl");
 
@@ -136,9 +141,53 @@ fn kv_defines(p: KvPolicy) -> &'static [&'static str] {
     }
 }
 
+/// Which variant of a kernel to build.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Variant {
+    /// Subgroup operations (else the workgroup-memory fallback).
+    pub subgroups: bool,
+    /// Weight views as binding arrays of this many arenas (else one arena per dispatch).
+    pub arena_slots: Option<u32>,
+}
+
 /// Full WGSL of `op` (specialized to `ty` for the ops that read weight matrices, and to the
-/// subgroup or fallback variant).
+/// subgroup or fallback variant), with one arena bound per dispatch.
 pub fn shader_source(op: Op, ty: Option<GgmlType>, subgroups: bool) -> String {
+    shader_source_for(op, ty, Variant { subgroups, arena_slots: None })
+}
+
+/// Reads of the one-arena views, and where the binding-array variant sends them: the arena the
+/// dispatch selected, read from a uniform, so the index is the same for every invocation and
+/// the driver fetches each descriptor once per dispatch rather than per load.
+const ARENA_ROUTES: [(&str, &str); 3] =
+    [("wq4[", "wq4_arenas[SEL.w].v["), ("wq[", "wq_arenas[SEL.w].v["), ("wvec[", "wvec_arenas[SEL.v].v[")];
+
+/// `src` with every read of `wq`, `wq4` and `wvec` routed through the selected arena.
+fn route_arena_reads(src: &str) -> String {
+    let mut out = String::with_capacity(src.len() + src.len() / 4);
+    let mut rest = src;
+    let mut prev_ident = false;
+    'scan: while let Some(c) = rest.chars().next() {
+        if !prev_ident {
+            for (from, to) in ARENA_ROUTES {
+                if let Some(r) = rest.strip_prefix(from) {
+                    out.push_str(to);
+                    rest = r;
+                    prev_ident = false;
+                    continue 'scan;
+                }
+            }
+        }
+        out.push(c);
+        prev_ident = c.is_ascii_alphanumeric() || c == '_';
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// Full WGSL of `op` for `ty`, in variant `v`.
+pub fn shader_source_for(op: Op, ty: Option<GgmlType>, v: Variant) -> String {
+    let subgroups = v.subgroups;
     let unit = match op {
         Op::Mv { .. } => ty.and_then(mv_unit_source),
         _ => None,
@@ -166,10 +215,20 @@ pub fn shader_source(op: Op, ty: Option<GgmlType>, subgroups: bool) -> String {
         Op::KvWrite(KvPolicy::Int4Plain | KvPolicy::Int4Hadamard | KvPolicy::Int4) => "KV_STORE_Q4",
         _ => "KV_STORE_Q",
     });
+    if v.arena_slots.is_some() {
+        defines.push("BINDING_ARRAYS");
+    }
     let mut s = String::new();
+    if v.arena_slots.is_some() {
+        // naga gates binding arrays behind this directive, which must open the module.
+        s.push_str("enable wgpu_binding_array;\n");
+    }
     s.push_str(&select_variant(op.source(), &defines));
     s.push('\n');
-    s.push_str(COMMON);
+    s.push_str(&select_variant(COMMON, &defines));
+    if let Some(slots) = v.arena_slots {
+        s.push_str(&format!("const ARENA_SLOTS: u32 = {slots}u;\nconst PARAM_ROWS: u32 = {}u;\n", PARAM_BYTES / 16));
+    }
     if matches!(op, Op::Rope | Op::KvWrite(_) | Op::KvCenter(_) | Op::Attention(_)) {
         s.push('\n');
         s.push_str(include_str!("shaders/rope_common.wgsl"));
@@ -188,7 +247,10 @@ pub fn shader_source(op: Op, ty: Option<GgmlType>, subgroups: bool) -> String {
         s.push('\n');
         s.push_str(src);
     }
-    s
+    match v.arena_slots {
+        Some(_) => route_arena_reads(&s),
+        None => s,
+    }
 }
 
 pub(crate) struct Pipelines {
@@ -196,9 +258,21 @@ pub(crate) struct Pipelines {
     pub arena_layout: wgpu::BindGroupLayout,
     pub kv_layout: wgpu::BindGroupLayout,
     layout: wgpu::PipelineLayout,
+    /// The binding-array layouts, where the device has binding arrays.
+    pub arrays: Option<ArrayLayouts>,
     /// Subgroup variants are used (SUBGROUP granted and a fixed subgroup size dividing 64).
     pub subgroup_size: Option<u32>,
-    cache: Mutex<HashMap<(Op, Option<GgmlType>), wgpu::ComputePipeline>>,
+    cache: Mutex<HashMap<(Op, Option<GgmlType>, bool), wgpu::ComputePipeline>>,
+}
+
+/// The layout of the binding-array variants: group 0 gains the arena selection, group 1 binds
+/// every arena of a model, group 2 is the one-arena layout left unused, group 3 is unchanged.
+pub(crate) struct ArrayLayouts {
+    /// Arenas per binding array.
+    pub slots: u32,
+    pub scratch_layout: wgpu::BindGroupLayout,
+    pub arenas_layout: wgpu::BindGroupLayout,
+    layout: wgpu::PipelineLayout,
 }
 
 /// One buffer binding of the layout every kernel shares (see `shaders/common.wgsl`).
@@ -242,37 +316,71 @@ fn entry(s: &Slot) -> wgpu::BindGroupLayoutEntry {
     }
 }
 
+/// Group 0 with binding arrays: `SCRATCH`, then the params slot again as the arena selection.
+fn scratch_sel_entries() -> Vec<wgpu::BindGroupLayoutEntry> {
+    let mut entries: Vec<_> = SCRATCH.iter().map(entry).collect();
+    let mut sel = entry(&slot(3, true, true, true));
+    sel.ty = wgpu::BindingType::Buffer {
+        ty: wgpu::BufferBindingType::Uniform,
+        has_dynamic_offset: true,
+        min_binding_size: NonZeroU64::new(SEL_BYTES),
+    };
+    entries.push(sel);
+    entries
+}
+
+/// Group 1 with binding arrays: the `ARENA` views and the vector view, `slots` arenas each.
+fn arena_array_entries(slots: u32) -> Vec<wgpu::BindGroupLayoutEntry> {
+    (0..crate::device::ARENA_VIEWS)
+        .map(|binding| wgpu::BindGroupLayoutEntry { count: NonZeroU32::new(slots), ..entry(&slot(binding, false, true, false)) })
+        .collect()
+}
+
 impl Pipelines {
-    pub fn new(device: &wgpu::Device, subgroup_size: Option<u32>) -> Pipelines {
-        let make = |label: &str, slots: &[Slot]| {
-            let entries: Vec<_> = slots.iter().map(entry).collect();
-            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries: &entries })
+    /// `arena_slots`: the binding arrays' length, where the device was granted binding arrays.
+    pub fn new(device: &wgpu::Device, subgroup_size: Option<u32>, arena_slots: Option<u32>) -> Pipelines {
+        let make = |label: &str, entries: &[wgpu::BindGroupLayoutEntry]| {
+            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries })
         };
-        let scratch_layout = make("params+scratch", &SCRATCH);
-        let arena_layout = make("arena", &ARENA);
-        let kv_layout = make("kv", &KV);
+        let entries = |slots: &[Slot]| slots.iter().map(entry).collect::<Vec<_>>();
+        let scratch_layout = make("params+scratch", &entries(&SCRATCH));
+        let arena_layout = make("arena", &entries(&ARENA));
+        let kv_layout = make("kv", &entries(&KV));
         let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("hangar"),
             bind_group_layouts: &[Some(&scratch_layout), Some(&arena_layout), Some(&arena_layout), Some(&kv_layout)],
             immediate_size: 0,
         });
-        Pipelines { scratch_layout, arena_layout, kv_layout, layout, subgroup_size, cache: Mutex::new(HashMap::new()) }
+        let arrays = arena_slots.map(|slots| {
+            let scratch_layout = make("params+scratch+arena selection", &scratch_sel_entries());
+            let arenas_layout = make("arena arrays", &arena_array_entries(slots));
+            let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("hangar (binding arrays)"),
+                bind_group_layouts: &[Some(&scratch_layout), Some(&arenas_layout), Some(&arena_layout), Some(&kv_layout)],
+                immediate_size: 0,
+            });
+            ArrayLayouts { slots, scratch_layout, arenas_layout, layout }
+        });
+        Pipelines { scratch_layout, arena_layout, kv_layout, layout, arrays, subgroup_size, cache: Mutex::new(HashMap::new()) }
     }
 
-    /// The pipeline of `op` for `ty`, compiled on first use.
-    pub fn get(&self, device: &wgpu::Device, op: Op, ty: Option<GgmlType>) -> wgpu::ComputePipeline {
+    /// The pipeline of `op` for `ty`, compiled on first use; the binding-array variant when
+    /// `arrays` and the device has them.
+    pub fn get(&self, device: &wgpu::Device, op: Op, ty: Option<GgmlType>, arrays: bool) -> wgpu::ComputePipeline {
+        let arrays = self.arrays.as_ref().filter(|_| arrays);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache
-            .entry((op, ty))
+            .entry((op, ty, arrays.is_some()))
             .or_insert_with(|| {
-                let label = format!("{op:?}/{}", ty.map(layout::shader_name).unwrap_or("-"));
+                let label = format!("{op:?}/{}{}", ty.map(layout::shader_name).unwrap_or("-"), if arrays.is_some() { "/arrays" } else { "" });
+                let v = Variant { subgroups: self.subgroup_size.is_some(), arena_slots: arrays.map(|a| a.slots) };
                 let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(&label),
-                    source: wgpu::ShaderSource::Wgsl(shader_source(op, ty, self.subgroup_size.is_some()).into()),
+                    source: wgpu::ShaderSource::Wgsl(shader_source_for(op, ty, v).into()),
                 });
                 device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(&label),
-                    layout: Some(&self.layout),
+                    layout: Some(arrays.map_or(&self.layout, |a| &a.layout)),
                     module: &module,
                     entry_point: Some("main"),
                     compilation_options: Default::default(),

@@ -2,16 +2,18 @@
 //! is read back: the params of every dispatch go into one uniform ring (written once per
 //! submission; each dispatch selects its slot with a dynamic offset), activations are
 //! bump-allocated in one scratch buffer, and small host inputs (token ids, rope tables) are
-//! queued writes into the scratch.
+//! queued writes into the scratch. With binding arrays a pass binds the model's arenas once and
+//! each params slot ends with the dispatch's arena indices; without, a dispatch binds its
+//! arenas when they differ from the previous dispatch's.
 
 use std::sync::Arc;
 
 use hangar_engine::backend::BackendError;
 use hangar_engine::quant::GgmlType;
 
-use crate::arena::Arena;
+use crate::arena::Arenas;
 use crate::device::Gpu;
-use crate::pipelines::{Op, PARAM_BYTES};
+use crate::pipelines::{Op, PARAM_BYTES, SEL_BYTES};
 
 /// Activations start on 64-element (256-byte) boundaries.
 const ACT_ALIGN: u64 = 64;
@@ -56,6 +58,8 @@ struct Scratch {
     /// Capacity in f32 elements.
     cap: u64,
     param_cap: u64,
+    /// The bind group has the binding-array layout (params slot bound again as the selection).
+    arrays: bool,
 }
 
 pub struct Recorder {
@@ -78,8 +82,15 @@ pub struct Recorder {
     readback: Option<wgpu::Buffer>,
     dummy_ro: wgpu::BindGroup,
     dummy_kv: wgpu::BindGroup,
+    /// Group 1 of the binding-array layout for a model with no arenas yet.
+    dummy_arrays: Option<wgpu::BindGroup>,
+    /// Dispatches select their arenas by index in binding arrays bound once per pass.
+    arrays: bool,
     /// Submissions so far (tests check decode is one per token).
     pub submits: u64,
+    /// Weight and vector arena bind groups set so far (tests check binding arrays set one
+    /// per pass, never one per dispatch).
+    pub weight_binds: u64,
     /// Dispatches recorded so far (tests check fusion removes some).
     pub dispatched: u64,
     /// Per-dispatch timing, when switched on.
@@ -119,12 +130,35 @@ pub fn grid(gpu: &Gpu, n: u32) -> (u32, u32) {
     }
 }
 
+/// Binding arrays of one placeholder buffer, for kernels run before a model has arenas.
+fn dummy_arrays(gpu: &Gpu) -> Option<wgpu::BindGroup> {
+    let layouts = gpu.pipelines.arrays.as_ref()?;
+    let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("dummy arena arrays"),
+        size: 256,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    let bindings = vec![buffer.as_entire_buffer_binding(); layouts.slots as usize];
+    let entries: Vec<_> = (0..crate::device::ARENA_VIEWS)
+        .map(|binding| wgpu::BindGroupEntry { binding, resource: wgpu::BindingResource::BufferArray(&bindings) })
+        .collect();
+    Some(gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some("dummy arena arrays"), layout: &layouts.arenas_layout, entries: &entries }))
+}
+
+/// Bytes between params slots: a slot holds the kernel's params (and with binding arrays the
+/// arena selection) and starts at a dynamic-offset boundary.
+fn param_stride(gpu: &Gpu, arrays: bool) -> u64 {
+    let align = gpu.limits.min_uniform_buffer_offset_alignment as u64;
+    (if arrays { SEL_BYTES } else { PARAM_BYTES }).next_multiple_of(align.max(16))
+}
+
 impl Recorder {
     pub fn new(gpu: Arc<Gpu>) -> Recorder {
-        let align = gpu.limits.min_uniform_buffer_offset_alignment as u64;
-        let param_stride = PARAM_BYTES.next_multiple_of(align.max(16));
+        let param_stride = param_stride(&gpu, false);
         let dummy_ro = dummy(&gpu, &gpu.pipelines.arena_layout, 2, "dummy arena");
         let dummy_kv = dummy(&gpu, &gpu.pipelines.kv_layout, 1, "dummy kv");
+        let dummy_arrays = dummy_arrays(&gpu);
         Recorder {
             gpu,
             param_stride,
@@ -140,13 +174,29 @@ impl Recorder {
             readback: None,
             dummy_ro,
             dummy_kv,
+            dummy_arrays,
+            arrays: false,
             submits: 0,
+            weight_binds: 0,
             dispatched: 0,
             profiler: None,
             ring: Vec::new(),
             ring_busy: [false; RING],
             ring_next: 0,
         }
+    }
+
+    /// Switches between binding arrays and one arena per dispatch (on only where the device has
+    /// binding arrays). Pending work must have been flushed: recorded slots have the old size.
+    pub fn set_binding_arrays(&mut self, on: bool) {
+        debug_assert!(self.dispatches.is_empty());
+        self.arrays = on && self.gpu.pipelines.arrays.is_some();
+        self.param_stride = param_stride(&self.gpu, self.arrays);
+    }
+
+    /// Whether dispatches select their arenas in binding arrays.
+    pub fn binding_arrays(&self) -> bool {
+        self.arrays
     }
 
     /// Starts a new step: scratch space is reused. Pending work must have been flushed.
@@ -210,7 +260,14 @@ impl Recorder {
         let start = self.params.len();
         self.params.resize(start + self.param_stride as usize, 0);
         self.params[start..start + params.len() * 4].copy_from_slice(bytemuck::cast_slice(params));
-        let pipeline = self.gpu.pipelines.get(&self.gpu.device, op, ty);
+        if self.arrays {
+            // ArenaSel's w and v, after the Params the kernel sees; arenas a kernel does not
+            // read stay 0, a slot every binding array fills.
+            let sel = [binds.arena_w.unwrap_or(0), binds.arena_v.unwrap_or(0)];
+            let at = start + PARAM_BYTES as usize;
+            self.params[at..at + 8].copy_from_slice(bytemuck::cast_slice(&sel));
+        }
+        let pipeline = self.gpu.pipelines.get(&self.gpu.device, op, ty, self.arrays);
         self.dispatched += 1;
         self.dispatches.push(Dispatch { op, ty, pipeline, wg, slot: slot as u32, binds });
     }
@@ -218,7 +275,7 @@ impl Recorder {
     fn ensure_scratch(&mut self, encoder: &mut wgpu::CommandEncoder) {
         let need = self.peak.max(ACT_ALIGN);
         let need_params = (self.params.len() as u64).max(self.param_stride);
-        let ok = self.scratch.as_ref().is_some_and(|s| s.cap >= need && s.param_cap >= need_params);
+        let ok = self.scratch.as_ref().is_some_and(|s| s.cap >= need && s.param_cap >= need_params && s.arrays == self.arrays);
         if ok {
             return;
         }
@@ -257,28 +314,29 @@ impl Recorder {
                 mapped_at_creation: false,
             }),
         };
-        let bind_group = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("params+scratch"),
-            layout: &self.gpu.pipelines.scratch_layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &params,
-                        offset: 0,
-                        size: wgpu::BufferSize::new(PARAM_BYTES),
-                    }),
-                },
-                wgpu::BindGroupEntry { binding: 1, resource: buffer.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 2, resource: buffer.as_entire_binding() },
-            ],
-        });
-        self.scratch = Some(Scratch { buffer, params, bind_group, cap, param_cap });
+        let param_view = |binding: u32, size: u64| wgpu::BindGroupEntry {
+            binding,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &params, offset: 0, size: wgpu::BufferSize::new(size) }),
+        };
+        let mut entries = vec![
+            param_view(0, PARAM_BYTES),
+            wgpu::BindGroupEntry { binding: 1, resource: buffer.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 2, resource: buffer.as_entire_binding() },
+        ];
+        let layout = match self.gpu.pipelines.arrays.as_ref().filter(|_| self.arrays) {
+            Some(a) => {
+                entries.push(param_view(3, SEL_BYTES));
+                &a.scratch_layout
+            }
+            None => &self.gpu.pipelines.scratch_layout,
+        };
+        let bind_group = dev.create_bind_group(&wgpu::BindGroupDescriptor { label: Some("params+scratch"), layout, entries: &entries });
+        self.scratch = Some(Scratch { buffer, params, bind_group, cap, param_cap, arrays: self.arrays });
     }
 
     /// Submits everything recorded since the last flush as one command buffer. With `read`
     /// (element offset, count), waits and returns those scratch elements.
-    pub fn flush(&mut self, arenas: &[Arena], read: Option<(u32, usize)>) -> Result<Option<Vec<f32>>, BackendError> {
+    pub fn flush(&mut self, arenas: &Arenas, read: Option<(u32, usize)>) -> Result<Option<Vec<f32>>, BackendError> {
         if self.dispatches.is_empty() && self.uploads.is_empty() && read.is_none() {
             return Ok(None);
         }
@@ -300,7 +358,7 @@ impl Recorder {
 
     /// Submits everything recorded and starts copying one word of the scratch (a token id)
     /// back without waiting; [`Recorder::wait_word`] collects it.
-    pub fn flush_async(&mut self, arenas: &[Arena], off: u32) -> Result<PendingWord, BackendError> {
+    pub fn flush_async(&mut self, arenas: &Arenas, off: u32) -> Result<PendingWord, BackendError> {
         let gpu = self.gpu.clone();
         let slot = self.ring_next % RING;
         if self.ring_busy[slot] {
@@ -355,7 +413,7 @@ impl Recorder {
     }
 
     /// Records the pending dispatches (and queues the params and uploads) into an encoder.
-    fn encode(&mut self, arenas: &[Arena]) -> Result<wgpu::CommandEncoder, BackendError> {
+    fn encode(&mut self, arenas: &Arenas) -> Result<wgpu::CommandEncoder, BackendError> {
         let gpu = self.gpu.clone();
         let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
         self.ensure_scratch(&mut encoder);
@@ -372,17 +430,27 @@ impl Recorder {
             pass.set_bind_group(1, &self.dummy_ro, &[]);
             pass.set_bind_group(2, &self.dummy_ro, &[]);
             pass.set_bind_group(3, &self.dummy_kv, &[0]);
+            if self.arrays {
+                let all = if arenas.arenas.is_empty() { self.dummy_arrays.as_ref() } else { arenas.arrays.as_ref() };
+                let all = all.ok_or_else(|| BackendError::Device("binding arrays without a bind group".into()))?;
+                pass.set_bind_group(1, all, &[]);
+                self.weight_binds += 1;
+            }
             if let Some(p) = self.profiler.as_mut() {
                 p.begin(&mut pass);
             }
             for d in &self.dispatches {
                 pass.set_pipeline(&d.pipeline);
-                pass.set_bind_group(0, &scratch.bind_group, &[(d.slot as u64 * self.param_stride) as u32]);
+                let off = (d.slot as u64 * self.param_stride) as u32;
+                // The arena selection is the same slot seen through a second binding.
+                let offsets = [off, off];
+                pass.set_bind_group(0, &scratch.bind_group, &offsets[..if self.arrays { 2 } else { 1 }]);
                 for (i, want) in [d.binds.arena_w, d.binds.arena_v].into_iter().enumerate() {
                     if let Some(a) = want {
-                        if cur[i] != Some(a) {
-                            let arena = arenas.get(a as usize).ok_or_else(|| BackendError::BadHandle(format!("arena {a}")))?;
+                        let arena = arenas.arenas.get(a as usize).ok_or_else(|| BackendError::BadHandle(format!("arena {a}")))?;
+                        if !self.arrays && cur[i] != Some(a) {
                             pass.set_bind_group(i as u32 + 1, &arena.bind_group, &[]);
+                            self.weight_binds += 1;
                             cur[i] = Some(a);
                         }
                     }

@@ -2,6 +2,9 @@
 //! in-memory GGUF files, random data and the NMSE measure.
 #![allow(dead_code)]
 
+pub mod block;
+pub mod cases;
+
 use std::sync::Arc;
 
 use hangar_engine::gguf::{GgufFile, GgufWriter, MetaValue, TensorDesc};
