@@ -57,7 +57,8 @@ pub struct BackendOptions {
     /// `fuse::MV_LEAN_BELOW` on a GPU, never on a CPU driver; tests force it either way).
     pub mv_lean_below: Option<usize>,
     /// Bind one weight arena per dispatch even where the device has binding arrays (tests and
-    /// benchmarks compare the two paths; HANGAR_BINDING_ARRAYS=0 does it for the whole device).
+    /// benchmarks compare the two paths on one device; the device's own switch is
+    /// `GpuOptions::allow_binding_arrays`, off by default).
     pub no_binding_arrays: bool,
 }
 

@@ -23,14 +23,15 @@ pub struct GpuOptions {
     pub allow_f16: bool,
     /// Use subgroup operations when the adapter has them.
     pub allow_subgroups: bool,
-    /// Bind weight arenas as binding arrays when the adapter has them (HANGAR_BINDING_ARRAYS=0
-    /// also switches them off, so benchmarks can compare both paths without a rebuild).
+    /// Bind weight arenas as binding arrays when the adapter has them. Off by default: on the
+    /// H100 they made decode 3-4% slower than one arena per dispatch (bench/RESULTS.md,
+    /// session 14). HANGAR_BINDING_ARRAYS=1 switches them on, =0 off, whatever this says.
     pub allow_binding_arrays: bool,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { adapter: None, allow_f16: true, allow_subgroups: true, allow_binding_arrays: true }
+        GpuOptions { adapter: None, allow_f16: true, allow_subgroups: true, allow_binding_arrays: false }
     }
 }
 
@@ -186,10 +187,12 @@ impl Gpu {
         // Every limit is requested at the adapter's own value, which includes
         // max_binding_array_elements_per_shader_stage (0 unless requested).
         let limits = adapter.limits();
-        let mut weight_binding = choose_weight_binding(have, &limits, opts.allow_binding_arrays);
-        if std::env::var("HANGAR_BINDING_ARRAYS").as_deref() == Ok("0") {
-            weight_binding = WeightBinding::PerDispatch { why: "HANGAR_BINDING_ARRAYS=0".into() };
-        }
+        let allow = match std::env::var("HANGAR_BINDING_ARRAYS").as_deref() {
+            Ok("1") => true,
+            Ok("0") => false,
+            _ => opts.allow_binding_arrays,
+        };
+        let weight_binding = choose_weight_binding(have, &limits, allow);
         if matches!(weight_binding, WeightBinding::BindingArrays { .. }) {
             features |= BINDING_ARRAY_FEATURES;
         }
