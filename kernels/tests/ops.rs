@@ -163,6 +163,16 @@ fn norm_case(kind: NormKind, group: usize, add_one: bool, with_bias: bool) {
     });
     let e = nmse(&got, &want);
     assert!(e < TOL, "{kind:?} group {group}: NMSE {e:e}");
+    // Arenas of one vector each, so the weight and the bias sit in different arenas.
+    let op = |be: &mut dyn Backend, id: &[hangar_engine::backend::WeightId]| {
+        let x = be.embed(id[0], &rows(n)).expect("embed");
+        be.norm(x, Some(id[1]), with_bias.then_some(id[2]), p).expect("norm")
+    };
+    let mut be = GpuBackend::with_options(gpu(), BackendOptions { max_arena_bytes: Some((4 * cols.max(group)) as u64), ..Default::default() });
+    let split = run(&mut be, &f, &["x", "w", "b"], &op);
+    assert!(be.arena_sizes().len() >= 3, "{} arenas", be.arena_sizes().len());
+    let e = nmse(&split, &want);
+    assert!(e < TOL, "{kind:?} group {group}, weight and bias in separate arenas: NMSE {e:e}");
 }
 
 #[test]

@@ -53,7 +53,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             v *= select(w, w + 1.0, (P.flags & 4u) != 0u);
         }
         if ((P.flags & 2u) != 0u) {
-            v += wvec[P.b_off + i];
+            // The bias comes through the matrix binding (its own arena, see fuse.rs).
+            v += bitcast<f32>(wq[P.b_off + i]);
         }
         act[P.out_off + base + i] = v;
     }
