@@ -19,7 +19,7 @@ use common::cases::*;
 use common::*;
 use hangar_engine::backend::{Backend, KvFormat, WeightId};
 use hangar_engine::cpu::CpuBackend;
-use hangar_engine::gguf::{GgufFile, MetaValue};
+use hangar_engine::gguf::GgufFile;
 use hangar_engine::graph::{forward, Logits, Weights};
 use hangar_engine::kv::KvPolicy;
 use hangar_engine::quant::GgmlType;
@@ -137,16 +137,7 @@ fn tiny_llama() -> Arc<GgufFile> {
             t.push(m);
         }
     }
-    let meta = vec![
-        ("general.architecture", MetaValue::String("llama".into())),
-        ("llama.embedding_length", MetaValue::U32(N_EMBD as u32)),
-        ("llama.block_count", MetaValue::U32(2)),
-        ("llama.attention.head_count", MetaValue::U32(4)),
-        ("llama.attention.head_count_kv", MetaValue::U32(2)),
-        ("llama.feed_forward_length", MetaValue::U32(N_FF as u32)),
-        ("llama.context_length", MetaValue::U32(64)),
-    ];
-    file_with(t, meta)
+    file_with(t, tiny_llama_meta(N_EMBD, N_FF))
 }
 
 fn argmax(v: &[f32]) -> u32 {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::*;
 use hangar_engine::backend::Backend;
 use hangar_engine::cpu::CpuBackend;
-use hangar_engine::gguf::{GgufFile, MetaValue};
+use hangar_engine::gguf::GgufFile;
 use hangar_engine::graph::{forward, Logits, Weights};
 use hangar_engine::quant::GgmlType;
 use hangar_kernels::{BackendOptions, GpuBackend};
@@ -42,16 +42,7 @@ fn synthetic_llama() -> Arc<GgufFile> {
         t.push(scaled(&mut rng, &n("ffn_up"), GgmlType::Q4K, N_FF, N_EMBD, 0.1));
         t.push(scaled(&mut rng, &n("ffn_down"), GgmlType::Q6K, N_EMBD, N_FF, 0.1));
     }
-    let meta = vec![
-        ("general.architecture", MetaValue::String("llama".into())),
-        ("llama.embedding_length", MetaValue::U32(N_EMBD as u32)),
-        ("llama.block_count", MetaValue::U32(2)),
-        ("llama.attention.head_count", MetaValue::U32(4)),
-        ("llama.attention.head_count_kv", MetaValue::U32(2)),
-        ("llama.feed_forward_length", MetaValue::U32(N_FF as u32)),
-        ("llama.context_length", MetaValue::U32(64)),
-    ];
-    file_with(t, meta)
+    file_with(t, tiny_llama_meta(N_EMBD, N_FF))
 }
 
 #[test]

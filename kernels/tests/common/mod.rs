@@ -80,6 +80,21 @@ pub struct T {
     pub data: Vec<u8>,
 }
 
+/// The metadata of the two-layer synthetic llama the large-model tests build (4 heads, 2 KV
+/// heads, a 64-position context).
+#[allow(dead_code)] // not every test binary builds a model
+pub fn tiny_llama_meta(n_embd: usize, n_ff: usize) -> Vec<(&'static str, MetaValue)> {
+    vec![
+        ("general.architecture", MetaValue::String("llama".into())),
+        ("llama.embedding_length", MetaValue::U32(n_embd as u32)),
+        ("llama.block_count", MetaValue::U32(2)),
+        ("llama.attention.head_count", MetaValue::U32(4)),
+        ("llama.attention.head_count_kv", MetaValue::U32(2)),
+        ("llama.feed_forward_length", MetaValue::U32(n_ff as u32)),
+        ("llama.context_length", MetaValue::U32(64)),
+    ]
+}
+
 /// A GGUF file in memory holding `tensors` (and `meta`).
 pub fn file_with(tensors: Vec<T>, meta: Vec<(&str, MetaValue)>) -> Arc<GgufFile> {
     let mut w = GgufWriter::new();
