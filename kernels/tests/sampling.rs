@@ -72,7 +72,8 @@ fn clear_of_boundaries(x: &[f32], p: &DeviceSampling, u: f32) -> bool {
 /// within rounding of a boundary between tokens. Such draws (checked by nudging them,
 /// [`clear_of_boundaries`]) are skipped; every other one must give the same token. Three
 /// seeds of random logits over vocabularies of a few thousand (one not a multiple of the 256
-/// chunks the draw walks), every truncation alone and together, 16 uniforms each. The test
+/// chunks the general kernel's draw walks), every truncation alone and together, on both
+/// paths (top-k off: sample.wgsl; top-k 1, 40 and 100: sample_topk.wgsl), 16 uniforms each. The test
 /// cannot pass vacuously: nearly all draws must be clear, the draws must reach many tokens,
 /// and top-k must confine them.
 #[test]
@@ -336,8 +337,8 @@ fn edit_logits_matches_reference() {
     assert!(be.edit_logits(a, &[edit(vocab, 1.0, 1.0, 0.0)]).is_err(), "an element past the logits is a shape error");
 }
 
-/// Tolerance: none. A batched step's rows are sampled in one dispatch, one workgroup a row,
-/// with each row's own settings and uniform: each gives exactly what sampling it alone gives,
+/// Tolerance: none. A batched step's rows are sampled together, each kernel's rows in its
+/// dispatches, with each row's own settings and uniform: each gives exactly what sampling it alone gives,
 /// greedy rows included, and only the ids come back, in one submission.
 #[test]
 fn sample_rows_draws_each_row_as_alone_in_one_submission() {
