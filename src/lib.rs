@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-pub use hangar_engine::generate::{GenerateOutput, GenerateParams, StopReason};
+pub use hangar_engine::generate::{GenerateOutput, GenerateParams, SampleOnDevice, StopReason};
 pub use hangar_engine::sampling::SamplingParams;
 pub use hangar_engine::{EngineError, Model};
 

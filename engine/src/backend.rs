@@ -69,7 +69,8 @@ pub struct AttnParams {
     pub window: Option<usize>,
 }
 
-/// The sampler chain a device runs (`sample.wgsl`; CPU twin `cpu::ops::sample`): the host
+/// The sampler chain a device runs (`sample_topk.wgsl` when top-k is on and at most
+/// [`TOP_K_MAX`](Self::TOP_K_MAX), `sample.wgsl` otherwise; CPU twin `cpu::ops::sample`): the host
 /// [`Sampler`](crate::sampling::Sampler)'s order after its logit bias and penalties (which
 /// reach the device as [`LogitEdit`]s). NaN logits
 /// count as -inf and a +inf logit wins outright (the first, by id); then top-k (exactly k: ties
@@ -90,8 +91,20 @@ impl DeviceSampling {
     /// The argmax.
     pub const GREEDY: DeviceSampling = DeviceSampling { temperature: 0.0, top_k: 0, top_p: 1.0, min_p: 0.0 };
 
+    /// The largest top-k the two-stage top-k sampler (`sample_topk.wgsl`) serves: its last
+    /// stage sorts the survivors in one workgroup of this many invocations. llama.cpp's and
+    /// Ollama's default of 40, and the usual 100, fit; a larger or absent top-k goes through
+    /// the general kernel, which bisects over the whole vocabulary and is much slower.
+    pub const TOP_K_MAX: usize = 256;
+
     pub fn is_greedy(&self) -> bool {
         self.temperature.is_nan() || self.temperature <= 0.0
+    }
+
+    /// Whether a sampled draw under these settings takes the two-stage top-k path: top-k on and
+    /// at most [`TOP_K_MAX`](Self::TOP_K_MAX).
+    pub fn is_top_k_bounded(&self) -> bool {
+        (1..=Self::TOP_K_MAX).contains(&self.top_k)
     }
 
     /// What the draw multiplies `logit - max` by. Capped at `f32::MAX`: a subnormal temperature

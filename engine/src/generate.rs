@@ -31,11 +31,38 @@ pub struct GenerateParams {
     /// the tokens after the first `n_keep` (re-rotating the cached keys rather than
     /// recomputing); `None` stops with `Length` there.
     pub context_shift: Option<usize>,
-    /// Sampled draws (temperature > 0) on the device too, reading back only token ids. Off by
-    /// default: sample.wgsl's one workgroup walks the whole vocabulary about 64 times, which on
-    /// the H100 made sampled decoding slower than reading the logits back (8B Q4_0 tok/s:
-    /// 164 -> 76; bench/RESULTS.md). Greedy picks are always made on the device.
-    pub sample_on_device: bool,
+    /// Where sampled draws (temperature > 0) are made; see [`SampleOnDevice`].
+    pub sample_on_device: SampleOnDevice,
+}
+
+/// Where a sampled draw (temperature > 0) is made: on the device, which reads back only the
+/// token id, or on the host, which reads the logits back and draws with the CPU twin (the
+/// same tokens away from rounding boundaries). Greedy picks are always made on the device, and
+/// a request for log-probabilities always draws on the host, which needs the logits anyway.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SampleOnDevice {
+    /// On the device where the two-stage top-k kernel serves the settings (top-k in
+    /// 1..=[`DeviceSampling::TOP_K_MAX`], llama.cpp's default 40 included), on the host
+    /// otherwise: the general kernel walks the whole vocabulary about 64 times, which on the
+    /// H100 was slower than reading the logits back (8B Q4_0 tok/s: 164 -> 76;
+    /// bench/RESULTS.md).
+    #[default]
+    Auto,
+    /// On the device whatever the settings.
+    Always,
+    /// On the host whatever the settings.
+    Never,
+}
+
+impl SampleOnDevice {
+    /// Whether a sampled draw under `p` is made on the device.
+    pub fn serves(self, p: &DeviceSampling) -> bool {
+        match self {
+            SampleOnDevice::Auto => p.is_top_k_bounded(),
+            SampleOnDevice::Always => true,
+            SampleOnDevice::Never => false,
+        }
+    }
 }
 
 impl Default for GenerateParams {
@@ -49,7 +76,7 @@ impl Default for GenerateParams {
             prefill_chunk: 256,
             logprobs: None,
             context_shift: None,
-            sample_on_device: false,
+            sample_on_device: SampleOnDevice::Auto,
         }
     }
 }
@@ -350,7 +377,7 @@ pub(crate) fn run<E: Exec + ?Sized>(
     // asking for log-probabilities never changes the tokens. The sampler's RNG gives each draw
     // its uniform.
     let device = params.sampling.device();
-    let defer = params.logprobs.is_none() && (device.is_greedy() || params.sample_on_device);
+    let defer = params.logprobs.is_none() && (device.is_greedy() || params.sample_on_device.serves(&device));
     let n_vocab = exec.n_vocab();
     let mut deferred = false;
     let mut edits = Vec::new();

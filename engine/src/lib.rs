@@ -25,5 +25,5 @@ pub mod tokenizer;
 pub mod wiring;
 
 pub use error::EngineError;
-pub use generate::{GenerateOutput, GenerateParams, Session, StopReason, Timings};
+pub use generate::{GenerateOutput, GenerateParams, SampleOnDevice, Session, StopReason, Timings};
 pub use model::Model;

@@ -10,10 +10,11 @@
 //! logits alone (never on a sort algorithm's tie handling), and probabilities use the
 //! platform-independent `exp` of [`rng`].
 //!
-//! Generation draws with the device sampler instead ([`DeviceSampling`]: `sample.wgsl` on a GPU,
-//! its CPU twin `cpu::ops::sample` elsewhere), the same chain in f32 with this chain's bias and
-//! penalties as per-step edits ([`Sampler::edits`]) and this sampler's seeded stream as its
-//! uniforms ([`Sampler::next_uniform`]): so only token ids leave the GPU. [`Sampler::sample`]
+//! Generation draws with the device sampler instead ([`DeviceSampling`]: `sample_topk.wgsl` or
+//! `sample.wgsl` on a GPU, their CPU twin `cpu::ops::sample` elsewhere), the same chain in f32
+//! with this chain's bias and penalties as per-step edits ([`Sampler::edits`]) and this
+//! sampler's seeded stream as its uniforms ([`Sampler::next_uniform`]): so only token ids leave
+//! the GPU. [`Sampler::sample`]
 //! is the reference it is tested against (they keep the same tokens away from rounding
 //! boundaries).
 

@@ -47,6 +47,8 @@ fn kernels() -> Vec<(String, String)> {
     out.push(("Attention(Int4)".into(), shader_source(Op::Attention(KvPolicy::Int4), None, true)));
     out.push(("AttnCombine".into(), shader_source(Op::AttnCombine, None, true)));
     out.push(("Argmax".into(), shader_source(Op::Argmax, None, true)));
+    out.push(("Sample".into(), shader_source(Op::Sample, None, true)));
+    out.push(("SampleTopK".into(), shader_source(Op::SampleTopK, None, true)));
     out.push(("Matmul/Q4_0".into(), shader_source(Op::Matmul, Some(GgmlType::Q4_0), true)));
     out
 }

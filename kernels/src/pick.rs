@@ -1,7 +1,7 @@
 //! Token choice on the device: argmax (kept on the device for the next step's embedding, or
 //! read back), the logits mask of banned tokens, the sparse edits of logit bias and penalties,
 //! and the device sampler's chain (top-k, top-p, min-p, temperature) for one row or every row
-//! of a batched step. Only token ids come back to the host.
+//! of a batched step, in the same submission as the step. Only token ids come back to the host.
 
 use hangar_engine::backend::{Act, BackendError, DeviceSampling, LogitEdit};
 
@@ -134,12 +134,18 @@ impl GpuBackend {
     }
 
     /// A token per row of `x`, drawn as `picks` say (`Backend::sample_rows`), in one submission
-    /// that reads back only the ids: argmax.wgsl answers the greedy rows (exactly as
-    /// `argmax` would alone), then sample.wgsl the others, one workgroup a row.
+    /// that reads back only the ids: argmax.wgsl answers the greedy rows (exactly as `argmax`
+    /// would alone), sample_topk.wgsl the rows whose top-k is at most `TOP_K_MAX` (two
+    /// dispatches for all of them: every chunk of every row, then one workgroup a row), and
+    /// sample.wgsl the others, one workgroup a row.
     pub(crate) fn draw_rows(&mut self, x: Act, cols: usize, picks: &[(DeviceSampling, f32)]) -> Result<Vec<u32>, BackendError> {
         let a = self.ready(x)?;
         if a.rows != picks.len() || a.cols != cols || cols == 0 {
             return Err(shape("sample_rows", format!("{} draws of {cols} columns from {}x{} logits", picks.len(), a.rows, a.cols)));
+        }
+        // Ids travel as f32, exact up to 2^24.
+        if cols > 1 << 24 {
+            return Err(shape("sample_rows", format!("{cols} columns; token ids past 2^24 do not fit an f32")));
         }
         if picks.iter().all(|(p, _)| p.is_greedy()) {
             return self.argmax_rows(x, cols);
@@ -148,21 +154,62 @@ impl GpuBackend {
         if picks.iter().any(|(p, _)| p.is_greedy()) {
             self.dispatch_argmax(a, off)?;
         }
-        // sample.wgsl's row settings, as bit patterns (the scratch is f32; the shader
-        // reinterprets them). A greedy row's 1/temperature of 0 leaves its argmax in place.
+        // The row settings both samplers read, as bit patterns (the scratch is f32; the
+        // shaders reinterpret them); the path word says which kernel draws the row.
         let mut words = Vec::with_capacity(picks.len() * SAMPLE_ROW_WORDS);
+        let mut stride = 0;
+        let mut general = false;
         for (p, u01) in picks {
-            let inv_t = if p.is_greedy() { 0.0 } else { p.inv_temperature() };
+            let path = match p {
+                p if p.is_greedy() => Path::Greedy,
+                p if p.is_top_k_bounded() => Path::TopK,
+                _ => Path::General,
+            };
+            general |= path == Path::General;
+            if path == Path::TopK {
+                stride = stride.max(p.top_k);
+            }
             let top_k = p.top_k.min(u32::MAX as usize) as u32;
-            words.extend([inv_t.to_bits(), top_k, p.top_p.to_bits(), p.min_p.to_bits(), u01.to_bits(), 0, 0, 0]);
+            words.extend([p.inv_temperature().to_bits(), top_k, p.top_p.to_bits(), p.min_p.to_bits(), u01.to_bits(), path as u32, 0, 0]);
         }
         let set_off = self.rec.upload(bytemuck::cast_slice(&words))?;
-        let params = [a.off, u(cols, "columns")?, off, set_off];
-        self.rec.dispatch(Op::Sample, None, &params, [u(a.rows, "rows")?, 1, 1], Binds::default());
+        let (rows, ncols) = (u(a.rows, "rows")?, u(cols, "columns")?);
+        if general {
+            self.rec.dispatch(Op::Sample, None, &[a.off, ncols, off, set_off], [rows, 1, 1], Binds::default());
+        }
+        if stride > 0 {
+            let (chunk, chunks) = top_k_chunks(cols, stride);
+            let (_, cand_off) = self.new_act(a.rows, 2 * chunks * stride)?;
+            let mut params = [a.off, ncols, off, set_off, cand_off, u(chunk, "chunk")?, u(chunks, "chunks")?, u(stride, "top-k")?, 1];
+            self.rec.dispatch(Op::SampleTopK, None, &params, [params[6], rows, 1], Binds::default());
+            params[8] = 2;
+            self.rec.dispatch(Op::SampleTopK, None, &params, [rows, 1, 1], Binds::default());
+        }
         let ids = self.flush(Some((off, a.rows)))?.unwrap_or_default();
         Ok(ids.into_iter().map(|v| v as u32).collect())
     }
 }
 
-/// Words of one row's settings in sample.wgsl (`ROW_WORDS` there).
+/// Which kernel draws a row (the settings' path word in sample.wgsl and sample_topk.wgsl).
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    Greedy = 0,
+    General = 1,
+    TopK = 2,
+}
+
+/// Words of one row's settings in sample.wgsl and sample_topk.wgsl (`ROW_WORDS` there).
 const SAMPLE_ROW_WORDS: usize = 8;
+
+// sample_topk.wgsl sorts the survivors with one invocation a slot, in its 256-wide workgroup.
+const _: () = assert!(DeviceSampling::TOP_K_MAX == 256);
+
+/// sample_topk.wgsl's first stage over a row of `cols` logits for a top-k of `k`: (logits per
+/// chunk, chunks). Each chunk passes on k candidates, so chunks of at least 16k logits leave
+/// the one-workgroup second stage at most a sixteenth of the row, while 1,024 logits (four per
+/// invocation) at least keep each first-stage workgroup's fixed cost of barriers worth paying,
+/// with a 128k vocabulary spread over about as many workgroups as an H100 has SMs.
+fn top_k_chunks(cols: usize, k: usize) -> (usize, usize) {
+    let chunk = (16 * k).max(1024).next_multiple_of(256);
+    (chunk, cols.div_ceil(chunk))
+}

@@ -40,7 +40,10 @@ pub enum Op {
     AttnCombine,
     Eltwise,
     Argmax,
+    /// The general sampler: one workgroup a row (top-k off or above `TOP_K_MAX`).
     Sample,
+    /// The two-stage top-k sampler (top-k in 1..=`TOP_K_MAX`).
+    SampleTopK,
     /// Banned tokens' logits to -inf (policy masks and output constraints).
     Mask,
 }
@@ -70,6 +73,7 @@ impl Op {
             Op::Eltwise => include_str!("shaders/eltwise.wgsl"),
             Op::Argmax => include_str!("shaders/argmax.wgsl"),
             Op::Sample => include_str!("shaders/sample.wgsl"),
+            Op::SampleTopK => include_str!("shaders/sample_topk.wgsl"),
             Op::Mask => include_str!("shaders/mask.wgsl"),
         }
     }

@@ -80,7 +80,8 @@ fn clear_of_boundaries(x: &[f32], p: &DeviceSampling, u: f32) -> bool {
 /// within rounding of a boundary between tokens. Such draws (checked by nudging them,
 /// [`clear_of_boundaries`]) are skipped; every other one must give the same token. Three
 /// seeds of random logits over vocabularies of a few thousand (one not a multiple of the 256
-/// chunks the draw walks), every truncation alone and together, 16 uniforms each. The test
+/// chunks the general kernel's draw walks), every truncation alone and together, on both
+/// paths (top-k off: sample.wgsl; top-k 1, 40 and 100: sample_topk.wgsl), 16 uniforms each. The test
 /// cannot pass vacuously: nearly all draws must be clear, the draws must reach many tokens,
 /// and top-k must confine them.
 #[test]
@@ -166,6 +167,149 @@ fn sample_applies_the_edge_rules_like_its_twin() {
     assert_eq!(drawn.into_iter().collect::<Vec<_>>(), [10, 20], "top-p keeps the lowest id of the ties it needs");
 }
 
+/// Settings of the two-stage top-k path: k at 1 (the argmax), small, llama.cpp's default,
+/// and at and just under its bound `TOP_K_MAX`, with top-p and min-p off, alone and together.
+const TOP_K_SETTINGS: [DeviceSampling; 8] = [
+    DeviceSampling { temperature: 1.0, top_k: 1, top_p: 1.0, min_p: 0.0 },
+    DeviceSampling { temperature: 0.9, top_k: 2, top_p: 1.0, min_p: 0.0 },
+    DeviceSampling { temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05 },
+    DeviceSampling { temperature: 1.2, top_k: 64, top_p: 0.9, min_p: 0.0 },
+    DeviceSampling { temperature: 0.7, top_k: 100, top_p: 1.0, min_p: 0.1 },
+    DeviceSampling { temperature: 1.0, top_k: 255, top_p: 0.8, min_p: 0.0 },
+    DeviceSampling { temperature: 1.5, top_k: DeviceSampling::TOP_K_MAX, top_p: 1.0, min_p: 0.0 },
+    DeviceSampling { temperature: 0.6, top_k: DeviceSampling::TOP_K_MAX, top_p: 0.99, min_p: 0.01 },
+];
+
+/// Agreement as in [`sample_matches_reference_for_every_truncation`]: draws within rounding
+/// of a boundary ([`clear_of_boundaries`]) are skipped, every other one gives the twin's token.
+/// Every setting of [`TOP_K_SETTINGS`] is a row of one `sample_rows` call (one submission),
+/// 12 uniforms each, over vocabularies smaller than k, of one partial chunk, and of many
+/// chunks with a partial last one; odd seeds put the logits on a coarse grid, so hundreds tie
+/// at the k-th value across chunks. Not vacuous: nearly all draws must be clear, reach many
+/// tokens, and stay in the top k.
+#[test]
+fn sample_topk_matches_reference_over_vocabularies_ties_and_settings() {
+    let (mut clear, mut total) = (0, 0);
+    let mut distinct = std::collections::HashSet::new();
+    let rows = TOP_K_SETTINGS.len();
+    for (seed, vocab) in [(1u64, 200usize), (2, 900), (3, 5000), (4, 20_011), (5, 12_289)] {
+        let mut rng = Rng::new(seed);
+        let mut x = rng.vec(rows * vocab, 6.0);
+        if seed % 2 == 1 {
+            x.iter_mut().for_each(|v| *v = (*v * 2.0).round() / 2.0);
+        }
+        let f = logits_file(&x, vocab, rows);
+        let mut be = GpuBackend::new(gpu());
+        let id = be.load_weight(&f, "x").expect("load");
+        let all: Vec<u32> = (0..rows as u32).collect();
+        for j in 0..12 {
+            let us: Vec<f32> = (0..rows).map(|r| ((j as f32 + 0.5) / 12.0 + 0.0713 * (r as f32 + seed as f32)).fract()).collect();
+            let picks: Vec<(DeviceSampling, f32)> = TOP_K_SETTINGS.iter().copied().zip(us.iter().copied()).collect();
+            be.begin_step();
+            let before = be.submissions();
+            let a = be.embed(id, &all).expect("embed");
+            let got = be.sample_rows(a, vocab, &picks).expect("sample rows");
+            assert_eq!(be.submissions() - before, 1, "every row in one submission");
+            for (r, (p, u)) in picks.iter().enumerate() {
+                let row = &x[r * vocab..(r + 1) * vocab];
+                let want = ops::sample(row, p, *u);
+                let above = row.iter().filter(|&&v| v > row[want as usize]).count();
+                assert!(above < p.top_k, "seed {seed} {p:?}: {want} is not in the top {}", p.top_k);
+                total += 1;
+                if clear_of_boundaries(row, p, *u) {
+                    clear += 1;
+                    assert_eq!(got[r], want, "seed {seed} vocab {vocab} {p:?} u={u}");
+                }
+                distinct.insert((seed, r, want));
+            }
+        }
+    }
+    eprintln!("{clear} of {total} draws clear of rounding boundaries, {} tokens reached", distinct.len());
+    assert!(clear * 10 >= total * 9, "only {clear} of {total} draws are clear of rounding boundaries");
+    assert!(distinct.len() > 150, "the draws should reach many tokens, not {}", distinct.len());
+}
+
+/// Tolerance: none; each case is far from any rounding boundary. The edge rules of
+/// [`sample_applies_the_edge_rules_like_its_twin`] on the two-stage path, with the tokens that
+/// matter in different chunks of a 5,000-token row: fewer finite tokens than k, two +inf, no
+/// finite token, 300 ties at the top (k 40 keeps the 40 lowest ids), 30 tokens above 200 ties
+/// (k 100 keeps the 70 lowest-id ties), -0 and +0 as equals, and k 1 among ties.
+#[test]
+fn sample_topk_applies_the_edge_rules_across_chunks() {
+    let vocab = 5000;
+    let nan_row: Vec<f32> = (0..vocab).map(|i| match i { 10 => 0.5, 2100 => 0.25, 4500 => 0.75, 3000 => f32::NEG_INFINITY, _ => f32::NAN }).collect();
+    let inf_row: Vec<f32> = (0..vocab).map(|i| if i == 3001 || i == 4900 { f32::INFINITY } else { (i % 97) as f32 * 0.01 }).collect();
+    let dead_row: Vec<f32> = (0..vocab).map(|i| if i % 2 == 0 { f32::NEG_INFINITY } else { f32::NAN }).collect();
+    let top_ties: Vec<u32> = (0..300).map(|t| 7 + 16 * t).collect();
+    let tie_row: Vec<f32> = (0..vocab as u32).map(|i| if top_ties.contains(&i) { 2.0 } else { -3.0 + (i % 5) as f32 * 0.1 }).collect();
+    let high: Vec<u32> = (0..30).map(|t| 4999 - 160 * t).collect();
+    let mid_ties: Vec<u32> = (0..200).map(|t| 3 + 24 * t).collect();
+    let kth_row: Vec<f32> = (0..vocab as u32)
+        .map(|i| if high.contains(&i) { 1.0 + (i % 3) as f32 * 0.01 } else if mid_ties.contains(&i) { 0.9 } else { -20.0 })
+        .collect();
+    let zero_row: Vec<f32> = (0..vocab).map(|i| match i { 1000 => -0.0, 4000 => 0.0, _ => -50.0 }).collect();
+    let rows = [&nan_row, &inf_row, &dead_row, &tie_row, &kth_row, &zero_row];
+    let x: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+    let f = logits_file(&x, vocab, rows.len());
+    let mut be = GpuBackend::new(gpu());
+    let id = be.load_weight(&f, "x").expect("load");
+    let p = |top_k, temperature| DeviceSampling { temperature, top_k, top_p: 1.0, min_p: 0.0 };
+    let mut draws = |r: usize, p: DeviceSampling, n: usize| -> std::collections::BTreeSet<u32> {
+        (0..n)
+            .map(|j| {
+                let u = (j as f32 + 0.5) / n as f32;
+                be.begin_step();
+                let a = be.embed(id, &[r as u32]).expect("embed");
+                let got = be.sample(a, &p, u).expect("sample");
+                assert_eq!(got, ops::sample(rows[r], &p, u), "row {r} {p:?} u={u}");
+                got
+            })
+            .collect()
+    };
+    let set = |ids: &[u32]| ids.iter().copied().collect::<std::collections::BTreeSet<u32>>();
+    assert_eq!(draws(0, p(40, 1.0), 24), set(&[10, 2100, 4500]), "the three finite tokens, and never -inf");
+    assert_eq!(draws(0, p(DeviceSampling::TOP_K_MAX, 1.0), 6), set(&[10, 2100, 4500]));
+    assert_eq!(draws(1, p(5, 1.0), 6), set(&[3001]), "the first +inf wins");
+    assert_eq!(draws(2, p(40, 1.0), 4), set(&[0]), "nothing finite gives token 0");
+    assert_eq!(draws(3, p(40, 1.0), 400), set(&top_ties[..40]), "k 40 of 300 ties keeps the lowest ids");
+    assert_eq!(draws(3, p(1, 1.0), 4), set(&top_ties[..1]), "k 1 is the argmax");
+    let kept: Vec<u32> = high.iter().chain(&mid_ties[..70]).copied().collect();
+    assert_eq!(draws(4, p(100, 1000.0), 2000), set(&kept), "k 100 keeps 30 and the 70 lowest-id ties");
+    assert_eq!(draws(5, p(2, 1.0), 2), set(&[1000, 4000]), "-0 and +0 weigh the same");
+    assert_eq!(draws(5, p(1, 1.0), 2), set(&[1000]), "-0 equals +0: the lower id is the argmax");
+}
+
+/// Tolerance: none. Rows of the two-stage path take two dispatches whatever their number and
+/// their k (each workgroup of the first covers one chunk of one row), the general path's rows
+/// one more and the greedy rows one more (argmax.wgsl, which a row of only greedy rows takes
+/// alone), all in one submission.
+#[test]
+fn sample_rows_takes_two_dispatches_for_every_top_k_row() {
+    let mut rng = Rng::new(8);
+    let (rows, vocab) = (4, 3000);
+    let x = rng.vec(rows * vocab, 5.0);
+    let f = logits_file(&x, vocab, rows);
+    let mut be = GpuBackend::new(gpu());
+    let id = be.load_weight(&f, "x").expect("load");
+    let k = |top_k| DeviceSampling { temperature: 1.0, top_k, top_p: 0.9, min_p: 0.0 };
+    let general = DeviceSampling { top_k: DeviceSampling::TOP_K_MAX + 1, ..k(0) };
+    let cases: [([DeviceSampling; 4], u64); 4] = [
+        ([k(1), k(40), k(DeviceSampling::TOP_K_MAX), k(7)], 2),
+        ([k(40), general, k(100), k(0)], 3),
+        ([DeviceSampling::GREEDY, k(40), general, k(3)], 4),
+        ([DeviceSampling::GREEDY; 4], 1),
+    ];
+    for (settings, dispatches) in cases {
+        let picks: Vec<(DeviceSampling, f32)> = settings.iter().map(|&p| (p, 0.4)).collect();
+        be.begin_step();
+        let a = be.embed(id, &[0, 1, 2, 3]).expect("embed");
+        let (d0, s0) = (be.dispatches(), be.submissions());
+        let got = be.sample_rows(a, vocab, &picks).expect("sample rows");
+        assert_eq!((be.dispatches() - d0, be.submissions() - s0), (dispatches, 1), "{settings:?}");
+        assert_eq!(got.len(), rows);
+    }
+}
+
 /// Tolerance: one ulp on edited values. The edit's multiply and subtract may fuse on a GPU,
 /// which can move the last bit; everything else is copied bit for bit. The edits are a
 /// request's logit bias and penalties: banned (-inf) and forced (+inf) tokens, negative and
@@ -201,8 +345,8 @@ fn edit_logits_matches_reference() {
     assert!(be.edit_logits(a, &[edit(vocab, 1.0, 1.0, 0.0)]).is_err(), "an element past the logits is a shape error");
 }
 
-/// Tolerance: none. A batched step's rows are sampled in one dispatch, one workgroup a row,
-/// with each row's own settings and uniform: each gives exactly what sampling it alone gives,
+/// Tolerance: none. A batched step's rows are sampled together, each kernel's rows in its
+/// dispatches, with each row's own settings and uniform: each gives exactly what sampling it alone gives,
 /// greedy rows included, and only the ids come back, in one submission.
 #[test]
 fn sample_rows_draws_each_row_as_alone_in_one_submission() {

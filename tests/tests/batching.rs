@@ -11,7 +11,7 @@ use hangar_engine::backend::Backend;
 use hangar_engine::batch::Scheduler;
 use hangar_engine::constraint::Hooks;
 use hangar_engine::cpu::CpuBackend;
-use hangar_engine::generate::{GenerateOutput, GenerateParams};
+use hangar_engine::generate::{GenerateOutput, GenerateParams, SampleOnDevice};
 use hangar_engine::sampling::SamplingParams;
 use hangar_engine::Model;
 use hangar_tests::gpu;
@@ -23,8 +23,9 @@ fn load(path: &Path, backend: Box<dyn Backend>) -> Model {
 /// Request `i`: its own prompt length, seed and sampling settings, so rows of one step sit at
 /// different positions and sample differently. Every fourth is greedy; every fifth has a
 /// repetition penalty (edits of its logits from its own history); every other one asks for
-/// log-probabilities (its logits are read back), the rest are picked on the device, so steps
-/// mix them all.
+/// log-probabilities (its logits are read back), the rest are picked on the device (top-k 0
+/// by the general kernel, which requests 9, 21, ... are sent to; top-k 40 and 8 by the
+/// two-stage one), so steps mix them all.
 fn request(i: usize, n_vocab: usize, max_tokens: usize) -> (Vec<u32>, GenerateParams) {
     let len = 3 + (i * 5) % 17;
     let prompt = (0..len).map(|j| (1 + i * 7 + j * 13) as u32 % (n_vocab as u32 - 1) + 1).collect();
@@ -38,7 +39,8 @@ fn request(i: usize, n_vocab: usize, max_tokens: usize) -> (Vec<u32>, GeneratePa
     };
     // End-of-generation tokens are ignored so every sequence runs its full length.
     let logprobs = (i % 2 == 0).then_some(4);
-    let params = GenerateParams { sampling, max_tokens, min_tokens: max_tokens, prefill_chunk: 8, logprobs, sample_on_device: true, ..GenerateParams::default() };
+    let sample_on_device = if i % 6 == 3 { SampleOnDevice::Always } else { SampleOnDevice::Auto };
+    let params = GenerateParams { sampling, max_tokens, min_tokens: max_tokens, prefill_chunk: 8, logprobs, sample_on_device, ..GenerateParams::default() };
     (prompt, params)
 }
 

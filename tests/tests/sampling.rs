@@ -1,7 +1,7 @@
 //! Seeded sampling through a real (tiny) model. Every token is drawn by the device sampler,
 //! after the request's logit bias and penalties as edits of the logits: on the GPU backend by
-//! `sample.wgsl` (only ids are read back), on the CPU backend and wherever logits are on the
-//! host by its CPU twins. So a seed fixes the output, and asking for log-probabilities (which
+//! `sample_topk.wgsl` (llama.cpp's top-k 40; only ids are read back), on the CPU backend and
+//! wherever logits are on the host by its CPU twins. So a seed fixes the output, and asking for log-probabilities (which
 //! reads the logits back and draws on the host) leaves the tokens as they were.
 //!
 //! On the GPU the twin and the kernel differ only in `exp`'s last bits, which could move a draw
@@ -26,7 +26,7 @@ fn params(seed: u64, logprobs: Option<usize>) -> GenerateParams {
     if seed % 2 == 1 {
         (sampling.logit_bias, sampling.repetition_penalty, sampling.frequency_penalty) = (vec![(7, 1.5), (9, f32::NEG_INFINITY)], 1.2, 0.3);
     }
-    GenerateParams { sampling, max_tokens: 16, min_tokens: 16, logprobs, sample_on_device: true, ..GenerateParams::default() }
+    GenerateParams { sampling, max_tokens: 16, min_tokens: 16, logprobs, ..GenerateParams::default() }
 }
 
 fn check(backend: impl Fn() -> Box<dyn Backend>) {

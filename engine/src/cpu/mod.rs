@@ -5,6 +5,7 @@
 mod attention;
 pub mod ops;
 pub(crate) mod sample;
+mod sample_topk;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,5 +1,7 @@
 //! The CPU twin of `kernels/src/shaders/sample.wgsl`: the device's sampler chain (see
 //! [`DeviceSampling`]) step by step as the kernel computes it, so the two pick the same token.
+//! That kernel is the general path, for top-k off or above [`DeviceSampling::TOP_K_MAX`];
+//! [`sample`] sends the other draws to `sample_topk.rs`, the twin of the two-stage kernel.
 //!
 //! Structure shared with the kernel, and why the twin may take shortcuts:
 //! - Logits are read as order-preserving `u32` keys with NaN as -inf and -0 as +0, so every
@@ -26,11 +28,11 @@ use crate::sampling::exp_f32;
 /// chunking.
 const WG: usize = 256;
 /// The keys of -inf and +inf.
-const NEG_INF_KEY: u32 = 0x007F_FFFF;
-const POS_INF_KEY: u32 = 0xFF80_0000;
+pub(super) const NEG_INF_KEY: u32 = 0x007F_FFFF;
+pub(super) const POS_INF_KEY: u32 = 0xFF80_0000;
 
 /// The logit as the sampler sees it, as a key whose `u32` order is the float order.
-fn key(v: f32) -> u32 {
+pub(super) fn key(v: f32) -> u32 {
     let b = match v.to_bits() {
         b if b & 0x7FFF_FFFF > 0x7F80_0000 => 0xFF80_0000, // NaN counts as -inf
         0x8000_0000 => 0,                                  // -0 as +0, so equal keys are equal values
@@ -43,7 +45,7 @@ fn key(v: f32) -> u32 {
     }
 }
 
-fn unkey(k: u32) -> f32 {
+pub(super) fn unkey(k: u32) -> f32 {
     f32::from_bits(if k & 0x8000_0000 != 0 { k & 0x7FFF_FFFF } else { !k })
 }
 
@@ -90,20 +92,33 @@ pub(crate) enum Survivors {
     Weighted(Vec<(usize, f32)>),
 }
 
-/// The CPU twin of `sample.wgsl` (see the module comment): one token from `logits` under `p`
-/// with `u` uniform in [0, 1). Greedy settings give [`super::ops::argmax`].
+/// The CPU twin of the device sampler: one token from `logits` under `p` with `u` uniform in
+/// [0, 1), as `sample_topk.wgsl` draws it when top-k is on and at most
+/// [`DeviceSampling::TOP_K_MAX`] and as `sample.wgsl` does otherwise. Greedy settings give
+/// [`super::ops::argmax`].
 pub fn sample(logits: &[f32], p: &DeviceSampling, u: f32) -> u32 {
     if p.is_greedy() || logits.is_empty() {
         return super::ops::argmax(logits);
     }
-    match survivors(logits, p) {
-        Survivors::Token(t) => t,
-        Survivors::Weighted(w) => draw(&w, logits.len(), u),
+    match (survivors(logits, p), p.is_top_k_bounded()) {
+        (Survivors::Token(t), _) => t,
+        (Survivors::Weighted(w), true) => super::sample_topk::draw(&w, u),
+        (Survivors::Weighted(w), false) => draw(&w, logits.len(), u),
     }
 }
 
-/// The chain up to the draw: +inf and NaN, top-k, top-p, min-p, then the draw weights.
+/// The chain up to the draw, on the path the device takes for `p`.
 pub(crate) fn survivors(logits: &[f32], p: &DeviceSampling) -> Survivors {
+    if p.is_top_k_bounded() {
+        super::sample_topk::survivors(logits, p)
+    } else {
+        general_survivors(logits, p)
+    }
+}
+
+/// `sample.wgsl`'s chain up to the draw: +inf and NaN, top-k, top-p, min-p, then the draw
+/// weights.
+fn general_survivors(logits: &[f32], p: &DeviceSampling) -> Survivors {
     let keys: Vec<u32> = logits.iter().map(|&v| key(v)).collect();
     let max_key = keys.iter().copied().max().unwrap_or(NEG_INF_KEY);
     if max_key == POS_INF_KEY {

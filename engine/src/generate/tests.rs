@@ -112,7 +112,7 @@ const N: usize = 24;
 /// end-of-generation never stops it early.
 fn sampled(seed: Option<u64>) -> GenerateParams {
     let sampling = SamplingParams { seed, ..SamplingParams::default() };
-    GenerateParams { sampling, max_tokens: N, min_tokens: N, sample_on_device: true, ..GenerateParams::default() }
+    GenerateParams { sampling, max_tokens: N, min_tokens: N, ..GenerateParams::default() }
 }
 
 fn generate(params: &GenerateParams, hooks: Hooks<'_>) -> (GenerateOutput, Scripted) {
@@ -135,21 +135,39 @@ fn sampled_decoding_reads_back_only_token_ids_and_is_fixed_by_its_seed() {
     assert_ne!(generate(&sampled(Some(12)), Hooks::default()).0.tokens, out.tokens);
 }
 
+/// `SampleOnDevice::Auto` (the default) draws on the device where the two-stage top-k kernel
+/// serves the settings (llama.cpp's top-k 40 here) and on the host where only the general
+/// kernel would (top-k off or past `TOP_K_MAX`); `Always` and `Never` force either side. Both
+/// sides give the same tokens, and greedy picks are on the device whatever the setting.
 #[test]
-fn sampled_draws_stay_on_the_host_unless_asked_and_give_the_same_tokens() {
-    let (dev, _) = generate(&sampled(Some(11)), Hooks::default());
-    let (host, exec) = generate(&GenerateParams { sample_on_device: false, ..sampled(Some(11)) }, Hooks::default());
+fn sampled_draws_go_to_the_device_where_the_top_k_kernel_serves_them() {
+    use super::SampleOnDevice::{Always, Never};
+    let (dev, exec) = generate(&sampled(Some(11)), Hooks::default());
+    assert_eq!((exec.reads, exec.device_picks), (1, N - 1), "top-k 40 draws on the device by default");
+    let (host, exec) = generate(&GenerateParams { sample_on_device: Never, ..sampled(Some(11)) }, Hooks::default());
     // The prompt's logits and one read-back per generated token but the last.
     assert_eq!((exec.reads, exec.device_picks), (N, 0));
     assert_eq!(host.tokens, dev.tokens, "the CPU twin draws as the device does");
-    let greedy = GenerateParams { sampling: SamplingParams::greedy(), sample_on_device: false, ..sampled(Some(1)) };
+    for top_k in [0, crate::backend::DeviceSampling::TOP_K_MAX + 1] {
+        let wide = |sample_on_device| {
+            let mut p = GenerateParams { sample_on_device, ..sampled(Some(11)) };
+            p.sampling.top_k = top_k;
+            p
+        };
+        let (host, exec) = generate(&wide(super::SampleOnDevice::Auto), Hooks::default());
+        assert_eq!((exec.reads, exec.device_picks), (N, 0), "top-k {top_k} draws on the host by default");
+        let (dev, exec) = generate(&wide(Always), Hooks::default());
+        assert_eq!((exec.reads, exec.device_picks), (1, N - 1), "top-k {top_k} on the device when asked");
+        assert_eq!(host.tokens, dev.tokens);
+    }
+    let greedy = GenerateParams { sampling: SamplingParams::greedy(), sample_on_device: Never, ..sampled(Some(1)) };
     assert_eq!(generate(&greedy, Hooks::default()).1.device_picks, N - 1, "greedy picks are always on the device");
 }
 
 #[test]
 fn the_last_token_is_never_fed_back_whatever_picks_it() {
     let greedy = GenerateParams { sampling: SamplingParams::greedy(), ..sampled(Some(1)) };
-    for params in [sampled(Some(3)), GenerateParams { sample_on_device: false, ..sampled(Some(3)) }, greedy] {
+    for params in [sampled(Some(3)), GenerateParams { sample_on_device: super::SampleOnDevice::Never, ..sampled(Some(3)) }, greedy] {
         let (out, exec) = generate(&params, Hooks::default());
         assert!(!exec.deferred, "a forward pass was left pending after the last token");
         assert_eq!(exec.history.len(), PROMPT.len() + N - 1);

@@ -455,12 +455,30 @@ fn random_logits(seed: u64, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| (r.next_f64() as f32 * 2.0 - 1.0) * scale).collect()
 }
 
+/// Both twins: the general one (top-k 0 and 257) and the two-stage one (top-k 1 to 256, its
+/// bounds included), over vocabularies of a few thousand, the odd seeds' logits on a coarse
+/// grid so that many tie, at the k-th value and at top-p's threshold.
 #[test]
 fn device_twin_keeps_what_the_host_sampler_keeps_over_large_vocabularies() {
-    let settings = [(40, 1.0, 0.0), (0, 0.9, 0.0), (0, 1.0, 0.05), (40, 0.95, 0.05), (100, 0.5, 0.2), (0, 0.3, 0.0)];
+    let settings = [
+        (40, 1.0, 0.0),
+        (0, 0.9, 0.0),
+        (0, 1.0, 0.05),
+        (40, 0.95, 0.05),
+        (100, 0.5, 0.2),
+        (0, 0.3, 0.0),
+        (1, 0.9, 0.0),
+        (255, 0.95, 0.02),
+        (256, 0.9, 0.0),
+        (256, 1.0, 0.0),
+        (257, 0.8, 0.0),
+    ];
     let mut compared = 0;
     for seed in 0..4 {
-        let l = random_logits(seed, 3000 + 500 * seed as usize, 6.0);
+        let mut l = random_logits(seed, 3000 + 500 * seed as usize, 6.0);
+        if seed % 2 == 1 {
+            l.iter_mut().for_each(|v| *v = (*v * 2.0).round() / 2.0);
+        }
         for &(top_k, top_p, min_p) in &settings {
             let p = params(0.8, top_k, top_p, min_p);
             let Some(want) = reference_set_within(&l, &p, TWIN_TOL) else { continue };
@@ -473,7 +491,35 @@ fn device_twin_keeps_what_the_host_sampler_keeps_over_large_vocabularies() {
             compared += 1;
         }
     }
-    assert!(compared >= 20, "only {compared} cases were clear of the thresholds");
+    assert!(compared >= 36, "only {compared} cases were clear of the thresholds");
+}
+
+/// The two-stage twin at its edges, where it must answer as the host sampler does: NaN counts
+/// as -inf, fewer finite tokens than k keep them all, the first +inf wins, nothing finite gives
+/// token 0, ties at the k-th value and at top-p's threshold are cut by lower id, min-p above 1
+/// keeps nothing (token 0), and top-k 1 is the argmax.
+#[test]
+fn top_k_twin_follows_the_host_sampler_at_the_edges() {
+    let twin = |l: &[f32], p: &SamplingParams, u: f32| crate::cpu::ops::sample(l, &p.device(), u);
+    let host = |l: &[f32], p: &SamplingParams| Sampler::new(p.clone()).sample(&mut l.to_vec(), &[]);
+    let k40 = params(1.0, 40, 1.0, 0.0);
+    assert!(k40.device().is_top_k_bounded());
+    let few = [f32::NAN, 0.5, f32::NEG_INFINITY, 0.25, f32::NAN];
+    assert_eq!(twin_kept(&few, &k40), vec![1, 3]);
+    assert_eq!(filtered_set(&few, &k40), vec![1, 3]);
+    for u in [0.0, 0.3, 0.99] {
+        assert_eq!(twin(&[0.0, f32::INFINITY, 9.0, f32::INFINITY], &k40, u), 1, "the first +inf wins");
+        assert_eq!(twin(&[f32::NEG_INFINITY, f32::NAN], &k40, u), 0, "nothing finite gives token 0");
+    }
+    let tied = [1.0, 2.0, 0.0, 2.0, 2.0, 2.0];
+    assert_eq!(twin_kept(&tied, &params(1.0, 3, 1.0, 0.0)), vec![1, 3, 4]);
+    assert_eq!(filtered_set(&tied, &params(1.0, 3, 1.0, 0.0)), vec![1, 3, 4]);
+    let halves = [0.125f32.ln(), 0.5f32.ln(), 0.125f32.ln(), 0.25f32.ln()];
+    assert_eq!(twin_kept(&halves, &params(1.0, 4, 0.8, 0.0)), vec![0, 1, 3]);
+    assert_eq!(filtered_set(&halves, &params(1.0, 4, 0.8, 0.0)), vec![0, 1, 3]);
+    assert_eq!(twin(&[1.0, 3.0], &params(1.0, 2, 1.0, 2.0), 0.5), 0);
+    assert_eq!(host(&[1.0, 3.0], &params(1.0, 2, 1.0, 2.0)), 0);
+    assert_eq!(twin(&[0.1, 3.5, -2.0, 3.5], &params(2.0, 1, 1.0, 0.0), 0.99), 1);
 }
 
 #[test]
@@ -556,6 +602,38 @@ proptest! {
         let want = reference_set_within(&l, &p, TWIN_TOL);
         prop_assume!(want.is_some());
         prop_assert_eq!(Some(twin_kept(&l, &p)), want);
+    }
+}
+
+/// Logits over a vocabulary of a few hundred, with ties (a coarse grid), NaN and -inf mixed
+/// in, for top-k up to and past the two-stage path's bound.
+fn wide_logits_strategy() -> impl Strategy<Value = Vec<f32>> {
+    prop::collection::vec(
+        prop_oneof![8 => -8.0f32..8.0, 4 => (-4i32..4).prop_map(|x| x as f32), 1 => Just(f32::NAN), 1 => Just(f32::NEG_INFINITY)],
+        1..600,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn top_k_twin_keeps_what_the_host_sampler_keeps(
+        l in wide_logits_strategy(),
+        top_k in prop_oneof![1usize..8, 30usize..50, 240usize..=256],
+        top_p in prop_oneof![Just(1.0f32), 0.01f32..1.0],
+        min_p in prop_oneof![Just(0.0f32), 0.001f32..0.9],
+        temperature in 0.1f32..2.0,
+    ) {
+        let p = params(temperature, top_k, top_p, min_p);
+        let want = reference_set_within(&l, &p, TWIN_TOL);
+        prop_assume!(want.is_some());
+        prop_assert_eq!(Some(twin_kept(&l, &p)), want.clone());
+        let kept = want.unwrap_or_default();
+        for j in 0..4 {
+            let t = crate::cpu::ops::sample(&l, &p.device(), (j as f32 + 0.5) / 4.0);
+            prop_assert!(kept.binary_search(&t).is_ok() || (kept.is_empty() && t == 0), "drew {} outside {:?}", t, kept);
+        }
     }
 }
 

@@ -4,8 +4,9 @@
 // at the k-th value cut by lower id); top-p over the untempered probabilities of the top-k
 // survivors (most probable first, ties by lower id, until the kept mass reaches top_p);
 // min-p against the best; then a draw with u from softmax(logit / temperature)
-// over the kept tokens, walked in id order. A row with greedy settings (1/temperature 0) is
-// left alone: the host runs argmax.wgsl for it first.
+// over the kept tokens, walked in id order. This is the general path: only rows whose path
+// word is PATH_GENERAL are drawn here (top-k off or above TOP_K_MAX); sample_topk.wgsl draws
+// the rows with a smaller top-k much faster, and a greedy row is left to argmax.wgsl.
 //
 // One workgroup has no room to sort a vocabulary, so thresholds are bisected: top-k's over
 // order-preserving keys, top-p's over probability bits, and both cuts through ties over token
@@ -20,12 +21,13 @@ struct Params {
     out_off: u32,
     // Offset of the rows' settings, in elements: ROW_WORDS words a row, as bit patterns:
     // 1/temperature (f32; 0 for a greedy row), top_k (u32; 0 is off), top_p (f32), min_p (f32),
-    // u (f32 in [0, 1)).
+    // u (f32 in [0, 1)), the path (u32: 0 greedy, 1 this kernel, 2 sample_topk.wgsl).
     set_off: u32,
 }
 
 const WG: u32 = 256u;
 const ROW_WORDS: u32 = 8u;
+const PATH_GENERAL: u32 = 1u;
 // The keys of -inf and +inf.
 const NEG_INF_KEY: u32 = 0x007FFFFFu;
 const POS_INF_KEY: u32 = 0xFF800000u;
@@ -129,13 +131,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     row_off = P.x_off + wid.x * n;
     let out = P.out_off + wid.x;
     // The row's settings travel through workgroup memory to be uniform.
-    if (lid < 5u) { ru[lid] = bitcast<u32>(act[P.set_off + wid.x * ROW_WORDS + lid]); }
+    if (lid < 6u) { ru[lid] = bitcast<u32>(act[P.set_off + wid.x * ROW_WORDS + lid]); }
     let inv_t = bitcast<f32>(workgroupUniformLoad(&ru[0]));
     let top_k = workgroupUniformLoad(&ru[1]);
     let top_p = bitcast<f32>(workgroupUniformLoad(&ru[2]));
     let min_p = bitcast<f32>(workgroupUniformLoad(&ru[3]));
     let u = bitcast<f32>(workgroupUniformLoad(&ru[4]));
-    if (!(inv_t > 0.0)) {
+    if (workgroupUniformLoad(&ru[5]) != PATH_GENERAL) {
         return;
     }
 
