@@ -43,6 +43,10 @@ fn kernels() -> Vec<(String, String)> {
             out.push((format!("{op:?}/{ty:?}"), shader_source(op, Some(ty), true)));
         }
     }
+    for input in [MvInput::Plain, MvInput::Norm] {
+        let op = Op::MvSplit { input };
+        out.push((format!("{op:?}/Q4_0"), shader_source(op, Some(GgmlType::Q4_0), true)));
+    }
     out.push(("Attention(F32)".into(), shader_source(Op::Attention(KvPolicy::F32), None, true)));
     out.push(("Attention(Int4)".into(), shader_source(Op::Attention(KvPolicy::Int4), None, true)));
     out.push(("AttnCombine".into(), shader_source(Op::AttnCombine, None, true)));

@@ -60,6 +60,10 @@ pub struct BackendOptions {
     /// benchmarks compare the two paths on one device; the device's own switch is
     /// `GpuOptions::allow_binding_arrays`, off by default).
     pub no_binding_arrays: bool,
+    /// Q4_0 decode matvecs at least this wide (and at most `fuse::MV_SPLIT_COLS`) take the
+    /// split-K layout (mv_split.wgsl). Default: none, until it is measured against the wide
+    /// layout; HANGAR_MV_SPLIT=N overrides it.
+    pub mv_split_from: Option<usize>,
 }
 
 pub struct GpuBackend {
@@ -87,6 +91,12 @@ pub struct GpuBackend {
     pub(crate) mv_pair_cols: usize,
     /// Matvecs of fewer wide-layout workgroups than this take the lean layout (HANGAR_MV_LEAN).
     pub(crate) mv_lean_below: usize,
+    /// Q4_0 matvecs from this width take the split-K layout (HANGAR_MV_SPLIT).
+    pub(crate) mv_split_from: usize,
+    /// Split-K matvec dispatches recorded (tests check the layout was taken).
+    pub(crate) split_dispatches: u64,
+    /// Slots per split-K workgroup, when set (HANGAR_MV_SPLIT_SLOTS, for tuning).
+    pub(crate) mv_split_slots: Option<usize>,
     reuse_bytes: u64,
     /// Rope frequency tables uploaded in this step, by their bits (one per layer otherwise).
     freq_cache: HashMap<Vec<u32>, u32>,
@@ -135,6 +145,9 @@ impl GpuBackend {
                     _ => crate::fuse::MV_LEAN_BELOW,
                 },
             ),
+            mv_split_from: std::env::var("HANGAR_MV_SPLIT").ok().and_then(|v| v.parse().ok()).or(opts.mv_split_from).unwrap_or(usize::MAX),
+            split_dispatches: 0,
+            mv_split_slots: std::env::var("HANGAR_MV_SPLIT_SLOTS").ok().and_then(|v| v.parse().ok()),
             freq_cache: HashMap::new(),
             reuse_bytes: opts.reuse_bytes.unwrap_or(REUSE_BYTES),
             gpu,
@@ -188,6 +201,11 @@ impl GpuBackend {
     /// Kernel dispatches recorded so far.
     pub fn dispatches(&self) -> u64 {
         self.rec.dispatched
+    }
+
+    /// Decode matvecs dispatched in the split-K layout so far.
+    pub fn split_matvecs(&self) -> u64 {
+        self.split_dispatches
     }
 
     /// Command buffers submitted so far.

@@ -56,6 +56,11 @@ pub(crate) const MV_PAIR_COLS: usize = 4096;
 /// (8B Q4_0 262 -> 215: fewer bytes in flight per invocation), and a bound of 256 gained less.
 pub(crate) const MV_LEAN_BELOW: usize = 128;
 
+/// The split-K matvec (mv_split.wgsl, HANGAR_MV_SPLIT=N): widest row (one half-block of 16
+/// values per invocation of 256), and about how many workgroups it spreads over.
+pub(crate) const MV_SPLIT_COLS: usize = 4096;
+const MV_SPLIT_WORKGROUPS: usize = 512;
+
 /// Most bytes of attention partials the workgroups of one matvec may re-read between them to
 /// merge the partials themselves instead of waiting on a merge dispatch.
 const COMBINE_FOLD_BYTES: usize = 8 << 20;
@@ -234,6 +239,12 @@ impl GpuBackend {
         }
         let units = g.cols.div_ceil(32);
         let ss = self.gpu.pipelines.subgroup_size.unwrap_or(1) as usize;
+        let split = g.cols >= self.mv_split_from
+            && g.ty == GgmlType::Q4_0
+            && ss >= 8
+            && g.cols % 32 == 0
+            && g.cols <= MV_SPLIT_COLS
+            && norm.is_none_or(|n| matches!(n.p.kind, NormKind::Rms) && n.b.is_none());
         let rows: u32 = if g.gated.is_some() { g.parts[0].rows } else { g.parts.iter().map(|p| p.rows).sum() };
         // About sixteen blocks per invocation (one warp per row for 4096-wide rows, which
         // measured fastest on the H100): enough loads in flight per invocation, and the
@@ -271,7 +282,7 @@ impl GpuBackend {
         let r_per_wg = 256 / t;
         let per_wg = per_wg_of(t, lean);
         let n_wg = rows.div_ceil(per_wg) as usize;
-        let combine = if norm.is_none() { self.foldable_combine(&xi, n_wg) } else { None };
+        let combine = if norm.is_none() && !split { self.foldable_combine(&xi, n_wg) } else { None };
         let x = match norm {
             Some(n) => n.src,
             None if combine.is_some() => xi,
@@ -334,13 +345,25 @@ impl GpuBackend {
         }
         .clamp(1, 64) as u32;
         p[7] |= groups << 8;
-        let (gx, gy) = grid(&self.gpu, rows.div_ceil(per_wg * groups) * p[31]);
+        let mut n_wg = rows.div_ceil(per_wg * groups);
         let input = match (norm, combine) {
             (Some(_), _) => MvInput::Norm,
             (None, Some(_)) => MvInput::Combine,
             (None, None) => MvInput::Plain,
         };
-        let op = Op::Mv { input, lean };
+        let mut op = Op::Mv { input, lean };
+        if split {
+            // Slots: a gated pair is two. About MV_SPLIT_WORKGROUPS workgroups, each a whole
+            // number of eight-slot batches.
+            let slots = (if gated { 2 * rows } else { rows }) as usize;
+            let per = self.mv_split_slots.unwrap_or_else(|| slots.div_ceil(MV_SPLIT_WORKGROUPS)).next_multiple_of(8).clamp(8, 128);
+            p[6] = per as u32;
+            p[7] &= 0xFF;
+            n_wg = slots.div_ceil(per) as u32;
+            op = Op::MvSplit { input };
+            self.split_dispatches += 1;
+        }
+        let (gx, gy) = grid(&self.gpu, n_wg * p[31]);
         self.rec.dispatch(op, Some(g.ty), &p, [gx, gy, 1], Binds { arena_w: Some(g.arena_w), arena_v, kv: None });
         for part in &g.parts {
             self.set_ready(part.out);

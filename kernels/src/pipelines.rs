@@ -27,6 +27,9 @@ pub enum Op {
     /// Decode matvec (one token), optionally fused QKV / gate-up / residual; its input as it
     /// arrives, and whether it is the lean row layout (see mv.wgsl's `lean_body`).
     Mv { input: MvInput, lean: bool },
+    /// Split-K decode matvec of Q4_0 rows up to 4,096 wide (mv_split.wgsl; subgroups only):
+    /// the input held in registers, no staging; plain or RMS-normed input.
+    MvSplit { input: MvInput },
     /// Prefill matmul, tiled through workgroup memory.
     Matmul,
     Embed,
@@ -60,9 +63,15 @@ pub enum MvInput {
 }
 
 impl Op {
+    /// The kernel exists only as a subgroup variant (the backend picks it only with subgroups).
+    pub fn needs_subgroups(self) -> bool {
+        matches!(self, Op::MvSplit { .. })
+    }
+
     fn source(self) -> &'static str {
         match self {
             Op::Mv { .. } => include_str!("shaders/mv.wgsl"),
+            Op::MvSplit { .. } => include_str!("shaders/mv_split.wgsl"),
             Op::Matmul => include_str!("shaders/matmul.wgsl"),
             Op::Embed => include_str!("shaders/embed.wgsl"),
             Op::Norm => include_str!("shaders/norm.wgsl"),
@@ -201,8 +210,8 @@ pub fn shader_source_for(op: Op, ty: Option<GgmlType>, v: Variant) -> String {
         defines.push("subgroups");
     }
     defines.push(match op {
-        Op::Mv { input: MvInput::Norm, .. } => "NORM",
-        Op::Mv { input: MvInput::Combine, .. } => "COMBINE",
+        Op::Mv { input: MvInput::Norm, .. } | Op::MvSplit { input: MvInput::Norm } => "NORM",
+        Op::Mv { input: MvInput::Combine, .. } | Op::MvSplit { input: MvInput::Combine } => "COMBINE",
         _ => "PLAIN_X",
     });
     if unit.is_some() {
@@ -243,11 +252,17 @@ pub fn shader_source_for(op: Op, ty: Option<GgmlType>, v: Variant) -> String {
         // The exact window's shape, from the engine's one definition (kv::Ring).
         s.push_str(&format!("const KV_RING: u32 = {}u;\nconst KV_WINDOW: u32 = {}u;\n", kv::Ring::SLOTS, kv::Ring::WINDOW));
     }
+    if matches!(op, Op::Mv { .. } | Op::MvSplit { .. }) {
+        s.push('\n');
+        s.push_str(include_str!("shaders/mv_out.wgsl"));
+    }
     if let Op::Mv { lean, .. } = op {
         // The lean layout reduces a row with subgroup operations only.
         s.push_str(&format!("const LEAN: bool = {};\n", subgroups && lean));
     }
-    if let Some(src) = unit.or_else(|| ty.and_then(dequant_source)) {
+    // The split-K matvec decodes its one type itself.
+    let snippet = if matches!(op, Op::MvSplit { .. }) { None } else { unit.or_else(|| ty.and_then(dequant_source)) };
+    if let Some(src) = snippet {
         s.push('\n');
         s.push_str(src);
     }

@@ -63,6 +63,28 @@ fn matvec_matches_reference_in_the_lean_layout_for_every_type() {
     }
 }
 
+/// Every Q4_0 matvec takes the split-K layout (mv_split.wgsl) where it applies.
+fn split() -> BackendOptions {
+    BackendOptions { mv_split_from: Some(0), ..Default::default() }
+}
+
+#[test]
+fn matvec_matches_reference_in_the_split_layout() {
+    // Rows: fewer than one batch of eight, not a whole number of batches, several workgroups'
+    // worth; widths: a few live invocations, half of them, all 256 (4,096 columns).
+    for (rows_, cols) in [(5, 96), (37, 512), (300, 2048), (41, 4096)] {
+        let be = linear_case_on(gpu(), GgmlType::Q4_0, rows_, cols, 1, split());
+        assert_eq!(be.split_matvecs(), 1, "{rows_}x{cols} did not take the split layout");
+    }
+    // Batched decode after an RMS norm (folded in): each token's rows as the token alone.
+    let be = batched_rows_case_on(gpu(), GgmlType::Q4_0, 37, 512, 3, split());
+    assert!(be.split_matvecs() > 0);
+    // Past 4,096 columns, or another type, the wide layout serves it.
+    for (ty, cols) in [(GgmlType::Q4_0, 4352), (GgmlType::Q8_0, 512)] {
+        assert_eq!(linear_case_on(gpu(), ty, 37, cols, 1, split()).split_matvecs(), 0, "{ty:?} {cols}");
+    }
+}
+
 #[test]
 fn matmul_matches_reference_for_every_type() {
     // 6 tokens: one full tile of 4 and a partial one.

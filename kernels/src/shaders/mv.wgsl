@@ -33,10 +33,7 @@ struct Params {
 }
 
 const WG: u32 = 256u;
-const F_RESIDUAL: u32 = 1u;
-const F_GATED: u32 = 2u;
 const F_PAIRS: u32 = 4u;
-const NO_BIAS: u32 = 0xFFFFFFFFu;
 const CB: u32 = 128u; // blocks of 32 values per staged chunk
 const BS: u32 = 9u; // vec4 slots per staged block (8 + 1 of padding)
 
@@ -54,10 +51,6 @@ fn x4(b: u32, i: u32) -> vec4<f32> {
 
 //#if FAST
 // udot(row word offset, block) comes from the type's mv_*.wgsl snippet.
-
-fn nib(w: u32, s: u32) -> vec4<f32> {
-    return vec4<f32>(f32((w >> s) & 0xFu), f32((w >> (s + 8u)) & 0xFu), f32((w >> (s + 16u)) & 0xFu), f32((w >> (s + 24u)) & 0xFu));
-}
 
 // (Σ nibble * x, Σ x) over block b of 32 4-bit values: values 4i.. are the nibbles at shift
 // `sa` of qa's words, values 16+4i.. those at shift `sb` of qb's.
@@ -279,29 +272,6 @@ fn load_x(j4: u32) -> vec4<f32> {
     return act4[(xo >> 2u) + j4];
 }
 //#endif
-
-fn safe_tanh(x: f32) -> f32 {
-    return tanh(clamp(x, -15.0, 15.0));
-}
-
-fn activate(g: f32) -> f32 {
-    if ((P.act & 0xFFu) == 1u) {
-        return 0.5 * g * (1.0 + safe_tanh(0.7978846 * g * (1.0 + 0.044715 * g * g)));
-    }
-    return g / (1.0 + exp(-g));
-}
-
-fn bias(p: u32, r: u32) -> f32 {
-    let b = P.bias_off[p];
-    if (b == NO_BIAS) {
-        return 0.0;
-    }
-    return wvec[b + r];
-}
-
-fn stride(p: u32) -> u32 {
-    return select(P.p_rows[p], P.p_rows[1], P.n_parts == 1u);
-}
 
 // Sets the token this workgroup serves, and its input's norm statistics or merge weights;
 // returns the chunk already staged (the deferred RMS stages the input), or none.
@@ -559,15 +529,6 @@ fn stage_at(j: u32, nj: u32, n4: u32) -> vec4<f32> {
 fn stage_put(j: u32, nj: u32, v: vec4<f32>) {
     if (j < nj) {
         xs[(j >> 3u) * BS + (j & 7u)] = v;
-    }
-}
-
-fn store(p: u32, lr: u32, dot: f32) {
-    let v = dot + bias(p, lr);
-    let o = tk * stride(p) + lr;
-    act[P.out_off[p] + o] = v;
-    if ((P.flags & F_RESIDUAL) != 0u) {
-        act[P.sum_off + o] = v + act[P.res_off + o];
     }
 }
 

@@ -1,0 +1,207 @@
+// Split-K decode matvec for Q4_0 rows of at most 4,096 columns (the 8B's QKV, O and gate/up),
+// subgroups of at least 8 only. An experiment, not yet measured on a GPU: fuse.rs takes it only
+// when switched on (HANGAR_MV_SPLIT=N for rows at least N wide), and the lavapipe tests force it.
+//
+// mv.wgsl stages the input through workgroup memory behind a barrier, then each subgroup walks
+// whole rows; its weight loads wait for the staging, and between rows nothing is in flight.
+// Here each of the workgroup's 256 invocations owns half a block of the input (16 values,
+// loaded once into registers, times the norm weights when the input is normed), and the
+// workgroup walks its rows RB at a time: every invocation dots its half-block of each row,
+// while the next RB rows' weights are already being fetched. No barrier stands before the
+// first weight load. A subgroup's partial dots meet through shuffles that leave each row's sum
+// in one invocation (about one shuffle a row; with subgroups of 8, as on lavapipe, the three
+// halving steps are the whole reduction), and the subgroups' partials meet through
+// workgroup memory, once, at the end, in a fixed order (so a token's result does not depend on
+// the other tokens of a batched step).
+//
+// Rows are "slots": a gated pair is two slots (gate, then up); otherwise a slot is a row of the
+// concatenated parts. A workgroup takes `r_per_wg` slots (a multiple of RB, at most MAX_SLOTS)
+// of one token.
+struct Params {
+    k: u32, row_words: u32, x_off: u32, n_parts: u32,
+    flags: u32, rows: u32, r_per_wg: u32, act: u32,
+    w_off: vec4<u32>,
+    p_rows: vec4<u32>,
+    out_off: vec4<u32>,
+    bias_off: vec4<u32>,
+    res_off: u32, sum_off: u32, nw_off: u32, nb_off: u32,
+    eps: f32, norm_kind: u32, norm_flags: u32, n_tok: u32,
+}
+
+const WG: u32 = 256u;
+const RB: u32 = 8u;
+const MAX_SLOTS: u32 = 128u;
+// Subgroups of a workgroup at the smallest subgroup size this layout takes (8).
+const MAX_SG: u32 = 32u;
+
+var<workgroup> part: array<f32, 4096>; // MAX_SG * MAX_SLOTS
+var<workgroup> sqp: array<f32, MAX_SG>;
+var<private> tk: u32;
+
+// (part, row within the part) of slot s.
+fn slot_row(s: u32) -> vec2<u32> {
+    if ((P.flags & F_GATED) != 0u) {
+        return vec2<u32>(s & 1u, s >> 1u);
+    }
+    var p = 0u;
+    var lr = s;
+    while (p + 1u < P.n_parts && lr >= P.p_rows[p]) {
+        lr -= P.p_rows[p];
+        p++;
+    }
+    return vec2<u32>(p, lr);
+}
+
+// This invocation's half of block b of slot s's row: its 8 quant bytes and the block's scale.
+struct Half {
+    q: vec2<u32>,
+    d: f32,
+}
+
+fn fetch(s: u32, b: u32, h: u32) -> Half {
+    let pr = slot_row(s);
+    let row = P.w_off[pr.x] + pr.y * P.row_words;
+    // Two words, not the block's vec4: a load in flight holds its registers, and only half is
+    // this invocation's. Rows start on 16 bytes, so 2i and 2i + 1 are one aligned 8-byte pair.
+    let i = (row >> 1u) + 2u * b + h;
+    let dw = unpack2x16float(wq[row + (P.k >> 3u) + (b >> 1u)]);
+    return Half(vec2<u32>(wq[2u * i], wq[2u * i + 1u]), select(dw.x, dw.y, (b & 1u) != 0u));
+}
+
+// The norm weights of input values i..i+3 (Gemma stores them as w - 1).
+fn norm_w(i: u32) -> vec4<f32> {
+    var w = vec4<f32>(wvec[P.nw_off + i], wvec[P.nw_off + i + 1u], wvec[P.nw_off + i + 2u], wvec[P.nw_off + i + 3u]);
+    if ((P.norm_flags & 4u) != 0u) {
+        w += vec4<f32>(1.0);
+    }
+    return w;
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sl: u32,
+        @builtin(subgroup_size) ss: u32) {
+    let wg = wid.y * nwg.x + wid.x;
+    tk = wg % max(P.n_tok, 1u);
+    let wl = wg / max(P.n_tok, 1u);
+    let sg = lid / ss;
+    let gated = (P.flags & F_GATED) != 0u;
+    let slots = select(P.rows, 2u * P.rows, gated);
+    let first = wl * P.r_per_wg;
+    let last = min(slots, first + P.r_per_wg);
+
+    // This invocation's half-block: block b, bytes 8h..8h+7, which hold values 8h..8h+7 (low
+    // nibbles) and 16+8h..16+8h+7 (high nibbles). Past the row's end it reads block 0 and
+    // holds zeros, so it adds nothing.
+    let live = 16u * lid < P.k;
+    let b = select(0u, lid >> 1u, live);
+    let h = lid & 1u;
+    // The first rows' weights are requested before anything else.
+    var nxt: array<Half, RB>;
+    for (var i = 0u; i < RB; i++) {
+        nxt[i] = fetch(min(first + i, slots - 1u), b, h);
+    }
+    var xa = vec4<f32>(0.0);
+    var xb = vec4<f32>(0.0);
+    var xc = vec4<f32>(0.0);
+    var xd = vec4<f32>(0.0);
+    if (live) {
+        let j0 = ((P.x_off + tk * P.k) >> 2u) + 8u * b + 2u * h;
+        xa = act4[j0];
+        xb = act4[j0 + 1u];
+        xc = act4[j0 + 4u];
+        xd = act4[j0 + 5u];
+    }
+//#if NORM
+    // RMS norm, deferred: the row dots are scaled at the end, so the statistics' reduction
+    // waits behind the weight loads instead of standing in front of them.
+    let sq_sg = subgroupAdd(dot(xa, xa) + dot(xb, xb) + dot(xc, xc) + dot(xd, xd));
+    if (sl == 0u) {
+        sqp[sg] = sq_sg;
+    }
+    if ((P.norm_flags & 1u) != 0u) {
+        let i0 = 32u * b + 8u * h;
+        xa *= norm_w(i0);
+        xb *= norm_w(i0 + 4u);
+        xc *= norm_w(i0 + 16u);
+        xd *= norm_w(i0 + 20u);
+    }
+//#endif
+    let s4 = (xa + xb) + (xc + xd);
+    let sx = (s4.x + s4.y) + (s4.z + s4.w);
+
+
+    let m1 = ss >> 1u;
+    let m2 = ss >> 2u;
+    let m3 = ss >> 3u;
+    let b1 = (sl & m1) != 0u;
+    let b2 = (sl & m2) != 0u;
+    let b3 = (sl & m3) != 0u;
+    // The row whose subgroup sum this invocation ends up holding.
+    let mine = 4u * u32(b1) + 2u * u32(b2) + u32(b3);
+    for (var s0 = first; s0 < last; s0 += RB) {
+        let cur = nxt;
+        if (s0 + RB < last) {
+            for (var i = 0u; i < RB; i++) {
+                nxt[i] = fetch(min(s0 + RB + i, slots - 1u), b, h);
+            }
+        }
+        var v: array<f32, RB>;
+        for (var i = 0u; i < RB; i++) {
+            let q = cur[i].q;
+            let s = dot(nib(q.x, 0u), xa) + dot(nib(q.y, 0u), xb) + dot(nib(q.x, 4u), xc) + dot(nib(q.y, 4u), xd);
+            v[i] = cur[i].d * (s - 8.0 * sx);
+        }
+        // Eight values in every invocation to one row's sum each: each halving step keeps half
+        // the rows and trades the other half with the partner across one lane bit.
+        var u: array<f32, 4>;
+        for (var i = 0u; i < 4u; i++) {
+            u[i] = select(v[i], v[i + 4u], b1) + subgroupShuffleXor(select(v[i + 4u], v[i], b1), m1);
+        }
+        var w: array<f32, 2>;
+        for (var i = 0u; i < 2u; i++) {
+            w[i] = select(u[i], u[i + 2u], b2) + subgroupShuffleXor(select(u[i + 2u], u[i], b2), m2);
+        }
+        var t = select(w[0], w[1], b3) + subgroupShuffleXor(select(w[1], w[0], b3), m3);
+        for (var m = ss >> 4u; m > 0u; m >>= 1u) {
+            t += subgroupShuffleXor(t, m);
+        }
+        if ((sl & (m3 - 1u)) == 0u) {
+            part[sg * MAX_SLOTS + (s0 - first) + mine] = t;
+        }
+    }
+    workgroupBarrier();
+
+    var sc = 1.0;
+//#if NORM
+    var tot = 0.0;
+    for (var g = 0u; g < WG / ss; g++) {
+        tot += sqp[g];
+    }
+    sc = 1.0 / sqrt(tot / f32(P.k) + P.eps);
+//#endif
+    let s = first + lid;
+    if (s >= last || (gated && (lid & 1u) != 0u)) {
+        return;
+    }
+    var dot0 = 0.0;
+    var dot1 = 0.0;
+    for (var g = 0u; g < WG / ss; g++) {
+        dot0 += part[g * MAX_SLOTS + lid];
+        if (gated) {
+            dot1 += part[g * MAX_SLOTS + lid + 1u];
+        }
+    }
+    if (gated) {
+        let lr = s >> 1u;
+        let gv = dot0 * sc + bias(0u, lr);
+        let uv = dot1 * sc + bias(1u, lr);
+        let o = tk * P.p_rows[0] + lr;
+        act[P.out_off[0] + o] = gv;
+        act[P.out_off[1] + o] = uv;
+        act[P.sum_off + o] = activate(gv) * uv;
+    } else {
+        let pr = slot_row(s);
+        store(pr.x, pr.y, dot0 * sc);
+    }
+}
