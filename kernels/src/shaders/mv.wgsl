@@ -21,16 +21,7 @@
 // kernel's, whatever the other tokens are, which keeps batched decoding batch-invariant.
 // Output rows of a token are `stride(p)` apart: the part's own rows, or for a one-part group
 // `p_rows[1]` (a weight split over arenas writes its segment into a wider activation).
-struct Params {
-    k: u32, row_words: u32, x_off: u32, n_parts: u32,
-    flags: u32, rows: u32, r_per_wg: u32, act: u32, // act: activation | row groups << 8
-    w_off: vec4<u32>,
-    p_rows: vec4<u32>,
-    out_off: vec4<u32>,
-    bias_off: vec4<u32>,
-    res_off: u32, sum_off: u32, nw_off: u32, nb_off: u32,
-    eps: f32, norm_kind: u32, norm_flags: u32, n_tok: u32,
-}
+// Params and the epilogue: mv_out.wgsl.
 
 const WG: u32 = 256u;
 const F_PAIRS: u32 = 4u;
@@ -110,15 +101,6 @@ var<private> n_scale: f32;
 // The RMS scale multiplies the row dots instead of the staged input (rms_deferred).
 var<private> n_defer: bool;
 var<workgroup> nred: array<f32, 64>;
-
-// The norm weights of input values i..i+3 (Gemma stores them as w - 1).
-fn norm_w(i: u32) -> vec4<f32> {
-    var w = vec4<f32>(wvec[P.nw_off + i], wvec[P.nw_off + i + 1u], wvec[P.nw_off + i + 2u], wvec[P.nw_off + i + 3u]);
-    if ((P.norm_flags & 4u) != 0u) {
-        w += vec4<f32>(1.0);
-    }
-    return w;
-}
 
 // Input vector j of a chunk of nj, times its norm weights when it has some, put in place; the
 // sum of its squares is returned.
@@ -391,12 +373,7 @@ fn body(wg: u32, lid: u32, sl: u32, ss: u32) {
         if (t == 0u) {
             let sc = select(1.0, n_scale, n_defer);
             if (gated && valid) {
-                let gv = dot * sc + bias(0u, lr);
-                let uv = dot2 * sc + bias(1u, lr);
-                let o = tk * P.p_rows[0] + lr;
-                act[P.out_off[0] + o] = gv;
-                act[P.out_off[1] + o] = uv;
-                act[P.sum_off + o] = activate(gv) * uv;
+                store_gated(lr, dot * sc, dot2 * sc);
             }
             if (valid && !gated) {
                 store(p, lr, dot * sc);
@@ -455,16 +432,11 @@ fn lean_body(wg: u32, lid: u32, sl: u32, ss: u32) {
         let sc = select(1.0, n_scale, n_defer);
         if (gated) {
             if (t == 0u) {
-                red2[rl] = dot * sc + bias(p, lr);
+                red2[rl] = dot * sc;
             }
             workgroupBarrier();
             if (t == 0u && p == 1u && valid) {
-                let gv = red2[rl - 1u];
-                let uv = red2[rl];
-                let o = tk * P.p_rows[0] + lr;
-                act[P.out_off[0] + o] = gv;
-                act[P.out_off[1] + o] = uv;
-                act[P.sum_off + o] = activate(gv) * uv;
+                store_gated(lr, red2[rl - 1u], red2[rl]);
             }
             workgroupBarrier();
         } else if (t == 0u && valid) {

@@ -16,17 +16,7 @@
 //
 // Rows are "slots": a gated pair is two slots (gate, then up); otherwise a slot is a row of the
 // concatenated parts. A workgroup takes `r_per_wg` slots (a multiple of RB, at most MAX_SLOTS)
-// of one token.
-struct Params {
-    k: u32, row_words: u32, x_off: u32, n_parts: u32,
-    flags: u32, rows: u32, r_per_wg: u32, act: u32,
-    w_off: vec4<u32>,
-    p_rows: vec4<u32>,
-    out_off: vec4<u32>,
-    bias_off: vec4<u32>,
-    res_off: u32, sum_off: u32, nw_off: u32, nb_off: u32,
-    eps: f32, norm_kind: u32, norm_flags: u32, n_tok: u32,
-}
+// of one token. Params and the epilogue: mv_out.wgsl.
 
 const WG: u32 = 256u;
 const RB: u32 = 8u;
@@ -66,15 +56,6 @@ fn fetch(s: u32, b: u32, h: u32) -> Half {
     let i = (row >> 1u) + 2u * b + h;
     let dw = unpack2x16float(wq[row + (P.k >> 3u) + (b >> 1u)]);
     return Half(vec2<u32>(wq[2u * i], wq[2u * i + 1u]), select(dw.x, dw.y, (b & 1u) != 0u));
-}
-
-// The norm weights of input values i..i+3 (Gemma stores them as w - 1).
-fn norm_w(i: u32) -> vec4<f32> {
-    var w = vec4<f32>(wvec[P.nw_off + i], wvec[P.nw_off + i + 1u], wvec[P.nw_off + i + 2u], wvec[P.nw_off + i + 3u]);
-    if ((P.norm_flags & 4u) != 0u) {
-        w += vec4<f32>(1.0);
-    }
-    return w;
 }
 
 @compute @workgroup_size(256)
@@ -193,13 +174,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
     if (gated) {
-        let lr = s >> 1u;
-        let gv = dot0 * sc + bias(0u, lr);
-        let uv = dot1 * sc + bias(1u, lr);
-        let o = tk * P.p_rows[0] + lr;
-        act[P.out_off[0] + o] = gv;
-        act[P.out_off[1] + o] = uv;
-        act[P.sum_off + o] = activate(gv) * uv;
+        store_gated(s >> 1u, dot0 * sc, dot1 * sc);
     } else {
         let pr = slot_row(s);
         store(pr.x, pr.y, dot0 * sc);
