@@ -60,8 +60,7 @@ pub struct BackendOptions {
     /// benchmarks compare the two paths on one device; the device's own switch is
     /// `GpuOptions::allow_binding_arrays`, off by default).
     pub no_binding_arrays: bool,
-    /// Q4_0 decode matvecs at least this wide (and at most `fuse::MV_SPLIT_COLS`) take the
-    /// split-K layout (mv_split.wgsl). Default: none, until it is measured against the wide
+    /// Q4_0 decode matvecs at least this wide take the split-K layout (mv_split.wgsl). Default: none, until it is measured against the wide
     /// layout; HANGAR_MV_SPLIT=N overrides it.
     pub mv_split_from: Option<usize>,
 }

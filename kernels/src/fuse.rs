@@ -56,9 +56,8 @@ pub(crate) const MV_PAIR_COLS: usize = 4096;
 /// (8B Q4_0 262 -> 215: fewer bytes in flight per invocation), and a bound of 256 gained less.
 pub(crate) const MV_LEAN_BELOW: usize = 128;
 
-/// The split-K matvec (mv_split.wgsl, HANGAR_MV_SPLIT=N): widest row (one half-block of 16
-/// values per invocation of 256), and about how many workgroups it spreads over.
-pub(crate) const MV_SPLIT_COLS: usize = 4096;
+/// About how many workgroups the split-K matvec (mv_split.wgsl, HANGAR_MV_SPLIT=N) spreads
+/// over: four to an H100's SM, if its registers allow.
 const MV_SPLIT_WORKGROUPS: usize = 512;
 
 /// Most bytes of attention partials the workgroups of one matvec may re-read between them to
@@ -243,7 +242,6 @@ impl GpuBackend {
             && g.ty == GgmlType::Q4_0
             && ss >= 8
             && g.cols % 32 == 0
-            && g.cols <= MV_SPLIT_COLS
             && norm.is_none_or(|n| matches!(n.p.kind, NormKind::Rms) && n.b.is_none());
         let rows: u32 = if g.gated.is_some() { g.parts[0].rows } else { g.parts.iter().map(|p| p.rows).sum() };
         // About sixteen blocks per invocation (one warp per row for 4096-wide rows, which

@@ -27,8 +27,8 @@ pub enum Op {
     /// Decode matvec (one token), optionally fused QKV / gate-up / residual; its input as it
     /// arrives, and whether it is the lean row layout (see mv.wgsl's `lean_body`).
     Mv { input: MvInput, lean: bool },
-    /// Split-K decode matvec of Q4_0 rows up to 4,096 wide (mv_split.wgsl; subgroups only):
-    /// the input held in registers, no staging; plain or RMS-normed input.
+    /// Split-K decode matvec of Q4_0 rows (mv_split.wgsl; subgroups only): the input held in
+    /// registers, no staging; plain or RMS-normed input.
     MvSplit { input: MvInput },
     /// Prefill matmul, tiled through workgroup memory.
     Matmul,

@@ -71,18 +71,20 @@ fn split() -> BackendOptions {
 #[test]
 fn matvec_matches_reference_in_the_split_layout() {
     // Rows: fewer than one batch of eight, not a whole number of batches, several workgroups'
-    // worth; widths: a few live invocations, half of them, all 256 (4,096 columns).
-    for (rows_, cols) in [(5, 96), (37, 512), (300, 2048), (41, 4096)] {
+    // worth; widths: a few live invocations, half of them, all 256 (4,096 columns), then rows
+    // walked in 4,096-value chunks (two, the last short; four, as the 8B's down projection).
+    for (rows_, cols) in [(5, 96), (37, 512), (300, 2048), (41, 4096), (37, 4352), (19, 14336)] {
         let be = linear_case_on(gpu(), GgmlType::Q4_0, rows_, cols, 1, split());
         assert_eq!(be.split_matvecs(), 1, "{rows_}x{cols} did not take the split layout");
     }
-    // Batched decode after an RMS norm (folded in): each token's rows as the token alone.
-    let be = batched_rows_case_on(gpu(), GgmlType::Q4_0, 37, 512, 3, split());
-    assert!(be.split_matvecs() > 0);
-    // Past 4,096 columns, or another type, the wide layout serves it.
-    for (ty, cols) in [(GgmlType::Q4_0, 4352), (GgmlType::Q8_0, 512)] {
-        assert_eq!(linear_case_on(gpu(), ty, 37, cols, 1, split()).split_matvecs(), 0, "{ty:?} {cols}");
+    // Batched decode after an RMS norm (folded in, its statistics over every chunk): each
+    // token's rows as the token alone.
+    for cols in [512, 8704] {
+        let be = batched_rows_case_on(gpu(), GgmlType::Q4_0, 37, cols, 3, split());
+        assert!(be.split_matvecs() > 0);
     }
+    // Another type takes the wide layout.
+    assert_eq!(linear_case_on(gpu(), GgmlType::Q8_0, 37, 512, 1, split()).split_matvecs(), 0);
 }
 
 #[test]

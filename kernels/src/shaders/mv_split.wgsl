@@ -1,11 +1,11 @@
-// Split-K decode matvec for Q4_0 rows of at most 4,096 columns (the 8B's QKV, O and gate/up),
-// subgroups of at least 8 only. An experiment, not yet measured on a GPU: fuse.rs takes it only
+// Split-K decode matvec for Q4_0 rows, subgroups of at least 8 only. An experiment, not yet measured on a GPU: fuse.rs takes it only
 // when switched on (HANGAR_MV_SPLIT=N for rows at least N wide), and the lavapipe tests force it.
 //
 // mv.wgsl stages the input through workgroup memory behind a barrier, then each subgroup walks
 // whole rows; its weight loads wait for the staging, and between rows nothing is in flight.
 // Here each of the workgroup's 256 invocations owns half a block of the input (16 values,
-// loaded once into registers, times the norm weights when the input is normed), and the
+// loaded once into registers, times the norm weights when the input is normed; rows wider
+// than 4,096 values take their input a 4,096-value chunk at a time), and the
 // workgroup walks its rows RB at a time: every invocation dots its half-block of each row,
 // while the next RB rows' weights are already being fetched. No barrier stands before the
 // first weight load. A subgroup's partial dots meet through shuffles that leave each row's sum
@@ -58,6 +58,54 @@ fn fetch(s: u32, b: u32, h: u32) -> Half {
     return Half(vec2<u32>(wq[2u * i], wq[2u * i + 1u]), select(dw.x, dw.y, (b & 1u) != 0u));
 }
 
+// This invocation's 16 input values of chunk c (4,096 values a chunk) as the dots read them
+// (times the norm weights when normed; zeros past the row's end), and their sum.
+struct Xs {
+    a: vec4<f32>,
+    b: vec4<f32>,
+    c: vec4<f32>,
+    d: vec4<f32>,
+    s: f32,
+}
+
+// The first value of this invocation's half-block of chunk c (bytes 8h..8h+7 of block b hold
+// values 8h..8h+7 in their low nibbles and 16+8h..16+8h+7 in their high ones).
+fn half_at(c: u32, lid: u32) -> u32 {
+    return 4096u * c + 32u * (lid >> 1u) + 8u * (lid & 1u);
+}
+
+fn raw_x(c: u32, lid: u32) -> Xs {
+    let i0 = half_at(c, lid);
+    var x = Xs(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), 0.0);
+    if (i0 < P.k) {
+        let j0 = ((P.x_off + tk * P.k + i0) >> 2u);
+        x = Xs(act4[j0], act4[j0 + 1u], act4[j0 + 4u], act4[j0 + 5u], 0.0);
+    }
+    return x;
+}
+
+fn chunk_x(c: u32, lid: u32) -> Xs {
+    var x = raw_x(c, lid);
+//#if NORM
+    let i0 = half_at(c, lid);
+    if ((P.norm_flags & 1u) != 0u && i0 < P.k) {
+        x.a *= norm_w(i0);
+        x.b *= norm_w(i0 + 4u);
+        x.c *= norm_w(i0 + 16u);
+        x.d *= norm_w(i0 + 20u);
+    }
+//#endif
+    let s4 = (x.a + x.b) + (x.c + x.d);
+    x.s = (s4.x + s4.y) + (s4.z + s4.w);
+    return x;
+}
+
+// Block of this invocation's half-block in chunk c (block 0 past the row's end, where its
+// input values are zeros).
+fn chunk_block(c: u32, lid: u32) -> u32 {
+    return select(0u, 128u * c + (lid >> 1u), half_at(c, lid) < P.k);
+}
+
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sl: u32,
@@ -70,47 +118,32 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let slots = select(P.rows, 2u * P.rows, gated);
     let first = wl * P.r_per_wg;
     let last = min(slots, first + P.r_per_wg);
-
-    // This invocation's half-block: block b, bytes 8h..8h+7, which hold values 8h..8h+7 (low
-    // nibbles) and 16+8h..16+8h+7 (high nibbles). Past the row's end it reads block 0 and
-    // holds zeros, so it adds nothing.
-    let live = 16u * lid < P.k;
-    let b = select(0u, lid >> 1u, live);
     let h = lid & 1u;
+    // Rows wider than a chunk are walked a chunk at a time, batch by batch: step `it` is
+    // chunk it % nc of batch it / nc.
+    let nc = (P.k + 4095u) / 4096u;
+    let steps = (last - first + RB - 1u) / RB * nc;
+
     // The first rows' weights are requested before anything else.
     var nxt: array<Half, RB>;
     for (var i = 0u; i < RB; i++) {
-        nxt[i] = fetch(min(first + i, slots - 1u), b, h);
-    }
-    var xa = vec4<f32>(0.0);
-    var xb = vec4<f32>(0.0);
-    var xc = vec4<f32>(0.0);
-    var xd = vec4<f32>(0.0);
-    if (live) {
-        let j0 = ((P.x_off + tk * P.k) >> 2u) + 8u * b + 2u * h;
-        xa = act4[j0];
-        xb = act4[j0 + 1u];
-        xc = act4[j0 + 4u];
-        xd = act4[j0 + 5u];
+        nxt[i] = fetch(min(first + i, slots - 1u), chunk_block(0u, lid), h);
     }
 //#if NORM
     // RMS norm, deferred: the row dots are scaled at the end, so the statistics' reduction
     // waits behind the weight loads instead of standing in front of them.
-    let sq_sg = subgroupAdd(dot(xa, xa) + dot(xb, xb) + dot(xc, xc) + dot(xd, xd));
+    var sq = 0.0;
+    for (var c = 0u; c < nc; c++) {
+        let r = raw_x(c, lid);
+        sq += dot(r.a, r.a) + dot(r.b, r.b) + dot(r.c, r.c) + dot(r.d, r.d);
+    }
+    let sq_sg = subgroupAdd(sq);
     if (sl == 0u) {
         sqp[sg] = sq_sg;
     }
-    if ((P.norm_flags & 1u) != 0u) {
-        let i0 = 32u * b + 8u * h;
-        xa *= norm_w(i0);
-        xb *= norm_w(i0 + 4u);
-        xc *= norm_w(i0 + 16u);
-        xd *= norm_w(i0 + 20u);
-    }
 //#endif
-    let s4 = (xa + xb) + (xc + xd);
-    let sx = (s4.x + s4.y) + (s4.z + s4.w);
-
+    // Rows of one chunk keep their input in registers for the whole dispatch.
+    var x = chunk_x(0u, lid);
 
     let m1 = ss >> 1u;
     let m2 = ss >> 2u;
@@ -120,18 +153,31 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let b3 = (sl & m3) != 0u;
     // The row whose subgroup sum this invocation ends up holding.
     let mine = 4u * u32(b1) + 2u * u32(b2) + u32(b3);
-    for (var s0 = first; s0 < last; s0 += RB) {
+    var v: array<f32, RB>;
+    for (var i = 0u; i < RB; i++) {
+        v[i] = 0.0;
+    }
+    for (var it = 0u; it < steps; it++) {
+        let c = it % nc;
+        let s0 = first + RB * (it / nc);
         let cur = nxt;
-        if (s0 + RB < last) {
+        if (it + 1u < steps) {
+            let c1 = (it + 1u) % nc;
+            let s1 = first + RB * ((it + 1u) / nc);
             for (var i = 0u; i < RB; i++) {
-                nxt[i] = fetch(min(s0 + RB + i, slots - 1u), b, h);
+                nxt[i] = fetch(min(s1 + i, slots - 1u), chunk_block(c1, lid), h);
             }
         }
-        var v: array<f32, RB>;
+        if (nc > 1u) {
+            x = chunk_x(c, lid);
+        }
         for (var i = 0u; i < RB; i++) {
             let q = cur[i].q;
-            let s = dot(nib(q.x, 0u), xa) + dot(nib(q.y, 0u), xb) + dot(nib(q.x, 4u), xc) + dot(nib(q.y, 4u), xd);
-            v[i] = cur[i].d * (s - 8.0 * sx);
+            let s = dot(nib(q.x, 0u), x.a) + dot(nib(q.y, 0u), x.b) + dot(nib(q.x, 4u), x.c) + dot(nib(q.y, 4u), x.d);
+            v[i] += cur[i].d * (s - 8.0 * x.s);
+        }
+        if (c + 1u < nc) {
+            continue;
         }
         // Eight values in every invocation to one row's sum each: each halving step keeps half
         // the rows and trades the other half with the partner across one lane bit.
@@ -149,6 +195,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         if ((sl & (m3 - 1u)) == 0u) {
             part[sg * MAX_SLOTS + (s0 - first) + mine] = t;
+        }
+        for (var i = 0u; i < RB; i++) {
+            v[i] = 0.0;
         }
     }
     workgroupBarrier();
