@@ -332,35 +332,34 @@ impl GpuBackend {
         if g.parts.len() == 1 {
             p[13] = u(self.act(g.parts[0].out)?.cols, "row")?;
         }
-        // Large matrices give each workgroup several sets of rows, so the norm statistics and
-        // the staged input serve more of them: about 256 workgroups measured best on the H100
-        // (8B Q4_0 decode 202 -> 226-233 tok/s; 128 or fewer serialize too much per workgroup);
-        // lavapipe runs a few workgroups on its threads, so there each takes a quarter of the rows.
-        let groups = match self.mv_groups {
-            Some(MvGroups::Fixed(g)) => g,
-            Some(MvGroups::Target(w)) => n_wg.div_ceil(w.max(1)),
-            None => n_wg.div_ceil(if cpu { MV_WORKGROUPS_CPU } else { MV_WORKGROUPS }),
-        }
-        .clamp(1, 64) as u32;
-        p[7] |= groups << 8;
-        let mut n_wg = rows.div_ceil(per_wg * groups);
         let input = match (norm, combine) {
             (Some(_), _) => MvInput::Norm,
             (None, Some(_)) => MvInput::Combine,
             (None, None) => MvInput::Plain,
         };
-        let mut op = Op::Mv { input, lean };
-        if split {
+        let (op, n_wg) = if split {
             // Slots: a gated pair is two. About MV_SPLIT_WORKGROUPS workgroups, each a whole
             // number of eight-slot batches.
             let slots = (if gated { 2 * rows } else { rows }) as usize;
             let per = self.mv_split_slots.unwrap_or_else(|| slots.div_ceil(MV_SPLIT_WORKGROUPS)).next_multiple_of(8).clamp(8, 128);
             p[6] = per as u32;
-            p[7] &= 0xFF;
-            n_wg = slots.div_ceil(per) as u32;
-            op = Op::MvSplit { input };
             self.split_dispatches += 1;
-        }
+            (Op::MvSplit { input }, slots.div_ceil(per) as u32)
+        } else {
+            // Large matrices give each workgroup several sets of rows, so the norm statistics
+            // and the staged input serve more of them: about 256 workgroups measured best on
+            // the H100 (8B Q4_0 decode 202 -> 226-233 tok/s; 128 or fewer serialize too much per
+            // workgroup); lavapipe runs a few workgroups on its threads, so there each takes a
+            // quarter of the rows.
+            let groups = match self.mv_groups {
+                Some(MvGroups::Fixed(g)) => g,
+                Some(MvGroups::Target(w)) => n_wg.div_ceil(w.max(1)),
+                None => n_wg.div_ceil(if cpu { MV_WORKGROUPS_CPU } else { MV_WORKGROUPS }),
+            }
+            .clamp(1, 64) as u32;
+            p[7] |= groups << 8;
+            (Op::Mv { input, lean }, rows.div_ceil(per_wg * groups))
+        };
         let (gx, gy) = grid(&self.gpu, n_wg * p[31]);
         self.rec.dispatch(op, Some(g.ty), &p, [gx, gy, 1], Binds { arena_w: Some(g.arena_w), arena_v, kv: None });
         for part in &g.parts {

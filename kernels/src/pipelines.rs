@@ -260,8 +260,13 @@ pub fn shader_source_for(op: Op, ty: Option<GgmlType>, v: Variant) -> String {
         // The lean layout reduces a row with subgroup operations only.
         s.push_str(&format!("const LEAN: bool = {};\n", subgroups && lean));
     }
-    // The split-K matvec decodes its one type itself.
-    let snippet = if matches!(op, Op::MvSplit { .. }) { None } else { unit.or_else(|| ty.and_then(dequant_source)) };
+    // The kernels that read a weight matrix through `dq32` (the split-K matvec decodes its one
+    // type itself).
+    let snippet = match op {
+        Op::Mv { .. } => unit.or_else(|| ty.and_then(dequant_source)),
+        Op::Matmul | Op::Embed => ty.and_then(dequant_source),
+        _ => None,
+    };
     if let Some(src) = snippet {
         s.push('\n');
         s.push_str(src);

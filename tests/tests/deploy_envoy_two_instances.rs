@@ -146,18 +146,6 @@ impl Proxy {
     }
 }
 
-/// The last lines of each process's log, for failure messages: CI shows little else of a run.
-fn log_tails(daemons: &[&Daemon]) -> String {
-    daemons
-        .iter()
-        .map(|d| {
-            let text = d.log_text();
-            let lines: Vec<&str> = text.lines().collect();
-            format!("--- {} (last 30 lines) ---\n{}\n", d.name, lines[lines.len().saturating_sub(30)..].join("\n"))
-        })
-        .collect()
-}
-
 /// Each test starts two servers and an Envoy; run together they halve each other's CPU (the
 /// servers decode on lavapipe in CI), which stretched generations past the test's timings.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -265,7 +253,7 @@ fn killing_an_instance_mid_load_loses_no_request() {
     let retries = proxy.counter(&format!("cluster.{}.upstream_rq_retry", cluster(SHARED)));
     let seen = format!("served by the survivor: {on_first}, by the killed instance before the kill: {on_second}, Envoy retries: {retries}");
     eprintln!("{seen}");
-    let context = || format!("{seen}\n{}", log_tails(&[&proxy.daemon, &first.daemon, &second.daemon]));
+    let context = || format!("{seen}\n{}{}{}", proxy.daemon.log_tail(30), first.daemon.log_tail(30), second.daemon.log_tail(30));
     assert!(failures.is_empty(), "{} of {} requests failed after a replica was killed:\n{}\n{}", failures.len(), done.into_inner(), failures.join("\n"), context());
     assert!(on_second >= 1, "the killed instance served nothing before the kill\n{}", context());
     assert!(on_first > on_second, "the survivor should have taken over after the kill\n{}", context());
@@ -273,9 +261,7 @@ fn killing_an_instance_mid_load_loses_no_request() {
     assert!(retries >= 1, "Envoy never retried; the kill did not hit any request\n{}", context());
     // Health checks run every 2 s, so on a fast machine the load can end before the next one;
     // what must hold is that Envoy stops counting the dead replica healthy within a few rounds.
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while proxy.healthy(cluster(SHARED), second.grpc) {
-        assert!(std::time::Instant::now() < deadline, "Envoy still counts the killed instance healthy after 15 s\n{}", context());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(&format!("Envoy to mark the killed instance unhealthy\n{}", context()), Duration::from_secs(15), || {
+        (!proxy.healthy(cluster(SHARED), second.grpc)).then_some(())
+    });
 }

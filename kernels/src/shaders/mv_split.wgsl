@@ -84,8 +84,9 @@ fn raw_x(c: u32, lid: u32) -> Xs {
     return x;
 }
 
-fn chunk_x(c: u32, lid: u32) -> Xs {
-    var x = raw_x(c, lid);
+// `x`, chunk c's raw values, as the dots read them.
+fn chunk_x(x_raw: Xs, c: u32, lid: u32) -> Xs {
+    var x = x_raw;
 //#if NORM
     let i0 = half_at(c, lid);
     if ((P.norm_flags & 1u) != 0u && i0 < P.k) {
@@ -129,11 +130,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var i = 0u; i < RB; i++) {
         nxt[i] = fetch(min(first + i, slots - 1u), chunk_block(0u, lid), h);
     }
+    let x0 = raw_x(0u, lid);
 //#if NORM
     // RMS norm, deferred: the row dots are scaled at the end, so the statistics' reduction
     // waits behind the weight loads instead of standing in front of them.
-    var sq = 0.0;
-    for (var c = 0u; c < nc; c++) {
+    var sq = dot(x0.a, x0.a) + dot(x0.b, x0.b) + dot(x0.c, x0.c) + dot(x0.d, x0.d);
+    for (var c = 1u; c < nc; c++) {
         let r = raw_x(c, lid);
         sq += dot(r.a, r.a) + dot(r.b, r.b) + dot(r.c, r.c) + dot(r.d, r.d);
     }
@@ -143,7 +145,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 //#endif
     // Rows of one chunk keep their input in registers for the whole dispatch.
-    var x = chunk_x(0u, lid);
+    var x = chunk_x(x0, 0u, lid);
 
     let m1 = ss >> 1u;
     let m2 = ss >> 2u;
@@ -169,7 +171,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
         if (nc > 1u) {
-            x = chunk_x(c, lid);
+            x = chunk_x(raw_x(c, lid), c, lid);
         }
         for (var i = 0u; i < RB; i++) {
             let q = cur[i].q;

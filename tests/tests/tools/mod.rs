@@ -126,6 +126,13 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log's last `n` lines under a header naming the process, for failure messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        format!("--- {} (last {n} lines) ---\n{}\n", self.name, lines[lines.len().saturating_sub(n)..].join("\n"))
+    }
+
     /// Panics with the log if the process has exited.
     #[track_caller]
     pub fn assert_running(&mut self) {
