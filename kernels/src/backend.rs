@@ -63,6 +63,9 @@ pub struct BackendOptions {
     /// Q4_0 decode matvecs at least this wide take the split-K layout (mv_split.wgsl). Default: none, until it is measured against the wide
     /// layout; HANGAR_MV_SPLIT=N overrides it.
     pub mv_split_from: Option<usize>,
+    /// Q4_0 decode matvecs at least this wide quantize their input to 8-bit blocks and dot with
+    /// packed integer dot products (HANGAR_MV_Q8=N overrides it).
+    pub mv_q8_from: Option<usize>,
 }
 
 pub struct GpuBackend {
@@ -96,6 +99,10 @@ pub struct GpuBackend {
     pub(crate) split_dispatches: u64,
     /// Slots per split-K workgroup, when set (HANGAR_MV_SPLIT_SLOTS, for tuning).
     pub(crate) mv_split_slots: Option<usize>,
+    /// Q4_0 decode matvecs from this width take 8-bit inputs (HANGAR_MV_Q8).
+    pub(crate) mv_q8_from: usize,
+    /// 8-bit-input matvec rows from this width walk four blocks a step (HANGAR_MV_QUADS).
+    pub(crate) mv_quad_cols: usize,
     reuse_bytes: u64,
     /// Rope frequency tables uploaded in this step, by their bits (one per layer otherwise).
     freq_cache: HashMap<Vec<u32>, u32>,
@@ -147,6 +154,8 @@ impl GpuBackend {
             mv_split_from: std::env::var("HANGAR_MV_SPLIT").ok().and_then(|v| v.parse().ok()).or(opts.mv_split_from).unwrap_or(usize::MAX),
             split_dispatches: 0,
             mv_split_slots: std::env::var("HANGAR_MV_SPLIT_SLOTS").ok().and_then(|v| v.parse().ok()),
+            mv_q8_from: std::env::var("HANGAR_MV_Q8").ok().and_then(|v| v.parse().ok()).or(opts.mv_q8_from).unwrap_or(usize::MAX),
+            mv_quad_cols: std::env::var("HANGAR_MV_QUADS").ok().and_then(|v| v.parse().ok()).unwrap_or(usize::MAX),
             freq_cache: HashMap::new(),
             reuse_bytes: opts.reuse_bytes.unwrap_or(REUSE_BYTES),
             gpu,

@@ -358,7 +358,9 @@ impl GpuBackend {
             }
             .clamp(1, 64) as u32;
             p[7] |= groups << 8;
-            (Op::Mv { input, lean }, rows.div_ceil(per_wg * groups))
+            let q8 = g.cols >= self.mv_q8_from && g.ty == GgmlType::Q4_0;
+            p[4] |= ((q8 && g.cols >= self.mv_quad_cols) as u32) << 3;
+            (Op::Mv { input, lean, q8 }, rows.div_ceil(per_wg * groups))
         };
         let (gx, gy) = grid(&self.gpu, n_wg * p[31]);
         self.rec.dispatch(op, Some(g.ty), &p, [gx, gy, 1], Binds { arena_w: Some(g.arena_w), arena_v, kv: None });

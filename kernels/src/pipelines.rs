@@ -26,7 +26,9 @@ pub(crate) const COMMON: &str = include_str!("shaders/common.wgsl");
 pub enum Op {
     /// Decode matvec (one token), optionally fused QKV / gate-up / residual; its input as it
     /// arrives, and whether it is the lean row layout (see mv.wgsl's `lean_body`).
-    Mv { input: MvInput, lean: bool },
+    /// `q8`: the input is quantized to 8-bit blocks as it is staged, and the rows' blocks are
+    /// dotted with packed integer dot products (Q4_0 only; see mv.wgsl's `quantize_chunk`).
+    Mv { input: MvInput, lean: bool, q8: bool },
     /// Split-K decode matvec of Q4_0 rows (mv_split.wgsl; subgroups only): the input held in
     /// registers, no staging; plain or RMS-normed input.
     MvSplit { input: MvInput },
@@ -217,6 +219,9 @@ pub fn shader_source_for(op: Op, ty: Option<GgmlType>, v: Variant) -> String {
     if unit.is_some() {
         defines.push("FAST");
     }
+    if let Op::Mv { q8: true, .. } = op {
+        defines.push("Q8X");
+    }
     let kv = match op {
         Op::KvWrite(p) | Op::KvCenter(p) | Op::Attention(p) => p,
         _ => KvPolicy::F32,
@@ -269,7 +274,7 @@ pub fn shader_source_for(op: Op, ty: Option<GgmlType>, v: Variant) -> String {
     };
     if let Some(src) = snippet {
         s.push('\n');
-        s.push_str(src);
+        s.push_str(&select_variant(src, &defines));
     }
     match v.arena_slots {
         Some(_) => route_arena_reads(&s),

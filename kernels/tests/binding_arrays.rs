@@ -212,7 +212,10 @@ fn every_variant() -> Vec<(Op, Option<GgmlType>)> {
     for ty in ALL_TYPES {
         for input in [MvInput::Plain, MvInput::Norm, MvInput::Combine] {
             for lean in [false, true] {
-                out.push((Op::Mv { input, lean }, Some(ty)));
+                out.push((Op::Mv { input, lean, q8: false }, Some(ty)));
+                if ty == GgmlType::Q4_0 {
+                    out.push((Op::Mv { input, lean, q8: true }, Some(ty)));
+                }
             }
         }
         if ty == GgmlType::Q4_0 {

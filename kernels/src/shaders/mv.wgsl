@@ -25,6 +25,7 @@
 
 const WG: u32 = 256u;
 const F_PAIRS: u32 = 4u;
+const F_QUADS: u32 = 8u;
 const CB: u32 = 128u; // blocks of 32 values per staged chunk
 const BS: u32 = 9u; // vec4 slots per staged block (8 + 1 of padding)
 
@@ -34,6 +35,57 @@ var<workgroup> xs: array<vec4<f32>, 1152>; // CB * BS
 var<private> c0: u32; // first block of the staged chunk
 var<private> xo: u32; // this token's input offset
 var<private> tk: u32; // this token's index
+
+//#if Q8X
+// The staged chunk as 8-bit blocks: values 0-15 and 16-31 packed four to a word, then the
+// block's scale and its values' sum; three vectors a block, so the blocks that a subgroup's
+// invocations read at once fall in different banks.
+const XQ_BS: u32 = 3u;
+var<workgroup> xq: array<vec4<u32>, 384>; // CB * XQ_BS
+
+// Quantizes the staged chunk (every slot; those past the chunk are never read) to 8 bits a
+// value with one scale a block, as llama.cpp quantizes a matvec's input for its integer dot
+// products: d = max |x| / 127, q = round(x / d). An invocation takes half a block.
+fn quantize_chunk(lid: u32) {
+    let blk = lid >> 1u;
+    let h = lid & 1u;
+    let j = blk * BS + 4u * h;
+    let a = xs[j];
+    let b = xs[j + 1u];
+    let c = xs[j + 2u];
+    let d = xs[j + 3u];
+    let m4 = max(max(abs(a), abs(b)), max(abs(c), abs(d)));
+    var m = max(max(m4.x, m4.y), max(m4.z, m4.w));
+    let s4 = (a + b) + (c + d);
+    var s = (s4.x + s4.y) + (s4.z + s4.w);
+    m = max(m, pair_other(m, lid));
+    s += pair_other(s, lid);
+    let inv = select(0.0, 127.0 / m, m > 0.0);
+    xq[blk * XQ_BS + h] = vec4<u32>(pack4xI8(vec4<i32>(round(a * inv))), pack4xI8(vec4<i32>(round(b * inv))),
+        pack4xI8(vec4<i32>(round(c * inv))), pack4xI8(vec4<i32>(round(d * inv))));
+    if (h == 0u) {
+        xq[blk * XQ_BS + 2u] = vec4<u32>(bitcast<u32>(m / 127.0), bitcast<u32>(s), 0u, 0u);
+    }
+    workgroupBarrier();
+}
+//#else
+fn quantize_chunk(lid: u32) {}
+//#endif
+
+//#if subgroups
+// The value of the invocation whose index differs in the lowest bit.
+fn pair_other(v: f32, lid: u32) -> f32 {
+    return subgroupShuffleXor(v, 1u);
+}
+//#else
+fn pair_other(v: f32, lid: u32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    let o = red[lid ^ 1u];
+    workgroupBarrier();
+    return o;
+}
+//#endif
 
 // Values 4i..4i+3 of block b (absolute) of the staged input.
 fn x4(b: u32, i: u32) -> vec4<f32> {
@@ -139,6 +191,7 @@ fn rms_deferred(lid: u32, sl: u32, ss: u32) -> bool {
         nred[lid / ss] = part;
     }
     workgroupBarrier();
+    quantize_chunk(lid);
     var tot = 0.0;
     for (var i = 0u; i < WG / ss; i++) {
         tot += nred[i];
@@ -325,6 +378,10 @@ fn body(wg: u32, lid: u32, sl: u32, ss: u32) {
                 staged = c0;
             }
             var u = c0 + t;
+            for (; (P.flags & F_QUADS) != 0u && u + 3u * T < c1; u += 4u * T) {
+                a += (udot(row, u) + udot(row, u + T)) + (udot(row, u + 2u * T) + udot(row, u + 3u * T));
+                b += (udot(row_u, u) + udot(row_u, u + T)) + (udot(row_u, u + 2u * T) + udot(row_u, u + 3u * T));
+            }
             // Long rows: two blocks per iteration, so their loads are in flight together
             // (slower for short rows, fewer registers being worth more there).
             for (; (P.flags & F_PAIRS) != 0u && u + T < c1; u += 2u * T) {
@@ -489,6 +546,7 @@ fn stage_chunk(c1: u32, n4: u32, lid: u32) {
         stage_put(lid + 3u * WG, nj, v3);
     }
     workgroupBarrier();
+    quantize_chunk(lid);
 }
 
 // Vector j of the chunk being staged (of nj), zeros past the input's n4: the load's index is

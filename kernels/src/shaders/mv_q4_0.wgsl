@@ -1,5 +1,24 @@
 // Q4_0 block for the decode matvec (planar row: 16 quant bytes a block, then the f16 d's):
 // one 16-byte load holds the block's 32 nibbles; w = d * (q - 8).
+//#if Q8X
+// The input block as 8-bit values (quantize_chunk): nibbles and values meet in packed integer
+// dot products, four products an instruction and no conversion per weight, which is what
+// bounded the float path (the 8B decoded Q8_0 as fast as Q4_0, at twice the bytes).
+// Σ (q - 8) x = dx Σ q xq - 8 Σ x.
+fn udot(row: u32, b: u32) -> f32 {
+    let q = wq4[(row >> 2u) + b];
+    let dw = unpack2x16float(wq[row + (P.k >> 3u) + (b >> 1u)]);
+    let d = select(dw.x, dw.y, (b & 1u) != 0u);
+    let i = (b - c0) * XQ_BS;
+    let lo = xq[i];
+    let hi = xq[i + 1u];
+    let m = 0x0F0F0F0Fu;
+    let s = (dot4I8Packed(q.x & m, lo.x) + dot4I8Packed(q.y & m, lo.y)) + (dot4I8Packed(q.z & m, lo.z) + dot4I8Packed(q.w & m, lo.w))
+        + (dot4I8Packed((q.x >> 4u) & m, hi.x) + dot4I8Packed((q.y >> 4u) & m, hi.y)) + (dot4I8Packed((q.z >> 4u) & m, hi.z) + dot4I8Packed((q.w >> 4u) & m, hi.w));
+    let ds = xq[i + 2u];
+    return d * (bitcast<f32>(ds.x) * f32(s) - 8.0 * bitcast<f32>(ds.y));
+}
+//#else
 fn udot(row: u32, b: u32) -> f32 {
     let q = wq4[(row >> 2u) + b];
     let dw = unpack2x16float(wq[row + (P.k >> 3u) + (b >> 1u)]);
@@ -10,6 +29,7 @@ fn udot(row: u32, b: u32) -> f32 {
     let s = q4_sums(q, b);
     return d * (s.x - 8.0 * s.y);
 }
+//#endif
 
 // Σ (q - 8) x over a Q4_0 block: no running sum of x, one register set fewer (LEAN).
 fn nib8(w: u32, s: u32) -> vec4<f32> {

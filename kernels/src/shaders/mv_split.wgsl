@@ -58,6 +58,28 @@ fn fetch(s: u32, b: u32, h: u32) -> Half {
     return Half(vec2<u32>(wq[2u * i], wq[2u * i + 1u]), select(dw.x, dw.y, (b & 1u) != 0u));
 }
 
+// RB (8) consecutive slots' halves, as named fields: the batch lives in registers only if
+// nothing indexes it, and an indexed array went to local memory on the H200's driver (320 bytes
+// an invocation, 7 times slower than the wide layout).
+struct Batch {
+    r0: Half,
+    r1: Half,
+    r2: Half,
+    r3: Half,
+    r4: Half,
+    r5: Half,
+    r6: Half,
+    r7: Half,
+}
+
+// Slots s..s+7's halves of block b (the last slot stands in past the end).
+fn fetch_batch(s: u32, slots: u32, b: u32, h: u32) -> Batch {
+    let e = slots - 1u;
+    return Batch(fetch(min(s, e), b, h), fetch(min(s + 1u, e), b, h), fetch(min(s + 2u, e), b, h),
+        fetch(min(s + 3u, e), b, h), fetch(min(s + 4u, e), b, h), fetch(min(s + 5u, e), b, h),
+        fetch(min(s + 6u, e), b, h), fetch(min(s + 7u, e), b, h));
+}
+
 // This invocation's 16 input values of chunk c (4,096 values a chunk) as the dots read them
 // (times the norm weights when normed; zeros past the row's end), and their sum.
 struct Xs {
@@ -101,6 +123,12 @@ fn chunk_x(x_raw: Xs, c: u32, lid: u32) -> Xs {
     return x;
 }
 
+// One half-block's share of a row's dot (Q4_0 values are nibbles minus 8).
+fn row_dot(w: Half, x: Xs) -> f32 {
+    let s = dot(nib(w.q.x, 0u), x.a) + dot(nib(w.q.y, 0u), x.b) + dot(nib(w.q.x, 4u), x.c) + dot(nib(w.q.y, 4u), x.d);
+    return w.d * (s - 8.0 * x.s);
+}
+
 // Block of this invocation's half-block in chunk c (block 0 past the row's end, where its
 // input values are zeros).
 fn chunk_block(c: u32, lid: u32) -> u32 {
@@ -126,10 +154,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let steps = (last - first + RB - 1u) / RB * nc;
 
     // The first rows' weights are requested before anything else.
-    var nxt: array<Half, RB>;
-    for (var i = 0u; i < RB; i++) {
-        nxt[i] = fetch(min(first + i, slots - 1u), chunk_block(0u, lid), h);
-    }
+    var nxt = fetch_batch(first, slots, chunk_block(0u, lid), h);
     let x0 = raw_x(0u, lid);
 //#if NORM
     // RMS norm, deferred: the row dots are scaled at the end, so the statistics' reduction
@@ -155,52 +180,37 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let b3 = (sl & m3) != 0u;
     // The row whose subgroup sum this invocation ends up holding.
     let mine = 4u * u32(b1) + 2u * u32(b2) + u32(b3);
-    var v: array<f32, RB>;
-    for (var i = 0u; i < RB; i++) {
-        v[i] = 0.0;
-    }
+    // Rows 0-3 and 4-7 of the batch.
+    var v0 = vec4<f32>(0.0);
+    var v1 = vec4<f32>(0.0);
     for (var it = 0u; it < steps; it++) {
         let c = it % nc;
         let s0 = first + RB * (it / nc);
         let cur = nxt;
         if (it + 1u < steps) {
-            let c1 = (it + 1u) % nc;
-            let s1 = first + RB * ((it + 1u) / nc);
-            for (var i = 0u; i < RB; i++) {
-                nxt[i] = fetch(min(s1 + i, slots - 1u), chunk_block(c1, lid), h);
-            }
+            nxt = fetch_batch(first + RB * ((it + 1u) / nc), slots, chunk_block((it + 1u) % nc, lid), h);
         }
         if (nc > 1u) {
             x = chunk_x(raw_x(c, lid), c, lid);
         }
-        for (var i = 0u; i < RB; i++) {
-            let q = cur[i].q;
-            let s = dot(nib(q.x, 0u), x.a) + dot(nib(q.y, 0u), x.b) + dot(nib(q.x, 4u), x.c) + dot(nib(q.y, 4u), x.d);
-            v[i] += cur[i].d * (s - 8.0 * x.s);
-        }
+        v0 += vec4<f32>(row_dot(cur.r0, x), row_dot(cur.r1, x), row_dot(cur.r2, x), row_dot(cur.r3, x));
+        v1 += vec4<f32>(row_dot(cur.r4, x), row_dot(cur.r5, x), row_dot(cur.r6, x), row_dot(cur.r7, x));
         if (c + 1u < nc) {
             continue;
         }
         // Eight values in every invocation to one row's sum each: each halving step keeps half
         // the rows and trades the other half with the partner across one lane bit.
-        var u: array<f32, 4>;
-        for (var i = 0u; i < 4u; i++) {
-            u[i] = select(v[i], v[i + 4u], b1) + subgroupShuffleXor(select(v[i + 4u], v[i], b1), m1);
-        }
-        var w: array<f32, 2>;
-        for (var i = 0u; i < 2u; i++) {
-            w[i] = select(u[i], u[i + 2u], b2) + subgroupShuffleXor(select(u[i + 2u], u[i], b2), m2);
-        }
-        var t = select(w[0], w[1], b3) + subgroupShuffleXor(select(w[1], w[0], b3), m3);
+        let u = select(v0, v1, b1) + subgroupShuffleXor(select(v1, v0, b1), m1);
+        let w = select(u.xy, u.zw, b2) + subgroupShuffleXor(select(u.zw, u.xy, b2), m2);
+        var t = select(w.x, w.y, b3) + subgroupShuffleXor(select(w.y, w.x, b3), m3);
         for (var m = ss >> 4u; m > 0u; m >>= 1u) {
             t += subgroupShuffleXor(t, m);
         }
         if ((sl & (m3 - 1u)) == 0u) {
             part[sg * MAX_SLOTS + (s0 - first) + mine] = t;
         }
-        for (var i = 0u; i < RB; i++) {
-            v[i] = 0.0;
-        }
+        v0 = vec4<f32>(0.0);
+        v1 = vec4<f32>(0.0);
     }
     workgroupBarrier();
 
