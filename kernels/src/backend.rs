@@ -60,11 +60,8 @@ pub struct BackendOptions {
     /// benchmarks compare the two paths on one device; the device's own switch is
     /// `GpuOptions::allow_binding_arrays`, off by default).
     pub no_binding_arrays: bool,
-    /// Q4_0 decode matvecs at least this wide take the split-K layout (mv_split.wgsl). Default: none, until it is measured against the wide
-    /// layout; HANGAR_MV_SPLIT=N overrides it.
-    pub mv_split_from: Option<usize>,
     /// Q4_0 decode matvecs at least this wide quantize their input to 8-bit blocks and dot with
-    /// packed integer dot products (HANGAR_MV_Q8=N overrides it).
+    /// packed integer dot products (default `fuse::MV_Q8_FROM`; HANGAR_MV_Q8=N overrides it).
     pub mv_q8_from: Option<usize>,
 }
 
@@ -93,16 +90,10 @@ pub struct GpuBackend {
     pub(crate) mv_pair_cols: usize,
     /// Matvecs of fewer wide-layout workgroups than this take the lean layout (HANGAR_MV_LEAN).
     pub(crate) mv_lean_below: usize,
-    /// Q4_0 matvecs from this width take the split-K layout (HANGAR_MV_SPLIT).
-    pub(crate) mv_split_from: usize,
-    /// Split-K matvec dispatches recorded (tests check the layout was taken).
-    pub(crate) split_dispatches: u64,
-    /// Slots per split-K workgroup, when set (HANGAR_MV_SPLIT_SLOTS, for tuning).
-    pub(crate) mv_split_slots: Option<usize>,
     /// Q4_0 decode matvecs from this width take 8-bit inputs (HANGAR_MV_Q8).
     pub(crate) mv_q8_from: usize,
-    /// 8-bit-input matvec rows from this width walk four blocks a step (HANGAR_MV_QUADS).
-    pub(crate) mv_quad_cols: usize,
+    /// 8-bit-input matvec dispatches recorded (tests check the path was taken).
+    pub(crate) q8_dispatches: u64,
     reuse_bytes: u64,
     /// Rope frequency tables uploaded in this step, by their bits (one per layer otherwise).
     freq_cache: HashMap<Vec<u32>, u32>,
@@ -151,11 +142,8 @@ impl GpuBackend {
                     _ => crate::fuse::MV_LEAN_BELOW,
                 },
             ),
-            mv_split_from: std::env::var("HANGAR_MV_SPLIT").ok().and_then(|v| v.parse().ok()).or(opts.mv_split_from).unwrap_or(usize::MAX),
-            split_dispatches: 0,
-            mv_split_slots: std::env::var("HANGAR_MV_SPLIT_SLOTS").ok().and_then(|v| v.parse().ok()),
-            mv_q8_from: std::env::var("HANGAR_MV_Q8").ok().and_then(|v| v.parse().ok()).or(opts.mv_q8_from).unwrap_or(usize::MAX),
-            mv_quad_cols: std::env::var("HANGAR_MV_QUADS").ok().and_then(|v| v.parse().ok()).unwrap_or(usize::MAX),
+            q8_dispatches: 0,
+            mv_q8_from: std::env::var("HANGAR_MV_Q8").ok().and_then(|v| v.parse().ok()).or(opts.mv_q8_from).unwrap_or(crate::fuse::MV_Q8_FROM),
             freq_cache: HashMap::new(),
             reuse_bytes: opts.reuse_bytes.unwrap_or(REUSE_BYTES),
             gpu,
@@ -211,9 +199,9 @@ impl GpuBackend {
         self.rec.dispatched
     }
 
-    /// Decode matvecs dispatched in the split-K layout so far.
-    pub fn split_matvecs(&self) -> u64 {
-        self.split_dispatches
+    /// Decode matvecs dispatched with 8-bit inputs so far.
+    pub fn q8_matvecs(&self) -> u64 {
+        self.q8_dispatches
     }
 
     /// Command buffers submitted so far.

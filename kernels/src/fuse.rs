@@ -56,9 +56,17 @@ pub(crate) const MV_PAIR_COLS: usize = 4096;
 /// (8B Q4_0 262 -> 215: fewer bytes in flight per invocation), and a bound of 256 gained less.
 pub(crate) const MV_LEAN_BELOW: usize = 128;
 
-/// About how many workgroups the split-K matvec (mv_split.wgsl, HANGAR_MV_SPLIT=N) spreads
-/// over: four to an H100's SM, if its registers allow.
-const MV_SPLIT_WORKGROUPS: usize = 512;
+/// Q4_0 matvecs at least this wide take their input as 8-bit blocks and dot with packed integer
+/// dot products (mv.wgsl's `stage_q8`), four blocks a step (HANGAR_MV_Q8=N overrides it).
+/// H200, 8B Q4_0 tg128 in one call: 248 -> 296 tok/s, and 331-333 with the workgroups below;
+/// narrower ones stay in floats, where the quantizing costs more than it saves (135M with
+/// every matvec 8-bit: 951 -> 840-854).
+pub const MV_Q8_FROM: usize = 2048;
+
+/// About how many workgroups an 8-bit-input matvec is spread over on a GPU: about one per SM
+/// of an H100 or H200 (132), each staging its input once for more rows. H200, 8B Q4_0: 64 ->
+/// 241 tok/s, 96 -> 290, 128 -> 331-333, 132 -> 331-333, 256 -> 296, 512 -> 273.
+const MV_WORKGROUPS_Q8: usize = 128;
 
 /// Most bytes of attention partials the workgroups of one matvec may re-read between them to
 /// merge the partials themselves instead of waiting on a merge dispatch.
@@ -238,11 +246,6 @@ impl GpuBackend {
         }
         let units = g.cols.div_ceil(32);
         let ss = self.gpu.pipelines.subgroup_size.unwrap_or(1) as usize;
-        let split = g.cols >= self.mv_split_from
-            && g.ty == GgmlType::Q4_0
-            && ss >= 8
-            && g.cols % 32 == 0
-            && norm.is_none_or(|n| matches!(n.p.kind, NormKind::Rms) && n.b.is_none());
         let rows: u32 = if g.gated.is_some() { g.parts[0].rows } else { g.parts.iter().map(|p| p.rows).sum() };
         // About sixteen blocks per invocation (one warp per row for 4096-wide rows, which
         // measured fastest on the H100): enough loads in flight per invocation, and the
@@ -280,7 +283,7 @@ impl GpuBackend {
         let r_per_wg = 256 / t;
         let per_wg = per_wg_of(t, lean);
         let n_wg = rows.div_ceil(per_wg) as usize;
-        let combine = if norm.is_none() && !split { self.foldable_combine(&xi, n_wg) } else { None };
+        let combine = if norm.is_none() { self.foldable_combine(&xi, n_wg) } else { None };
         let x = match norm {
             Some(n) => n.src,
             None if combine.is_some() => xi,
@@ -337,31 +340,23 @@ impl GpuBackend {
             (None, Some(_)) => MvInput::Combine,
             (None, None) => MvInput::Plain,
         };
-        let (op, n_wg) = if split {
-            // Slots: a gated pair is two. About MV_SPLIT_WORKGROUPS workgroups, each a whole
-            // number of eight-slot batches.
-            let slots = (if gated { 2 * rows } else { rows }) as usize;
-            let per = self.mv_split_slots.unwrap_or_else(|| slots.div_ceil(MV_SPLIT_WORKGROUPS)).next_multiple_of(8).clamp(8, 128);
-            p[6] = per as u32;
-            self.split_dispatches += 1;
-            (Op::MvSplit { input }, slots.div_ceil(per) as u32)
-        } else {
-            // Large matrices give each workgroup several sets of rows, so the norm statistics
-            // and the staged input serve more of them: about 256 workgroups measured best on
-            // the H100 (8B Q4_0 decode 202 -> 226-233 tok/s; 128 or fewer serialize too much per
-            // workgroup); lavapipe runs a few workgroups on its threads, so there each takes a
-            // quarter of the rows.
-            let groups = match self.mv_groups {
-                Some(MvGroups::Fixed(g)) => g,
-                Some(MvGroups::Target(w)) => n_wg.div_ceil(w.max(1)),
-                None => n_wg.div_ceil(if cpu { MV_WORKGROUPS_CPU } else { MV_WORKGROUPS }),
-            }
-            .clamp(1, 64) as u32;
-            p[7] |= groups << 8;
-            let q8 = g.cols >= self.mv_q8_from && g.ty == GgmlType::Q4_0;
-            p[4] |= ((q8 && g.cols >= self.mv_quad_cols) as u32) << 3;
-            (Op::Mv { input, lean, q8 }, rows.div_ceil(per_wg * groups))
-        };
+        let q8 = g.cols >= self.mv_q8_from && g.ty == GgmlType::Q4_0;
+        p[4] |= (q8 as u32) << 3;
+        self.q8_dispatches += q8 as u64;
+        // Large matrices give each workgroup several sets of rows, so the norm statistics
+        // and the staged input serve more of them: about 256 workgroups measured best on
+        // the H100 for float inputs (8B Q4_0 decode 202 -> 226-233 tok/s; 128 or fewer
+        // serialize too much per workgroup), about 128 for 8-bit ones (MV_WORKGROUPS_Q8);
+        // lavapipe runs a few workgroups on its threads, so there each takes a quarter of the rows.
+        let groups = match self.mv_groups {
+            Some(MvGroups::Fixed(g)) => g,
+            Some(MvGroups::Target(w)) => n_wg.div_ceil(w.max(1)),
+            None if cpu => n_wg.div_ceil(MV_WORKGROUPS_CPU),
+            None => n_wg.div_ceil(if q8 { MV_WORKGROUPS_Q8 } else { MV_WORKGROUPS }),
+        }
+        .clamp(1, 64) as u32;
+        p[7] |= groups << 8;
+        let (op, n_wg) = (Op::Mv { input, lean, q8 }, rows.div_ceil(per_wg * groups));
         let (gx, gy) = grid(&self.gpu, n_wg * p[31]);
         self.rec.dispatch(op, Some(g.ty), &p, [gx, gy, 1], Binds { arena_w: Some(g.arena_w), arena_v, kv: None });
         for part in &g.parts {

@@ -24,5 +24,6 @@ pub mod profile;
 mod recorder;
 
 pub use backend::{BackendOptions, GpuBackend};
+pub use fuse::MV_Q8_FROM;
 pub use pick::PendingToken;
 pub use device::{choose_weight_binding, Gpu, GpuError, GpuOptions, WeightBinding, BINDING_ARRAY_FEATURES};

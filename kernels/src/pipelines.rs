@@ -29,9 +29,6 @@ pub enum Op {
     /// `q8`: the input is quantized to 8-bit blocks as it is staged, and the rows' blocks are
     /// dotted with packed integer dot products (Q4_0 only; see mv.wgsl's `quantize_chunk`).
     Mv { input: MvInput, lean: bool, q8: bool },
-    /// Split-K decode matvec of Q4_0 rows (mv_split.wgsl; subgroups only): the input held in
-    /// registers, no staging; plain or RMS-normed input.
-    MvSplit { input: MvInput },
     /// Prefill matmul, tiled through workgroup memory.
     Matmul,
     Embed,
@@ -65,15 +62,9 @@ pub enum MvInput {
 }
 
 impl Op {
-    /// The kernel exists only as a subgroup variant (the backend picks it only with subgroups).
-    pub fn needs_subgroups(self) -> bool {
-        matches!(self, Op::MvSplit { .. })
-    }
-
     fn source(self) -> &'static str {
         match self {
             Op::Mv { .. } => include_str!("shaders/mv.wgsl"),
-            Op::MvSplit { .. } => include_str!("shaders/mv_split.wgsl"),
             Op::Matmul => include_str!("shaders/matmul.wgsl"),
             Op::Embed => include_str!("shaders/embed.wgsl"),
             Op::Norm => include_str!("shaders/norm.wgsl"),
@@ -212,8 +203,8 @@ pub fn shader_source_for(op: Op, ty: Option<GgmlType>, v: Variant) -> String {
         defines.push("subgroups");
     }
     defines.push(match op {
-        Op::Mv { input: MvInput::Norm, .. } | Op::MvSplit { input: MvInput::Norm } => "NORM",
-        Op::Mv { input: MvInput::Combine, .. } | Op::MvSplit { input: MvInput::Combine } => "COMBINE",
+        Op::Mv { input: MvInput::Norm, .. } => "NORM",
+        Op::Mv { input: MvInput::Combine, .. } => "COMBINE",
         _ => "PLAIN_X",
     });
     if unit.is_some() {
@@ -257,7 +248,7 @@ pub fn shader_source_for(op: Op, ty: Option<GgmlType>, v: Variant) -> String {
         // The exact window's shape, from the engine's one definition (kv::Ring).
         s.push_str(&format!("const KV_RING: u32 = {}u;\nconst KV_WINDOW: u32 = {}u;\n", kv::Ring::SLOTS, kv::Ring::WINDOW));
     }
-    if matches!(op, Op::Mv { .. } | Op::MvSplit { .. }) {
+    if matches!(op, Op::Mv { .. }) {
         s.push('\n');
         s.push_str(include_str!("shaders/mv_out.wgsl"));
     }

@@ -16,7 +16,7 @@ use hangar_engine::cpu::CpuBackend;
 use hangar_engine::gguf::GgufFile;
 use hangar_engine::quant::{self, GgmlType};
 use hangar_engine::spec::{Activation, NormKind, RopeConfig, RopeStyle};
-use hangar_kernels::{BackendOptions, Gpu, GpuBackend, GpuOptions};
+use hangar_kernels::{BackendOptions, Gpu, GpuBackend, GpuOptions, MV_Q8_FROM};
 
 fn gpu_backend() -> GpuBackend {
     GpuBackend::new(gpu())
@@ -63,30 +63,6 @@ fn matvec_matches_reference_in_the_lean_layout_for_every_type() {
     }
 }
 
-/// Every Q4_0 matvec takes the split-K layout (mv_split.wgsl) where it applies.
-fn split() -> BackendOptions {
-    BackendOptions { mv_split_from: Some(0), ..Default::default() }
-}
-
-#[test]
-fn matvec_matches_reference_in_the_split_layout() {
-    // Rows: fewer than one batch of eight, not a whole number of batches, several workgroups'
-    // worth; widths: a few live invocations, half of them, all 256 (4,096 columns), then rows
-    // walked in 4,096-value chunks (two, the last short; four, as the 8B's down projection).
-    for (rows_, cols) in [(5, 96), (37, 512), (300, 2048), (41, 4096), (37, 4352), (19, 14336)] {
-        let be = linear_case_on(gpu(), GgmlType::Q4_0, rows_, cols, 1, split());
-        assert_eq!(be.split_matvecs(), 1, "{rows_}x{cols} did not take the split layout");
-    }
-    // Batched decode after an RMS norm (folded in, its statistics over every chunk): each
-    // token's rows as the token alone.
-    for cols in [512, 8704] {
-        let be = batched_rows_case_on(gpu(), GgmlType::Q4_0, 37, cols, 3, split());
-        assert!(be.split_matvecs() > 0);
-    }
-    // Another type takes the wide layout.
-    assert_eq!(linear_case_on(gpu(), GgmlType::Q8_0, 37, 512, 1, split()).split_matvecs(), 0);
-}
-
 #[test]
 fn matmul_matches_reference_for_every_type() {
     // 6 tokens: one full tile of 4 and a partial one.
@@ -105,6 +81,27 @@ fn matvec_and_matmul_match_reference_without_subgroups() {
         linear_case_on(dev.clone(), ty, 9, 256, 5, BackendOptions::default());
         batched_rows_case_on(dev.clone(), ty, 9, 256, 6, BackendOptions::default());
     }
+    // The 8-bit input's half-block pairs meet through workgroup memory here.
+    assert_eq!(linear_case_on(dev, GgmlType::Q4_0, 37, 4352, 1, BackendOptions::default()).q8_matvecs(), 1);
+}
+
+/// Q4_0 rows at least `MV_Q8_FROM` wide take 8-bit inputs (mv.wgsl `stage_q8`), checked against
+/// their CPU twin (`quant::Q8Input`) at the kernel tolerance: rows staged in one chunk (up to
+/// 16,384 columns, the 8B's down projection among them) and in two, wide and lean; batched
+/// rows each bit-identical to the row alone. Narrower rows and other types stay in floats.
+#[test]
+fn wide_q4_0_matvecs_take_8_bit_inputs_and_match_their_twin() {
+    for (rows_, cols) in [(37, MV_Q8_FROM), (37, 4352), (19, 14336), (5, 20480)] {
+        let be = linear_case_on(gpu(), GgmlType::Q4_0, rows_, cols, 1, BackendOptions::default());
+        assert_eq!(be.q8_matvecs(), 1, "{rows_}x{cols} did not take 8-bit inputs");
+    }
+    assert_eq!(linear_case_on(gpu(), GgmlType::Q4_0, 37, 4352, 1, lean()).q8_matvecs(), 1);
+    assert!(batched_rows_case_on(gpu(), GgmlType::Q4_0, 37, 4352, 3, BackendOptions::default()).q8_matvecs() > 0);
+    assert_eq!(linear_case_on(gpu(), GgmlType::Q4_0, 37, MV_Q8_FROM - 32, 1, BackendOptions::default()).q8_matvecs(), 0);
+    assert_eq!(linear_case_on(gpu(), GgmlType::Q8_0, 37, 4352, 1, BackendOptions::default()).q8_matvecs(), 0);
+    // Switched off, the wide rows take the float path and meet the float reference.
+    let off = BackendOptions { mv_q8_from: Some(usize::MAX), ..Default::default() };
+    assert_eq!(linear_case_on(gpu(), GgmlType::Q4_0, 37, 4352, 1, off).q8_matvecs(), 0);
 }
 
 #[test]

@@ -11,6 +11,8 @@
 //!   [`matvec`] (decode) rounds activations to 16 bits per 32 elements first (see
 //!   `dot_i16`), adding at most 2^-16 of each block's largest activation per element.
 //!
+//! - [`Q8Input`]: the GPU decode matvec's 8-bit input for Q4_0 rows, as its CPU twin.
+//!
 //! Oracle goldens: `scripts/gen_quant_goldens.py` -> `tests/golden/quant/`, checked by
 //! `engine/tests/quant_parity.rs`.
 
@@ -26,6 +28,7 @@ mod kquantize;
 mod kquants;
 mod legacy;
 mod matvec;
+mod q8_input;
 mod quantize;
 mod types;
 
@@ -33,6 +36,7 @@ pub use dequant::{dequantize, dequantize_to_vec, element_count, supports_dequant
 pub use dot::{vec_dot, vec_dot_with, Isa};
 pub use error::QuantError;
 pub use matvec::{matmul, matvec, matvec_rows};
+pub use q8_input::Q8Input;
 pub use quantize::{quantize, supports_quantize};
 pub use types::{GgmlType, QK_K};
 

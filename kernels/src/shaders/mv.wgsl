@@ -25,35 +25,76 @@
 
 const WG: u32 = 256u;
 const F_PAIRS: u32 = 4u;
+// Four blocks a step: set with 8-bit inputs, whose lower register count leaves room for more
+// loads in flight.
 const F_QUADS: u32 = 8u;
 const CB: u32 = 128u; // blocks of 32 values per staged chunk
 const BS: u32 = 9u; // vec4 slots per staged block (8 + 1 of padding)
 
 var<workgroup> red: array<f32, 256>;
 var<workgroup> red2: array<f32, 256>;
-var<workgroup> xs: array<vec4<f32>, 1152>; // CB * BS
+var<workgroup> xs: array<vec4<f32>, XS_LEN>;
 var<private> c0: u32; // first block of the staged chunk
 var<private> xo: u32; // this token's input offset
 var<private> tk: u32; // this token's index
 
 //#if Q8X
-// The staged chunk as 8-bit blocks: values 0-15 and 16-31 packed four to a word, then the
-// block's scale and its values' sum; three vectors a block, so the blocks that a subgroup's
-// invocations read at once fall in different banks.
+// The input is staged as 8-bit blocks, straight from memory: values 0-15 and 16-31 packed
+// four to a word, then the block's scale and its values' sum; three vectors a block, so the
+// blocks that a subgroup's invocations read at once fall in different banks. At a quarter of
+// the float staging's size, a chunk is 512 blocks, so rows up to 16,384 wide (the 8B's down
+// projection) are staged once instead of behind a barrier every 4,096 values.
+const SCB: u32 = 512u; // blocks per staged chunk
 const XQ_BS: u32 = 3u;
-var<workgroup> xq: array<vec4<u32>, 384>; // CB * XQ_BS
+const XS_LEN: u32 = 1u;
+var<workgroup> xq: array<vec4<u32>, 1536>; // SCB * XQ_BS
 
-// Quantizes the staged chunk (every slot; those past the chunk are never read) to 8 bits a
-// value with one scale a block, as llama.cpp quantizes a matvec's input for its integer dot
-// products: d = max |x| / 127, q = round(x / d). An invocation takes half a block.
-fn quantize_chunk(lid: u32) {
-    let blk = lid >> 1u;
-    let h = lid & 1u;
-    let j = blk * BS + 4u * h;
-    let a = xs[j];
-    let b = xs[j + 1u];
-    let c = xs[j + 2u];
-    let d = xs[j + 3u];
+// Stages blocks c0..c1 of the input as 8-bit values with one scale a block, as llama.cpp
+// quantizes a matvec's input for its integer dot products: d = max |x| / 127, q = round(x / d).
+// An invocation takes half a block at a time, all of its loads first. With `defer` (the
+// deferred RMS norm) the values are the input times its norm weights, and the sum of the raw
+// values' squares is returned.
+fn stage_q8(c1: u32, lid: u32, defer: bool) -> f32 {
+    let nh = 2u * (c1 - c0);
+    q8_sq = 0.0;
+    for (var i = 0u; i < 2u * SCB / WG; i++) {
+        if (i > 0u && i * WG >= nh) {
+            break;
+        }
+        let hb = lid + i * WG;
+        let a = q8_in(hb, 0u, nh, defer);
+        let b = q8_in(hb, 1u, nh, defer);
+        let c = q8_in(hb, 2u, nh, defer);
+        let d = q8_in(hb, 3u, nh, defer);
+        put_q8(hb, lid, a, b, c, d);
+    }
+    return q8_sq;
+}
+
+var<private> q8_sq: f32;
+
+// Vector e of half-block hb of the chunk (zeros past the input or the chunk).
+fn q8_in(hb: u32, e: u32, nh: u32, defer: bool) -> vec4<f32> {
+    let n4 = P.k >> 2u;
+    let j4 = (c0 + (hb >> 1u)) * 8u + 4u * (hb & 1u) + e;
+    let jc = min(j4, n4 - 1u);
+    let live = j4 < n4 && hb < nh;
+    var x: vec4<f32>;
+    if (defer) {
+        x = act4[(xo >> 2u) + jc];
+        q8_sq += select(0.0, dot(x, x), live);
+        if ((P.norm_flags & 1u) != 0u) {
+            x *= norm_w(4u * jc);
+        }
+    } else {
+        x = load_x(jc);
+    }
+    return select(vec4<f32>(0.0), x, live);
+}
+
+// Half-block hb of the chunk, quantized with its partner half (hb ^ 1, the neighbouring
+// invocation).
+fn put_q8(hb: u32, lid: u32, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) {
     let m4 = max(max(abs(a), abs(b)), max(abs(c), abs(d)));
     var m = max(max(m4.x, m4.y), max(m4.z, m4.w));
     let s4 = (a + b) + (c + d);
@@ -61,15 +102,60 @@ fn quantize_chunk(lid: u32) {
     m = max(m, pair_other(m, lid));
     s += pair_other(s, lid);
     let inv = select(0.0, 127.0 / m, m > 0.0);
-    xq[blk * XQ_BS + h] = vec4<u32>(pack4xI8(vec4<i32>(round(a * inv))), pack4xI8(vec4<i32>(round(b * inv))),
+    let i = (hb >> 1u) * XQ_BS;
+    xq[i + (hb & 1u)] = vec4<u32>(pack4xI8(vec4<i32>(round(a * inv))), pack4xI8(vec4<i32>(round(b * inv))),
         pack4xI8(vec4<i32>(round(c * inv))), pack4xI8(vec4<i32>(round(d * inv))));
-    if (h == 0u) {
-        xq[blk * XQ_BS + 2u] = vec4<u32>(bitcast<u32>(m / 127.0), bitcast<u32>(s), 0u, 0u);
+    if ((hb & 1u) == 0u) {
+        xq[i + 2u] = vec4<u32>(bitcast<u32>(m / 127.0), bitcast<u32>(s), 0u, 0u);
+    }
+}
+
+fn stage_chunk(c1: u32, n4: u32, lid: u32) {
+    workgroupBarrier();
+    stage_q8(c1, lid, false);
+    workgroupBarrier();
+}
+
+// The deferred RMS norm's staging of the whole input (units blocks, one chunk).
+fn stage_first(units: u32, lid: u32) -> f32 {
+    return stage_q8(units, lid, true);
+}
+//#else
+const SCB: u32 = CB;
+const XS_LEN: u32 = 1152u; // CB * BS
+
+fn stage_first(units: u32, lid: u32) -> f32 {
+    let n4 = P.k >> 2u;
+    let nj = units * 8u;
+    var sq = stage_rms(lid, nj, n4);
+    if (nj > WG) {
+        sq += stage_rms(lid + WG, nj, n4);
+        sq += stage_rms(lid + 2u * WG, nj, n4);
+        sq += stage_rms(lid + 3u * WG, nj, n4);
+    }
+    return sq;
+}
+
+// Stages blocks c0..c1 of the input. A chunk is 4 * WG vectors: each invocation's four are
+// loaded before any is stored, so that their loads are in flight together.
+fn stage_chunk(c1: u32, n4: u32, lid: u32) {
+    // Nobody still reads the previous chunk.
+    workgroupBarrier();
+    let nj = (c1 - c0) * 8u;
+    if (nj <= WG) {
+        stage_put(lid, nj, stage_at(lid, nj, n4));
+    } else {
+        let v0 = stage_at(lid, nj, n4);
+        let v1 = stage_at(lid + WG, nj, n4);
+        let v2 = stage_at(lid + 2u * WG, nj, n4);
+        let v3 = stage_at(lid + 3u * WG, nj, n4);
+        stage_put(lid, nj, v0);
+        stage_put(lid + WG, nj, v1);
+        stage_put(lid + 2u * WG, nj, v2);
+        stage_put(lid + 3u * WG, nj, v3);
     }
     workgroupBarrier();
 }
-//#else
-fn quantize_chunk(lid: u32) {}
 //#endif
 
 //#if subgroups
@@ -174,24 +260,16 @@ fn stage_rms(j: u32, nj: u32, n4: u32) -> f32 {
 // statistics pass had cost about 4 us per matvec on 4096-wide inputs, and 1.4 us on 576).
 fn rms_deferred(lid: u32, sl: u32, ss: u32) -> bool {
     let units = (P.k + 31u) / 32u;
-    if (P.norm_kind != 0u || (P.norm_flags & 2u) != 0u || units > CB || ss < 4u) {
+    if (P.norm_kind != 0u || (P.norm_flags & 2u) != 0u || units > SCB || ss < 4u) {
         return false;
     }
-    let n4 = P.k >> 2u;
-    let nj = units * 8u;
     c0 = 0u;
-    var sq = stage_rms(lid, nj, n4);
-    if (nj > WG) {
-        sq += stage_rms(lid + WG, nj, n4);
-        sq += stage_rms(lid + 2u * WG, nj, n4);
-        sq += stage_rms(lid + 3u * WG, nj, n4);
-    }
+    let sq = stage_first(units, lid);
     let part = subgroupAdd(sq);
     if (sl == 0u) {
         nred[lid / ss] = part;
     }
     workgroupBarrier();
-    quantize_chunk(lid);
     var tot = 0.0;
     for (var i = 0u; i < WG / ss; i++) {
         tot += nred[i];
@@ -371,8 +449,8 @@ fn body(wg: u32, lid: u32, sl: u32, ss: u32) {
         }
         var a = 0.0;
         var b = 0.0;
-        for (c0 = 0u; c0 < units; c0 += CB) {
-            let c1 = min(units, c0 + CB);
+        for (c0 = 0u; c0 < units; c0 += SCB) {
+            let c1 = min(units, c0 + SCB);
             if (staged != c0) {
                 stage_chunk(c1, n4, lid);
                 staged = c0;
@@ -475,8 +553,8 @@ fn lean_body(wg: u32, lid: u32, sl: u32, ss: u32) {
         }
         let row = P.w_off[p] + lr * P.row_words;
         var a = 0.0;
-        for (c0 = 0u; c0 < units; c0 += CB) {
-            let c1 = min(units, c0 + CB);
+        for (c0 = 0u; c0 < units; c0 += SCB) {
+            let c1 = min(units, c0 + SCB);
             if (staged != c0) {
                 stage_chunk(c1, n4, lid);
                 staged = c0;
@@ -526,28 +604,6 @@ fn lean_sum(a: f32, lid: u32, t: u32, T: u32, sl: u32, ss: u32) -> f32 {
     return a;
 }
 //#endif
-
-// Stages blocks c0..c1 of the input. A chunk is 4 * WG vectors: each invocation's four are
-// loaded before any is stored, so that their loads are in flight together.
-fn stage_chunk(c1: u32, n4: u32, lid: u32) {
-    // Nobody still reads the previous chunk.
-    workgroupBarrier();
-    let nj = (c1 - c0) * 8u;
-    if (nj <= WG) {
-        stage_put(lid, nj, stage_at(lid, nj, n4));
-    } else {
-        let v0 = stage_at(lid, nj, n4);
-        let v1 = stage_at(lid + WG, nj, n4);
-        let v2 = stage_at(lid + 2u * WG, nj, n4);
-        let v3 = stage_at(lid + 3u * WG, nj, n4);
-        stage_put(lid, nj, v0);
-        stage_put(lid + WG, nj, v1);
-        stage_put(lid + 2u * WG, nj, v2);
-        stage_put(lid + 3u * WG, nj, v3);
-    }
-    workgroupBarrier();
-    quantize_chunk(lid);
-}
 
 // Vector j of the chunk being staged (of nj), zeros past the input's n4: the load's index is
 // clamped rather than branched around.
