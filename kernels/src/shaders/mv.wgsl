@@ -13,7 +13,9 @@
 // staged through workgroup memory 128 blocks (4096 values) at a time, padded so that
 // invocations reading different blocks hit different banks; each invocation then walks its
 // row's blocks of the chunk: one or two 16-byte loads a block for the planar types with a
-// `udot` snippet (mv_*.wgsl), a 32-element group through `dq32` otherwise.
+// `udot` snippet (mv_*.wgsl), a 32-element group through `dq32` otherwise. Wide Q4_0 matvecs
+// (Q8X) stage the input as 8-bit blocks instead, 512 blocks at a time (`stage_q8`), and walk
+// four blocks a step.
 //
 // Several tokens (a batched decode step, one row per sequence): the workgroups of one row
 // block follow each other, one per token, so a weight block comes from memory once and from

@@ -1,6 +1,6 @@
-// What the decode-matvec layouts (mv.wgsl, mv_split.wgsl) share: their parameters, the norm
-// weights and nibble unpacking, and the epilogue that writes a row's result (bias, gated
-// activation, residual). Each defines `tk`, the token its workgroup serves.
+// The decode matvec's (mv.wgsl) parameters, norm weights and nibble unpacking, and the epilogue
+// that writes a row's result (bias, gated activation, residual). The matvec defines `tk`, the
+// token its workgroup serves.
 
 struct Params {
     k: u32, row_words: u32, x_off: u32, n_parts: u32,

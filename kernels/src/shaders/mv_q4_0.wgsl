@@ -1,7 +1,7 @@
 // Q4_0 block for the decode matvec (planar row: 16 quant bytes a block, then the f16 d's):
 // one 16-byte load holds the block's 32 nibbles; w = d * (q - 8).
 //#if Q8X
-// The input block as 8-bit values (quantize_chunk): nibbles and values meet in packed integer
+// The input block as 8-bit values (mv.wgsl's stage_q8): nibbles and values meet in packed integer
 // dot products, four products an instruction and no conversion per weight, which is what
 // bounded the float path (the 8B decoded Q8_0 as fast as Q4_0, at twice the bytes).
 // Σ (q - 8) x = dx Σ q xq - 8 Σ x.
