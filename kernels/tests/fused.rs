@@ -11,6 +11,7 @@
 mod common;
 
 use common::block::*;
+use common::cases::Q8_TOL;
 use common::*;
 use hangar_engine::backend::{Backend, NormParams, WeightId};
 use hangar_engine::cpu::CpuBackend;
@@ -39,7 +40,27 @@ fn fused_decode_block_matches_unfused_and_cpu() {
         // O (merging attention's partials) + residual, gate/up (norm fused), down + residual =
         // 6 dispatches against 15 or more unfused.
         assert!(fused.dispatches() * 3 < plain.dispatches() * 2, "fused {} vs unfused {} dispatches", fused.dispatches(), plain.dispatches());
+        if c.ty == GgmlType::Q4_0 {
+            q8_legs(&f, c, &want);
+        }
     }
+}
+
+/// Every Q4_0 matvec of the block with 8-bit inputs (the normed QKV and gate/up, the O
+/// projection merging attention's partials, the down projection): fused against unfused, both
+/// 8-bit (1e-6: the deferred norm quantizes the input before its 1/rms scale, the unfused
+/// after, which can move a rounding tie), and against the float CPU backend at the 8-bit
+/// inputs' own tolerance.
+fn q8_legs(f: &std::sync::Arc<hangar_engine::gguf::GgufFile>, c: &Case, want: &[f32]) {
+    let q8 = BackendOptions { mv_q8_from: Some(0), ..Default::default() };
+    let mut fused = GpuBackend::with_options(gpu(), q8.clone());
+    let got = block(&mut fused, f, c);
+    let mut plain = GpuBackend::with_options(gpu(), BackendOptions { no_fusion: true, ..q8 });
+    let unfused = block(&mut plain, f, c);
+    assert!(fused.q8_matvecs() >= 4 && plain.q8_matvecs() >= 4, "{} / {} 8-bit matvecs", fused.q8_matvecs(), plain.q8_matvecs());
+    let (e_gpu, e_cpu) = (nmse(&got, &unfused), nmse(&got, want));
+    assert!(e_gpu < 1e-6, "8-bit fused vs unfused NMSE {e_gpu:e}");
+    assert!(e_cpu < Q8_TOL, "8-bit fused vs CPU NMSE {e_cpu:e}");
 }
 
 #[test]
