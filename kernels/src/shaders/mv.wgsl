@@ -53,7 +53,7 @@ var<workgroup> xq: array<vec4<u32>, 1536>; // SCB * XQ_BS
 
 // Stages blocks c0..c1 of the input as 8-bit values with one scale a block, as llama.cpp
 // quantizes a matvec's input for its integer dot products: d = max |x| / 127, q = round(x / d).
-// An invocation takes half a block at a time, all of its loads first. With `defer` (the
+// An invocation takes half a block at a time, its four loads issued before any is used. With `defer` (the
 // deferred RMS norm) the values are the input times its norm weights, and the sum of the raw
 // values' squares is returned.
 fn stage_q8(c1: u32, lid: u32, defer: bool) -> f32 {
