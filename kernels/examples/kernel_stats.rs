@@ -39,7 +39,7 @@ fn spirv(src: &str) -> Result<Vec<u32>, String> {
 fn kernels() -> Vec<(String, String)> {
     let mut out = Vec::new();
     for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q5_0, GgmlType::F16] {
-        for op in [MvInput::Plain, MvInput::Norm, MvInput::Combine].into_iter().flat_map(|input| [(false, false), (true, false), (false, true), (true, true)].map(|(lean, q8)| Op::Mv { input, lean, q8 })).filter(|op| ty == GgmlType::Q4_0 || !matches!(op, Op::Mv { q8: true, .. })) {
+        for op in [MvInput::Plain, MvInput::Norm, MvInput::Combine].into_iter().flat_map(|input| [(false, false), (true, false), (false, true), (true, true)].map(|(lean, q8)| Op::Mv { input, lean, q8 })).filter(|op| matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) || !matches!(op, Op::Mv { q8: true, .. })) {
             out.push((format!("{op:?}/{ty:?}"), shader_source(op, Some(ty), true)));
         }
     }

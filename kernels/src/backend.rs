@@ -63,6 +63,9 @@ pub struct BackendOptions {
     /// Q4_0 decode matvecs at least this wide quantize their input to 8-bit blocks and dot with
     /// packed integer dot products (default `fuse::MV_Q8_FROM`; HANGAR_MV_Q8=N overrides it).
     pub mv_q8_from: Option<usize>,
+    /// Q8_0 matvecs take 8-bit inputs too (from the same width). Off until measured on a GPU;
+    /// HANGAR_MV_Q8_Q8_0=1 or 0 overrides it.
+    pub mv_q8_q8_0: Option<bool>,
 }
 
 pub struct GpuBackend {
@@ -92,6 +95,8 @@ pub struct GpuBackend {
     pub(crate) mv_lean_below: usize,
     /// Q4_0 decode matvecs from this width take 8-bit inputs (HANGAR_MV_Q8).
     pub(crate) mv_q8_from: usize,
+    /// Q8_0 matvecs take 8-bit inputs too (HANGAR_MV_Q8_Q8_0).
+    pub(crate) mv_q8_q8_0: bool,
     /// 8-bit-input matvec dispatches recorded (tests check the path was taken).
     pub(crate) q8_dispatches: u64,
     reuse_bytes: u64,
@@ -143,6 +148,7 @@ impl GpuBackend {
                 },
             ),
             q8_dispatches: 0,
+            mv_q8_q8_0: std::env::var("HANGAR_MV_Q8_Q8_0").ok().map(|v| v == "1").or(opts.mv_q8_q8_0).unwrap_or(false),
             mv_q8_from: std::env::var("HANGAR_MV_Q8").ok().and_then(|v| v.parse().ok()).or(opts.mv_q8_from).unwrap_or(crate::fuse::MV_Q8_FROM),
             freq_cache: HashMap::new(),
             reuse_bytes: opts.reuse_bytes.unwrap_or(REUSE_BYTES),

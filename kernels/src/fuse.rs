@@ -56,8 +56,9 @@ pub(crate) const MV_PAIR_COLS: usize = 4096;
 /// (8B Q4_0 262 -> 215: fewer bytes in flight per invocation), and a bound of 256 gained less.
 pub(crate) const MV_LEAN_BELOW: usize = 128;
 
-/// Q4_0 matvecs at least this wide take their input as 8-bit blocks and dot with packed integer
-/// dot products (mv.wgsl's `stage_q8`), four blocks a step (HANGAR_MV_Q8=N overrides it).
+/// Q4_0 matvecs at least this wide (and Q8_0 ones, when switched on) take their input as 8-bit
+/// blocks and dot with packed integer dot products (mv.wgsl's `stage_q8`), four blocks a step
+/// (HANGAR_MV_Q8=N overrides it).
 /// H200, 8B Q4_0 tg128 in one call: 248 -> 296 tok/s, and 331-333 with the workgroups below;
 /// narrower ones stay in floats, where the quantizing costs more than it saves (135M with
 /// every matvec 8-bit: 951 -> 840-854).
@@ -340,7 +341,7 @@ impl GpuBackend {
             (None, Some(_)) => MvInput::Combine,
             (None, None) => MvInput::Plain,
         };
-        let q8 = g.cols >= self.mv_q8_from && g.ty == GgmlType::Q4_0;
+        let q8 = g.cols >= self.mv_q8_from && (g.ty == GgmlType::Q4_0 || (g.ty == GgmlType::Q8_0 && self.mv_q8_q8_0));
         p[4] |= (q8 as u32) << 3;
         self.q8_dispatches += q8 as u64;
         // Large matrices give each workgroup several sets of rows, so the norm statistics

@@ -27,7 +27,7 @@ pub enum Op {
     /// Decode matvec (one token), optionally fused QKV / gate-up / residual; its input as it
     /// arrives, and whether it is the lean row layout (see mv.wgsl's `lean_body`).
     /// `q8`: the input is quantized to 8-bit blocks as it is staged, and the rows' blocks are
-    /// dotted with packed integer dot products (Q4_0 only; see mv.wgsl's `stage_q8`).
+    /// dotted with packed integer dot products (Q4_0 and Q8_0; see mv.wgsl's `stage_q8`).
     Mv { input: MvInput, lean: bool, q8: bool },
     /// Prefill matmul, tiled through workgroup memory.
     Matmul,

@@ -213,7 +213,7 @@ fn every_variant() -> Vec<(Op, Option<GgmlType>)> {
         for input in [MvInput::Plain, MvInput::Norm, MvInput::Combine] {
             for lean in [false, true] {
                 out.push((Op::Mv { input, lean, q8: false }, Some(ty)));
-                if ty == GgmlType::Q4_0 {
+                if matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) {
                     out.push((Op::Mv { input, lean, q8: true }, Some(ty)));
                 }
             }

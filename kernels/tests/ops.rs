@@ -104,6 +104,18 @@ fn wide_q4_0_matvecs_take_8_bit_inputs_and_match_their_twin() {
     assert_eq!(linear_case_on(gpu(), GgmlType::Q4_0, 37, 4352, 1, off).q8_matvecs(), 0);
 }
 
+/// Q8_0 rows with 8-bit inputs, switched on (not yet the default): against their twin, in one
+/// staged chunk and two, wide, lean and batched.
+#[test]
+fn q8_0_matvecs_switched_to_8_bit_inputs_match_their_twin() {
+    let on = BackendOptions { mv_q8_q8_0: Some(true), ..Default::default() };
+    for (rows_, cols) in [(37, MV_Q8_FROM), (19, 14336), (5, 20480)] {
+        assert_eq!(linear_case_on(gpu(), GgmlType::Q8_0, rows_, cols, 1, on.clone()).q8_matvecs(), 1, "{rows_}x{cols}");
+    }
+    assert_eq!(linear_case_on(gpu(), GgmlType::Q8_0, 37, 4352, 1, BackendOptions { mv_lean_below: Some(usize::MAX), ..on.clone() }).q8_matvecs(), 1);
+    assert!(batched_rows_case_on(gpu(), GgmlType::Q8_0, 37, 4352, 3, on).q8_matvecs() > 0);
+}
+
 #[test]
 fn matvec_handles_float_rows_that_are_not_whole_groups() {
     for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {

@@ -34,6 +34,9 @@ pub enum QuantError {
     #[error("quantizing to {0} is not supported")]
     UnsupportedQuantize(GgmlType),
 
+    #[error("{0} rows have no product with 8-bit inputs")]
+    Unsupported8BitInput(GgmlType),
+
     #[error("{what} of {a} x {b} overflows usize")]
     Overflow {
         what: &'static str,

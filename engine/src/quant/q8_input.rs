@@ -1,9 +1,11 @@
-//! 8-bit inputs for Q4_0 products: the CPU twin of the GPU decode matvec's 8-bit path
-//! (kernels' `mv.wgsl` `stage_q8` and `mv_q4_0.wgsl`), which llama.cpp's Q4_0 kernels also use.
+//! 8-bit inputs for Q4_0 and Q8_0 products: the CPU twin of the GPU decode matvec's 8-bit path
+//! (kernels' `mv.wgsl` `stage_q8`, `mv_q4_0.wgsl` and `mv_q8_0.wgsl`), which llama.cpp's Q4_0
+//! and Q8_0 kernels also use.
 //!
 //! Each 32-element block of the input keeps its largest magnitude `m`, values
 //! `q = round(x * 127 / m)` (ties to even, as WGSL's `round`) and the sum of its original values;
-//! a Q4_0 block then contributes `d_w (m / 127 · Σ n q - 8 Σ x)`, where `n` are its nibbles. The
+//! a Q4_0 block then contributes `d_w (m / 127 · Σ n q - 8 Σ x)`, where `n` are its nibbles, and
+//! a Q8_0 block `d_w m / 127 · Σ w q`, where `w` are its bytes. The
 //! rounding costs about 1e-4 of NMSE on Gaussian inputs, against 1e-12 for the float path.
 
 use super::floats::f16_at;
@@ -11,6 +13,8 @@ use super::{GgmlType, QuantError};
 
 /// Bytes of a Q4_0 block: an f16 scale, then 16 bytes of nibbles.
 const Q4_0_BLOCK: usize = 18;
+/// Bytes of a Q8_0 block: an f16 scale, then 32 signed bytes.
+const Q8_0_BLOCK: usize = 34;
 
 /// An input vector as 8-bit blocks of 32.
 #[derive(Clone, Debug)]
@@ -39,17 +43,31 @@ impl Q8Input {
         Ok(out)
     }
 
-    /// One Q4_0 row (as stored in GGUF) times this input, summed in f64.
-    pub fn dot_q4_0(&self, row: &[u8]) -> Result<f64, QuantError> {
-        if row.len() != self.d.len() * Q4_0_BLOCK {
-            return Err(QuantError::LengthMismatch { ty: GgmlType::Q4_0, what: "row bytes", expected: self.d.len() * Q4_0_BLOCK, actual: row.len() });
+    /// One Q4_0 or Q8_0 row (as stored in GGUF) times this input, summed in f64.
+    pub fn dot(&self, ty: GgmlType, row: &[u8]) -> Result<f64, QuantError> {
+        let bs = match ty {
+            GgmlType::Q4_0 => Q4_0_BLOCK,
+            GgmlType::Q8_0 => Q8_0_BLOCK,
+            _ => return Err(QuantError::Unsupported8BitInput(ty)),
+        };
+        if row.len() != self.d.len() * bs {
+            return Err(QuantError::LengthMismatch { ty, what: "row bytes", expected: self.d.len() * bs, actual: row.len() });
         }
         let mut acc = 0.0f64;
-        for (i, blk) in row.chunks_exact(Q4_0_BLOCK).enumerate() {
+        for (i, blk) in row.chunks_exact(bs).enumerate() {
             let dw = f16_at(blk, 0) as f64;
             let q = &self.q[32 * i..32 * i + 32];
-            let s: i32 = (0..32).map(|e| ((blk[2 + e % 16] >> (4 * (e / 16))) & 0x0F) as i32 * q[e] as i32).sum();
-            acc += dw * (self.d[i] as f64 * s as f64 - 8.0 * self.sum[i] as f64);
+            let dx = self.d[i] as f64;
+            acc += match ty {
+                GgmlType::Q4_0 => {
+                    let s: i32 = (0..32).map(|e| ((blk[2 + e % 16] >> (4 * (e / 16))) & 0x0F) as i32 * q[e] as i32).sum();
+                    dw * (dx * s as f64 - 8.0 * self.sum[i] as f64)
+                }
+                _ => {
+                    let s: i32 = (0..32).map(|e| blk[2 + e] as i8 as i32 * q[e] as i32).sum();
+                    dw * dx * s as f64
+                }
+            };
         }
         Ok(acc)
     }
@@ -76,19 +94,22 @@ mod tests {
     #[test]
     fn an_8_bit_input_dot_stays_within_its_rounding_of_the_float_dot() {
         let k = 4096;
-        let (mut err, mut norm) = (0.0, 0.0);
-        for r in 0..16 {
-            let w = quantize(GgmlType::Q4_0, &gauss(k, 7 + r)).unwrap();
-            let x = gauss(k, 1000 + r);
-            let exact: f64 = dequantize_to_vec(GgmlType::Q4_0, &w).unwrap().iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
-            let got = Q8Input::new(&x).unwrap().dot_q4_0(&w).unwrap();
-            err += (got - exact).powi(2);
-            norm += exact * exact;
+        for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+            let (mut err, mut norm) = (0.0, 0.0);
+            for r in 0..16 {
+                let w = quantize(ty, &gauss(k, 7 + r)).unwrap();
+                let x = gauss(k, 1000 + r);
+                let exact: f64 = dequantize_to_vec(ty, &w).unwrap().iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
+                let got = Q8Input::new(&x).unwrap().dot(ty, &w).unwrap();
+                err += (got - exact).powi(2);
+                norm += exact * exact;
+            }
+            let nmse = err / norm;
+            // Rounding to 8 bits adds a uniform error of a twelfth of a step squared, about
+            // 1e-4 of the signal for Gaussian blocks; a wrong nibble, byte or scale costs
+            // orders of magnitude more.
+            assert!(nmse < 1e-3 && nmse > 1e-7, "{ty:?}: NMSE {nmse:e}");
         }
-        let nmse = err / norm;
-        // Rounding to 8 bits adds a uniform error of a quarter step squared, about 1e-4 of the
-        // signal for Gaussian blocks; a wrong nibble or scale costs orders of magnitude more.
-        assert!(nmse < 1e-3 && nmse > 1e-7, "NMSE {nmse:e}");
     }
 
     #[test]
@@ -107,6 +128,9 @@ mod tests {
     #[test]
     fn a_partial_block_or_a_mismatched_row_is_refused() {
         assert!(Q8Input::new(&[1.0; 31]).is_err());
-        assert!(Q8Input::new(&[1.0; 32]).unwrap().dot_q4_0(&[0u8; 17]).is_err());
+        let x = Q8Input::new(&[1.0; 32]).unwrap();
+        assert!(x.dot(GgmlType::Q4_0, &[0u8; 17]).is_err());
+        assert!(x.dot(GgmlType::Q8_0, &[0u8; 18]).is_err());
+        assert_eq!(x.dot(GgmlType::Q4_1, &[0u8; 20]), Err(QuantError::Unsupported8BitInput(GgmlType::Q4_1)));
     }
 }

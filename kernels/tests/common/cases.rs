@@ -34,7 +34,7 @@ pub fn rows(n: usize) -> Vec<u32> {
 }
 
 /// out[t, r] = dequant(W)[r] · x[t] + b[r], in f64; with `q8`, through the 8-bit input's CPU
-/// twin (`quant::Q8Input`, Q4_0 only) instead.
+/// twin (`quant::Q8Input`, Q4_0 and Q8_0) instead.
 pub fn reference_linear(f: &GgufFile, ty: GgmlType, rows_: usize, cols: usize, n: usize, bias: &[f32], q8: bool) -> Vec<f32> {
     let wq = f.tensor("w").expect("w").data;
     let w = quant::dequantize_to_vec(ty, wq).expect("dequantize");
@@ -46,7 +46,7 @@ pub fn reference_linear(f: &GgufFile, ty: GgmlType, rows_: usize, cols: usize, n
         let xq = q8.then(|| quant::Q8Input::new(xt).expect("whole blocks"));
         for r in 0..rows_ {
             let s: f64 = match &xq {
-                Some(xq) => xq.dot_q4_0(&wq[r * row_bytes..(r + 1) * row_bytes]).expect("Q4_0 row"),
+                Some(xq) => xq.dot(ty, &wq[r * row_bytes..(r + 1) * row_bytes]).expect("8-bit input row"),
                 None => (0..cols).map(|i| w[r * cols + i] as f64 * xt[i] as f64).sum(),
             };
             out[t * rows_ + r] = (s + bias[r] as f64) as f32;
