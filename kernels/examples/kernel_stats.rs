@@ -15,7 +15,7 @@ use std::ffi::CStr;
 use ash::vk;
 use hangar_engine::kv::KvPolicy;
 use hangar_engine::quant::GgmlType;
-use hangar_kernels::pipelines::{shader_source, MvInput, Op, LAYOUT};
+use hangar_kernels::pipelines::{has_q8_unit, shader_source, MvInput, Op, LAYOUT};
 
 fn spirv(src: &str) -> Result<Vec<u32>, String> {
     let module = naga::front::wgsl::parse_str(src).map_err(|e| e.emit_to_string(src))?;
@@ -39,7 +39,7 @@ fn spirv(src: &str) -> Result<Vec<u32>, String> {
 fn kernels() -> Vec<(String, String)> {
     let mut out = Vec::new();
     for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q5_0, GgmlType::F16] {
-        for op in [MvInput::Plain, MvInput::Norm, MvInput::Combine].into_iter().flat_map(|input| [(false, false), (true, false), (false, true), (true, true)].map(|(lean, q8)| Op::Mv { input, lean, q8 })).filter(|op| matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) || !matches!(op, Op::Mv { q8: true, .. })) {
+        for op in [MvInput::Plain, MvInput::Norm, MvInput::Combine].into_iter().flat_map(|input| [(false, false), (true, false), (false, true), (true, true)].map(|(lean, q8)| Op::Mv { input, lean, q8 })).filter(|op| has_q8_unit(ty) || !matches!(op, Op::Mv { q8: true, .. })) {
             out.push((format!("{op:?}/{ty:?}"), shader_source(op, Some(ty), true)));
         }
     }

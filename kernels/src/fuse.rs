@@ -17,7 +17,7 @@ use hangar_engine::quant::GgmlType;
 use hangar_engine::spec::{Activation, NormKind};
 
 use crate::backend::{shape, u, ActInfo, GpuBackend, St};
-use crate::pipelines::{MvInput, Op};
+use crate::pipelines::{has_q8_unit, MvInput, Op};
 use crate::recorder::{grid, Binds};
 
 /// About how many workgroups a decode matvec is spread over (see `flush_group`), on a GPU and
@@ -341,8 +341,7 @@ impl GpuBackend {
             (None, Some(_)) => MvInput::Combine,
             (None, None) => MvInput::Plain,
         };
-        let q8 = g.cols >= self.mv_q8_from && (g.ty == GgmlType::Q4_0 || (g.ty == GgmlType::Q8_0 && self.mv_q8_q8_0));
-        p[4] |= (q8 as u32) << 3;
+        let q8 = g.cols >= self.mv_q8_from && has_q8_unit(g.ty) && (g.ty != GgmlType::Q8_0 || self.mv_q8_q8_0);
         self.q8_dispatches += q8 as u64;
         // Large matrices give each workgroup several sets of rows, so the norm statistics
         // and the staged input serve more of them: about 256 workgroups measured best on

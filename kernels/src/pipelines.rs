@@ -94,6 +94,11 @@ pub fn mv_unit_source(ty: GgmlType) -> Option<&'static str> {
     })
 }
 
+/// The block types whose matvec snippet has an 8-bit-input `udot` (the `Q8X` variant).
+pub fn has_q8_unit(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0)
+}
+
 /// The dequantization snippet providing `dq32(row, group, k)` for a weight type.
 pub fn dequant_source(ty: GgmlType) -> Option<&'static str> {
     use GgmlType::*;

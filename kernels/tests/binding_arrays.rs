@@ -23,7 +23,7 @@ use hangar_engine::gguf::GgufFile;
 use hangar_engine::graph::{forward, Logits, Weights};
 use hangar_engine::kv::KvPolicy;
 use hangar_engine::quant::GgmlType;
-use hangar_kernels::pipelines::{shader_source_for, MvInput, Op, Variant};
+use hangar_kernels::pipelines::{has_q8_unit, shader_source_for, MvInput, Op, Variant};
 use hangar_kernels::{BackendOptions, Gpu, GpuBackend, GpuOptions, WeightBinding};
 
 /// A device with binding arrays switched on (they are off by default), which must bind
@@ -213,7 +213,7 @@ fn every_variant() -> Vec<(Op, Option<GgmlType>)> {
         for input in [MvInput::Plain, MvInput::Norm, MvInput::Combine] {
             for lean in [false, true] {
                 out.push((Op::Mv { input, lean, q8: false }, Some(ty)));
-                if matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) {
+                if has_q8_unit(ty) {
                     out.push((Op::Mv { input, lean, q8: true }, Some(ty)));
                 }
             }

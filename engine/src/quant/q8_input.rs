@@ -30,7 +30,7 @@ impl Q8Input {
     /// `x` in blocks of 32; `x.len()` must be a whole number of blocks.
     pub fn new(x: &[f32]) -> Result<Q8Input, QuantError> {
         if x.len() % 32 != 0 {
-            return Err(QuantError::PartialInputBlock { ty: GgmlType::Q4_0, elements: x.len(), block_size: 32 });
+            return Err(QuantError::PartialInputBlock { ty: GgmlType::Q8_0, elements: x.len(), block_size: 32 });
         }
         let mut out = Q8Input { q: Vec::with_capacity(x.len()), d: Vec::new(), sum: Vec::new() };
         for b in x.chunks_exact(32) {

@@ -27,9 +27,6 @@
 
 const WG: u32 = 256u;
 const F_PAIRS: u32 = 4u;
-// Four blocks a step: set with 8-bit inputs, whose lower register count leaves room for more
-// loads in flight.
-const F_QUADS: u32 = 8u;
 const CB: u32 = 128u; // blocks of 32 values per staged chunk
 const BS: u32 = 9u; // vec4 slots per staged block (8 + 1 of padding)
 
@@ -47,6 +44,8 @@ var<private> tk: u32; // this token's index
 // the float staging's size, a chunk is 512 blocks, so rows up to 16,384 wide (the 8B's down
 // projection) are staged once instead of behind a barrier every 4,096 values.
 const SCB: u32 = 512u; // blocks per staged chunk
+// Four blocks a step: the 8-bit path's lower register count leaves room for more loads in flight.
+const QUADS: bool = true;
 const XQ_BS: u32 = 3u;
 const XS_LEN: u32 = 1u;
 var<workgroup> xq: array<vec4<u32>, 1536>; // SCB * XQ_BS
@@ -124,6 +123,7 @@ fn stage_first(units: u32, lid: u32) -> f32 {
 }
 //#else
 const SCB: u32 = CB;
+const QUADS: bool = false;
 const XS_LEN: u32 = 1152u; // CB * BS
 
 fn stage_first(units: u32, lid: u32) -> f32 {
@@ -458,7 +458,7 @@ fn body(wg: u32, lid: u32, sl: u32, ss: u32) {
                 staged = c0;
             }
             var u = c0 + t;
-            for (; (P.flags & F_QUADS) != 0u && u + 3u * T < c1; u += 4u * T) {
+            for (; QUADS && u + 3u * T < c1; u += 4u * T) {
                 a += (udot(row, u) + udot(row, u + T)) + (udot(row, u + 2u * T) + udot(row, u + 3u * T));
                 b += (udot(row_u, u) + udot(row_u, u + T)) + (udot(row_u, u + 2u * T) + udot(row_u, u + 3u * T));
             }

@@ -37,7 +37,7 @@ pub fn rows(n: usize) -> Vec<u32> {
 /// twin (`quant::Q8Input`, Q4_0 and Q8_0) instead.
 pub fn reference_linear(f: &GgufFile, ty: GgmlType, rows_: usize, cols: usize, n: usize, bias: &[f32], q8: bool) -> Vec<f32> {
     let wq = f.tensor("w").expect("w").data;
-    let w = quant::dequantize_to_vec(ty, wq).expect("dequantize");
+    let w = if q8 { Vec::new() } else { quant::dequantize_to_vec(ty, wq).expect("dequantize") };
     let x: &[f32] = bytemuck::cast_slice(f.tensor("x").expect("x").data);
     let row_bytes = wq.len() / rows_;
     let mut out = vec![0.0; n * rows_];
