@@ -64,6 +64,13 @@ pub(crate) const MV_LEAN_BELOW: usize = 128;
 /// every matvec 8-bit: 951 -> 840-854).
 pub const MV_Q8_FROM: usize = 2048;
 
+/// Whether lean-layout matvecs (too few rows to fill the GPU in the wide layout) take 8-bit
+/// inputs. They did not pay: H200 tg128, 1.5B-like Q4_0 (its down projection lean) 503-506
+/// tok/s with them, 528-530 without; Q8_0 (switched on) 508-511 against 543; the 8B, whose
+/// matvecs are all wide, unchanged (331-332). One block a step leaves the integer dot products
+/// little to hide, and each workgroup quantizes the whole input for few rows.
+pub(crate) const MV_Q8_LEAN: bool = false;
+
 /// About how many workgroups an 8-bit-input matvec is spread over on a GPU: about one per SM
 /// of an H100 or H200 (132), each staging its input once for more rows. H200, 8B Q4_0: 64 ->
 /// 241 tok/s, 96 -> 290, 128 -> 331-333, 132 -> 331-333, 256 -> 296, 512 -> 273.
@@ -341,7 +348,7 @@ impl GpuBackend {
             (None, Some(_)) => MvInput::Combine,
             (None, None) => MvInput::Plain,
         };
-        let q8 = g.cols >= self.mv_q8_from && has_q8_unit(g.ty) && (g.ty != GgmlType::Q8_0 || self.mv_q8_q8_0);
+        let q8 = (!lean || self.mv_q8_lean) && g.cols >= self.mv_q8_from && has_q8_unit(g.ty) && (g.ty != GgmlType::Q8_0 || self.mv_q8_q8_0);
         self.q8_dispatches += q8 as u64;
         // Large matrices give each workgroup several sets of rows, so the norm statistics
         // and the staged input serve more of them: about 256 workgroups measured best on

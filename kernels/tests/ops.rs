@@ -95,7 +95,10 @@ fn wide_q4_0_matvecs_take_8_bit_inputs_and_match_their_twin() {
         let be = linear_case_on(gpu(), GgmlType::Q4_0, rows_, cols, 1, BackendOptions::default());
         assert_eq!(be.q8_matvecs(), 1, "{rows_}x{cols} did not take 8-bit inputs");
     }
-    assert_eq!(linear_case_on(gpu(), GgmlType::Q4_0, 37, 4352, 1, lean()).q8_matvecs(), 1);
+    let lean_q8 = BackendOptions { mv_q8_lean: Some(true), ..lean() };
+    assert_eq!(linear_case_on(gpu(), GgmlType::Q4_0, 37, 4352, 1, lean_q8).q8_matvecs(), 1);
+    // Lean matvecs stay in floats unless switched on.
+    assert_eq!(linear_case_on(gpu(), GgmlType::Q4_0, 37, 4352, 1, BackendOptions { mv_q8_lean: Some(false), ..lean() }).q8_matvecs(), 0);
     assert!(batched_rows_case_on(gpu(), GgmlType::Q4_0, 37, 4352, 3, BackendOptions::default()).q8_matvecs() > 0);
     assert_eq!(linear_case_on(gpu(), GgmlType::Q4_0, 37, MV_Q8_FROM - 32, 1, BackendOptions::default()).q8_matvecs(), 0);
     assert_eq!(linear_case_on(gpu(), GgmlType::Q8_0, 37, 4352, 1, BackendOptions::default()).q8_matvecs(), 0);
@@ -112,7 +115,7 @@ fn q8_0_matvecs_switched_to_8_bit_inputs_match_their_twin() {
     for (rows_, cols) in [(37, MV_Q8_FROM), (19, 14336), (5, 20480)] {
         assert_eq!(linear_case_on(gpu(), GgmlType::Q8_0, rows_, cols, 1, on.clone()).q8_matvecs(), 1, "{rows_}x{cols}");
     }
-    assert_eq!(linear_case_on(gpu(), GgmlType::Q8_0, 37, 4352, 1, BackendOptions { mv_q8_q8_0: Some(true), ..lean() }).q8_matvecs(), 1);
+    assert_eq!(linear_case_on(gpu(), GgmlType::Q8_0, 37, 4352, 1, BackendOptions { mv_q8_q8_0: Some(true), mv_q8_lean: Some(true), ..lean() }).q8_matvecs(), 1);
     assert!(batched_rows_case_on(gpu(), GgmlType::Q8_0, 37, 4352, 3, on).q8_matvecs() > 0);
 }
 
