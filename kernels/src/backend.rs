@@ -119,6 +119,12 @@ pub(crate) fn u(v: usize, what: &str) -> Result<u32, BackendError> {
     u32::try_from(v).map_err(|_| BackendError::OutOfMemory(format!("{what} of {v} exceeds 32 bits")))
 }
 
+/// A tuning switch from the environment: "1" on, anything else off, unset none (the
+/// options' value or the default then applies).
+fn env_switch(name: &str) -> Option<bool> {
+    std::env::var(name).ok().map(|v| v == "1")
+}
+
 impl GpuBackend {
     pub fn new(gpu: Arc<Gpu>) -> GpuBackend {
         Self::with_options(gpu, BackendOptions::default())
@@ -155,8 +161,8 @@ impl GpuBackend {
                 },
             ),
             q8_dispatches: 0,
-            mv_q8_q8_0: std::env::var("HANGAR_MV_Q8_Q8_0").ok().map(|v| v == "1").or(opts.mv_q8_q8_0).unwrap_or(false),
-            mv_q8_lean: std::env::var("HANGAR_MV_Q8_LEAN").ok().map(|v| v == "1").or(opts.mv_q8_lean).unwrap_or(crate::fuse::MV_Q8_LEAN),
+            mv_q8_q8_0: env_switch("HANGAR_MV_Q8_Q8_0").or(opts.mv_q8_q8_0).unwrap_or(false),
+            mv_q8_lean: env_switch("HANGAR_MV_Q8_LEAN").or(opts.mv_q8_lean).unwrap_or(crate::fuse::MV_Q8_LEAN),
             mv_q8_from: std::env::var("HANGAR_MV_Q8").ok().and_then(|v| v.parse().ok()).or(opts.mv_q8_from).unwrap_or(crate::fuse::MV_Q8_FROM),
             freq_cache: HashMap::new(),
             reuse_bytes: opts.reuse_bytes.unwrap_or(REUSE_BYTES),

@@ -87,8 +87,9 @@ fn matvec_and_matmul_match_reference_without_subgroups() {
 
 /// Q4_0 rows at least `MV_Q8_FROM` wide take 8-bit inputs (mv.wgsl `stage_q8`), checked against
 /// their CPU twin (`quant::Q8Input`) at the kernel tolerance: rows staged in one chunk (up to
-/// 16,384 columns, the 8B's down projection among them) and in two, wide and lean; batched
-/// rows each bit-identical to the row alone. Narrower rows and other types stay in floats.
+/// 16,384 columns, the 8B's down projection among them) and in two, wide, and lean where
+/// switched on (by default lean matvecs stay in floats); batched rows each bit-identical to
+/// the row alone. Narrower rows and other types stay in floats.
 #[test]
 fn wide_q4_0_matvecs_take_8_bit_inputs_and_match_their_twin() {
     for (rows_, cols) in [(37, MV_Q8_FROM), (37, 4352), (19, 14336), (5, 20480)] {
