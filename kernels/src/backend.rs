@@ -63,10 +63,9 @@ pub struct BackendOptions {
     /// Q4_0 decode matvecs at least this wide quantize their input to 8-bit blocks and dot with
     /// packed integer dot products (default `fuse::MV_Q8_FROM`; HANGAR_MV_Q8=N overrides it).
     pub mv_q8_from: Option<usize>,
-    /// Q8_0 matvecs take 8-bit inputs too (from the same width; HANGAR_MV_Q8_Q8_0=1 or 0
-    /// overrides it). Off by default for now: it gained on the H200 (8B Q8_0 267 -> 285 tok/s,
-    /// 1.5B-like 540 -> 543, bench/RESULTS.md session 17), but the suite's checks of real Q8_0
-    /// models against llama.cpp have not yet run with it.
+    /// Q8_0 matvecs take 8-bit inputs too, from the same width (default on: 8B Q8_0 267 -> 285
+    /// tok/s and 1.5B-like 540 -> 543 on the H200, bench/RESULTS.md session 17; llama.cpp's
+    /// Q8_0 dot products quantize their input the same way; HANGAR_MV_Q8_Q8_0=0 or 1 overrides it).
     pub mv_q8_q8_0: Option<bool>,
     /// Lean-layout matvecs take 8-bit inputs too (default off: see `fuse::MV_Q8_LEAN`;
     /// HANGAR_MV_Q8_LEAN=1 or 0 overrides it).
@@ -161,7 +160,7 @@ impl GpuBackend {
                 },
             ),
             q8_dispatches: 0,
-            mv_q8_q8_0: env_switch("HANGAR_MV_Q8_Q8_0").or(opts.mv_q8_q8_0).unwrap_or(false),
+            mv_q8_q8_0: env_switch("HANGAR_MV_Q8_Q8_0").or(opts.mv_q8_q8_0).unwrap_or(true),
             mv_q8_lean: env_switch("HANGAR_MV_Q8_LEAN").or(opts.mv_q8_lean).unwrap_or(crate::fuse::MV_Q8_LEAN),
             mv_q8_from: std::env::var("HANGAR_MV_Q8").ok().and_then(|v| v.parse().ok()).or(opts.mv_q8_from).unwrap_or(crate::fuse::MV_Q8_FROM),
             freq_cache: HashMap::new(),

@@ -89,7 +89,7 @@ fn matvec_and_matmul_match_reference_without_subgroups() {
 /// their CPU twin (`quant::Q8Input`) at the kernel tolerance: rows staged in one chunk (up to
 /// 16,384 columns, the 8B's down projection among them) and in two, wide, and lean where
 /// switched on (by default lean matvecs stay in floats); batched rows each bit-identical to
-/// the row alone. Narrower rows and other types stay in floats.
+/// the row alone. Narrower rows and the types without an 8-bit kernel stay in floats.
 #[test]
 fn wide_q4_0_matvecs_take_8_bit_inputs_and_match_their_twin() {
     for (rows_, cols) in [(37, MV_Q8_FROM), (37, 4352), (19, 14336), (5, 20480)] {
@@ -102,20 +102,22 @@ fn wide_q4_0_matvecs_take_8_bit_inputs_and_match_their_twin() {
     assert_eq!(linear_case_on(gpu(), GgmlType::Q4_0, 37, 4352, 1, BackendOptions { mv_q8_lean: Some(false), ..lean() }).q8_matvecs(), 0);
     assert!(batched_rows_case_on(gpu(), GgmlType::Q4_0, 37, 4352, 3, BackendOptions::default()).q8_matvecs() > 0);
     assert_eq!(linear_case_on(gpu(), GgmlType::Q4_0, 37, MV_Q8_FROM - 32, 1, BackendOptions::default()).q8_matvecs(), 0);
-    assert_eq!(linear_case_on(gpu(), GgmlType::Q8_0, 37, 4352, 1, BackendOptions::default()).q8_matvecs(), 0);
+    assert_eq!(linear_case_on(gpu(), GgmlType::Q4_1, 37, 4352, 1, BackendOptions::default()).q8_matvecs(), 0);
     // Switched off, the wide rows take the float path and meet the float reference.
     let off = BackendOptions { mv_q8_from: Some(usize::MAX), ..Default::default() };
     assert_eq!(linear_case_on(gpu(), GgmlType::Q4_0, 37, 4352, 1, off).q8_matvecs(), 0);
 }
 
-/// Q8_0 rows with 8-bit inputs, switched on (not yet the default): against their twin, in one
-/// staged chunk and two, wide, lean and batched.
+/// Wide Q8_0 rows take 8-bit inputs by default: against their twin, in one staged chunk and
+/// two, wide, lean where switched on, and batched; switched off, they meet the float reference.
 #[test]
-fn q8_0_matvecs_switched_to_8_bit_inputs_match_their_twin() {
-    let on = BackendOptions { mv_q8_q8_0: Some(true), ..Default::default() };
+fn wide_q8_0_matvecs_take_8_bit_inputs_and_match_their_twin() {
+    let on = BackendOptions::default();
     for (rows_, cols) in [(37, MV_Q8_FROM), (19, 14336), (5, 20480)] {
         assert_eq!(linear_case_on(gpu(), GgmlType::Q8_0, rows_, cols, 1, on.clone()).q8_matvecs(), 1, "{rows_}x{cols}");
     }
+    let off = BackendOptions { mv_q8_q8_0: Some(false), ..Default::default() };
+    assert_eq!(linear_case_on(gpu(), GgmlType::Q8_0, 37, 4352, 1, off).q8_matvecs(), 0);
     assert_eq!(linear_case_on(gpu(), GgmlType::Q8_0, 37, 4352, 1, BackendOptions { mv_q8_q8_0: Some(true), mv_q8_lean: Some(true), ..lean() }).q8_matvecs(), 1);
     assert!(batched_rows_case_on(gpu(), GgmlType::Q8_0, 37, 4352, 3, on).q8_matvecs() > 0);
 }
