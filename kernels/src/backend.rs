@@ -60,13 +60,11 @@ pub struct BackendOptions {
     /// benchmarks compare the two paths on one device; the device's own switch is
     /// `GpuOptions::allow_binding_arrays`, off by default).
     pub no_binding_arrays: bool,
-    /// Q4_0 decode matvecs at least this wide quantize their input to 8-bit blocks and dot with
-    /// packed integer dot products (default `fuse::MV_Q8_FROM`; HANGAR_MV_Q8=N overrides it).
+    /// Q4_0 and Q8_0 decode matvecs at least this wide quantize their input to 8-bit blocks and
+    /// dot with packed integer dot products, as llama.cpp's do (default `fuse::MV_Q8_FROM`;
+    /// HANGAR_MV_Q8=N overrides it). H200 tg128: 8B Q4_0 248 -> 331 tok/s, 8B Q8_0 266 -> 285
+    /// (bench/RESULTS.md sessions 16-18).
     pub mv_q8_from: Option<usize>,
-    /// Q8_0 matvecs take 8-bit inputs too, from the same width (default on: 8B Q8_0 267 -> 285
-    /// tok/s and 1.5B-like 540 -> 543 on the H200, bench/RESULTS.md session 17; llama.cpp's
-    /// Q8_0 dot products quantize their input the same way; HANGAR_MV_Q8_Q8_0=0 or 1 overrides it).
-    pub mv_q8_q8_0: Option<bool>,
     /// Lean-layout matvecs take 8-bit inputs too (default off: see `fuse::MV_Q8_LEAN`;
     /// HANGAR_MV_Q8_LEAN=1 or 0 overrides it).
     pub mv_q8_lean: Option<bool>,
@@ -97,10 +95,8 @@ pub struct GpuBackend {
     pub(crate) mv_pair_cols: usize,
     /// Matvecs of fewer wide-layout workgroups than this take the lean layout (HANGAR_MV_LEAN).
     pub(crate) mv_lean_below: usize,
-    /// Q4_0 decode matvecs from this width take 8-bit inputs (HANGAR_MV_Q8).
+    /// Q4_0 and Q8_0 decode matvecs from this width take 8-bit inputs (HANGAR_MV_Q8).
     pub(crate) mv_q8_from: usize,
-    /// Q8_0 matvecs take 8-bit inputs too (HANGAR_MV_Q8_Q8_0).
-    pub(crate) mv_q8_q8_0: bool,
     /// Lean-layout matvecs take 8-bit inputs too (HANGAR_MV_Q8_LEAN).
     pub(crate) mv_q8_lean: bool,
     /// 8-bit-input matvec dispatches recorded (tests check the path was taken).
@@ -160,7 +156,6 @@ impl GpuBackend {
                 },
             ),
             q8_dispatches: 0,
-            mv_q8_q8_0: env_switch("HANGAR_MV_Q8_Q8_0").or(opts.mv_q8_q8_0).unwrap_or(true),
             mv_q8_lean: env_switch("HANGAR_MV_Q8_LEAN").or(opts.mv_q8_lean).unwrap_or(crate::fuse::MV_Q8_LEAN),
             mv_q8_from: std::env::var("HANGAR_MV_Q8").ok().and_then(|v| v.parse().ok()).or(opts.mv_q8_from).unwrap_or(crate::fuse::MV_Q8_FROM),
             freq_cache: HashMap::new(),

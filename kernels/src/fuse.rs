@@ -348,7 +348,7 @@ impl GpuBackend {
             (None, Some(_)) => MvInput::Combine,
             (None, None) => MvInput::Plain,
         };
-        let q8 = (!lean || self.mv_q8_lean) && g.cols >= self.mv_q8_from && has_q8_unit(g.ty) && (g.ty != GgmlType::Q8_0 || self.mv_q8_q8_0);
+        let q8 = (!lean || self.mv_q8_lean) && g.cols >= self.mv_q8_from && has_q8_unit(g.ty);
         self.q8_dispatches += q8 as u64;
         // Large matrices give each workgroup several sets of rows, so the norm statistics
         // and the staged input serve more of them: about 256 workgroups measured best on

@@ -116,9 +116,9 @@ fn wide_q8_0_matvecs_take_8_bit_inputs_and_match_their_twin() {
     for (rows_, cols) in [(37, MV_Q8_FROM), (19, 14336), (5, 20480)] {
         assert_eq!(linear_case_on(gpu(), GgmlType::Q8_0, rows_, cols, 1, on.clone()).q8_matvecs(), 1, "{rows_}x{cols}");
     }
-    let off = BackendOptions { mv_q8_q8_0: Some(false), ..Default::default() };
+    let off = BackendOptions { mv_q8_from: Some(usize::MAX), ..Default::default() };
     assert_eq!(linear_case_on(gpu(), GgmlType::Q8_0, 37, 4352, 1, off).q8_matvecs(), 0);
-    assert_eq!(linear_case_on(gpu(), GgmlType::Q8_0, 37, 4352, 1, BackendOptions { mv_q8_q8_0: Some(true), mv_q8_lean: Some(true), ..lean() }).q8_matvecs(), 1);
+    assert_eq!(linear_case_on(gpu(), GgmlType::Q8_0, 37, 4352, 1, BackendOptions { mv_q8_lean: Some(true), ..lean() }).q8_matvecs(), 1);
     assert!(batched_rows_case_on(gpu(), GgmlType::Q8_0, 37, 4352, 3, on).q8_matvecs() > 0);
 }
 

@@ -160,17 +160,8 @@ fn wg_reduce(v: f32, lid: u32, is_max: bool) -> f32 {
     return r;
 }
 
-// Element i of the head vector at qb, rotated where RoPE applies. Without a branch, so the four
-// calls that build a vector issue their loads together instead of each waiting on the one
-// before (H200 tg128: 135M 965-968 -> 975-979 tok/s, 8B Q4_0 331 -> 333-335). Past n_rot
-// (and with rope off) the rotation is computed on in-range indices and discarded.
 fn q_elem(qb: u32, pos: u32, i: u32) -> f32 {
-    let nr = max(P.n_rot, 2u);
-    let pr = rope_pair(min(i, nr - 1u), nr, P.neox);
-    let x = act[qb + i];
-    let y = act[qb + pr.y];
-    let theta = f32(pos) * P.freq_scale * act[P.freq_off + pr.x];
-    return select(x, rope_apply(x, y, pr.y > i, theta), P.rope != 0u && i < P.n_rot);
+    return rope_elem(qb, i, pos, P.rope != 0u);
 }
 
 @compute @workgroup_size(64)

@@ -18,14 +18,8 @@ struct Params {
 }
 
 fn k_elem(idx: u32) -> f32 {
-    let x = act[P.k_off + idx];
     let i = (idx % P.kv_dim) % P.head_dim;
-    if (P.rope == 0u || i >= P.n_rot) {
-        return x;
-    }
-    let pr = rope_pair(i, P.n_rot, P.neox);
-    let theta = f32(P.pos0 + idx / P.kv_dim) * P.freq_scale * act[P.freq_off + pr.x];
-    return rope_apply(x, act[P.k_off + idx - i + pr.y], pr.y > i, theta);
+    return rope_elem(P.k_off + idx - i, i, P.pos0 + idx / P.kv_dim, P.rope != 0u);
 }
 
 //#if KVQ

@@ -16,12 +16,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let r = idx / P.cols;
     let i = (idx % P.cols) % P.head_dim;
-    let x = act[P.x_off + idx];
-    if (i >= P.n_rot) {
-        act[P.out_off + idx] = x;
-        return;
-    }
-    let pr = rope_pair(i, P.n_rot, P.neox);
-    let theta = f32(P.pos0 + r) * P.freq_scale * act[P.freq_off + pr.x];
-    act[P.out_off + idx] = rope_apply(x, act[P.x_off + idx - i + pr.y], pr.y > i, theta);
+    act[P.out_off + idx] = rope_elem(P.x_off + idx - i, i, P.pos0 + r, true);
 }
